@@ -13,6 +13,8 @@ pub mod response;
 pub struct Reject {
     pub status: u16,
     pub message: String,
+    /// The methods a 405 lists in its `Allow` header.
+    pub allow: Option<&'static str>,
 }
 
 impl Reject {
@@ -20,6 +22,14 @@ impl Reject {
         Reject {
             status,
             message: message.into(),
+            allow: None,
+        }
+    }
+
+    pub fn with_allow(self, allow: &'static str) -> Reject {
+        Reject {
+            allow: Some(allow),
+            ..self
         }
     }
 }

@@ -31,6 +31,8 @@ impl Head<'_> {
             let _ = write!(out, "Content-Type: {ct}\r\n");
         }
         match self.framing {
+            // 204 and 304 responses carry no body and must not announce one.
+            Framing::Length(_) if matches!(self.status, 204 | 304) => {}
             Framing::Length(n) => {
                 let _ = write!(out, "Content-Length: {n}\r\n");
             }
