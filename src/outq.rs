@@ -136,7 +136,7 @@ mod tests {
         assert!(!q.is_empty());
 
         w.calls_left = 10;
-        assert_eq!(q.write_to(&mut w).unwrap(), 7);
+        assert_eq!(q.write_to(&mut w).unwrap(), 8);
         assert!(q.is_empty());
         assert_eq!(w.out, b"static,shared,owned");
     }
