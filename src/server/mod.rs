@@ -201,7 +201,7 @@ impl Server {
             };
             if let conn::State::Closed { sub } = &conn.state {
                 if let Some((channel, kind, key)) = sub {
-                    self.hub.unsubscribe(channel, *kind, *key, self.now);
+                    self.hub.unsubscribe(channel, *kind, *key, id, self.now);
                 }
                 // Dropping the socket closes it, which also removes it from epoll.
                 self.conns.remove(id.slot as usize);

@@ -119,7 +119,8 @@ impl Server {
             unreachable!("called for a polling connection")
         };
         let cursor = format!("Halley-Cursor: {}", self.hub.head_cursor(&channel));
-        self.hub.unsubscribe(&channel, Kind::Poll, key, self.now);
+        self.hub
+            .unsubscribe(&channel, Kind::Poll, key, id, self.now);
         self.respond(
             id,
             Ask {
@@ -167,7 +168,8 @@ impl Server {
                             State::Streaming { channel, key, .. } => (channel, key),
                             _ => unreachable!("matched Streaming"),
                         };
-                    self.hub.unsubscribe(&sub.0, Kind::Stream, sub.1, self.now);
+                    self.hub
+                        .unsubscribe(&sub.0, Kind::Stream, sub.1, id, self.now);
                     self.end_stream(id, b"", http10);
                 }
                 State::Polling { .. } => self.end_poll(id),
