@@ -208,7 +208,7 @@ impl Server {
                 continue;
             };
             // The hub has already forgotten this poller; its state must too.
-            conn.state = State::Head { started: true };
+            conn.unpark();
             let keep_alive = keep_alive && !self.shutting_down;
             self.scratch.clear();
             response::Head {
@@ -258,7 +258,7 @@ impl Server {
                 continue;
             };
             // The subscription went with the channel; nothing to undo later.
-            conn.state = State::Head { started: true };
+            conn.unpark();
             let frame = match transport {
                 Transport::Sse => &sse_deleted,
                 Transport::Stream => &stream_deleted,
@@ -272,7 +272,7 @@ impl Server {
             let State::Polling { keep_alive, .. } = conn.state else {
                 continue;
             };
-            conn.state = State::Head { started: true };
+            conn.unpark();
             let gone =
                 crate::http::Reject::new(410, format!("channel {} was deleted", channel.name));
             self.reject(id, gone, keep_alive);
