@@ -6,6 +6,7 @@
 //! and return a decision as a value. Only `static_files` reads the file system, and nothing here touches
 //! a socket; the server module turns these decisions into responses.
 
+pub mod assets;
 pub mod etag;
 pub mod open_publish;
 pub mod rate_limit;
