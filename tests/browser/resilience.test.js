@@ -72,26 +72,28 @@ test('a proxy that buffers the event stream makes the client fall back to long-p
   }
 });
 
-test('after a server restart the page shows the gap, then goes on', async () => {
-  let server = await h.startServer();
-  const port = server.port;
-  try {
-    const page = await h.openDemo(browser, server.url);
-    await h.postComment(page, 'Ada', 'before the restart');
-    await h.waitForComment(page, 'before the restart');
-    await server.stop();
-    await h.waitForState(page, ['reconnecting']);
-    server = await h.startServer({ port });
+for (const [query, connected] of [['', 'live'], ['?transport=longpoll', 'fallback']]) {
+  test(`after a server restart the page shows the gap once, then goes on (${connected})`, async () => {
+    let server = await h.startServer();
+    const port = server.port;
+    try {
+      const page = await h.openDemo(browser, server.url, query);
+      await h.postComment(page, 'Ada', 'before the restart');
+      await h.waitForComment(page, 'before the restart');
+      await server.stop();
+      await h.waitForState(page, ['reconnecting']);
+      server = await h.startServer({ port });
 
-    await page.locator('#comments li.gap').waitFor({ timeout: 20000 });
-    await h.waitForState(page, ['live']);
-    const text = 'after the restart';
-    await h.postComment(page, 'Grace', text);
-    await h.waitForComment(page, text, 5000);
-    const items = await page.$$eval('#comments > li', (els) => els.map((e) => e.className));
-    assert.deepEqual(items, ['comment', 'gap', 'comment'], 'the gap sits between the two comments');
-    await page.close();
-  } finally {
-    await server.stop();
-  }
-});
+      await page.locator('#comments li.gap').waitFor({ timeout: 20000 });
+      await h.waitForState(page, [connected]);
+      const text = 'after the restart';
+      await h.postComment(page, 'Grace', text);
+      await h.waitForComment(page, text, 5000);
+      const items = await page.$$eval('#comments > li', (els) => els.map((e) => e.className));
+      assert.deepEqual(items, ['comment', 'gap', 'comment'], 'the gap sits between the two comments');
+      await page.close();
+    } finally {
+      await server.stop();
+    }
+  });
+}

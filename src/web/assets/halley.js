@@ -90,8 +90,9 @@
     var wantsSse = opts.transport !== 'longpoll' && typeof global.EventSource === 'function';
     var transport = wantsSse ? 'sse' : 'longpoll';
 
-    // Where to resume: the last message id or server cursor seen. Until there is one, opts.since.
+    // Where to resume: the last message id or server cursor seen. Until there is one, `since`.
     var cursor = null;
+    var since = opts.since;
     var state = null;
     var closed = false;
     var attempt = 0; // failed attempts in a row, for the backoff
@@ -111,7 +112,7 @@
       var url = new URL('sub/' + channel, base);
       url.searchParams.set('transport', transport);
       if (cursor !== null) url.searchParams.set('last_event_id', cursor);
-      else if (opts.since != null) url.searchParams.set('since', opts.since);
+      else if (since != null) url.searchParams.set('since', since);
       return url.href;
     }
 
@@ -123,8 +124,12 @@
       call(opts.onMessage, msg);
     }
 
+    // After a gap the old cursor is worthless: sending it again would report the same gap again. The
+    // server goes on from the oldest message it holds, so until a new cursor arrives, "everything
+    // held" is exactly what comes after the gap.
     function gap(info, resumeFrom) {
-      if (resumeFrom) cursor = resumeFrom;
+      cursor = resumeFrom || null;
+      since = 'earliest';
       call(opts.onGap, info);
     }
 
@@ -176,6 +181,8 @@
         });
       });
       es.addEventListener('gap', function (e) {
+        // The event's own id, if the server gave it one, is where to resume; lastEventId otherwise
+        // still holds the stale cursor.
         gap(parseJson(e.data), e.lastEventId !== cursor ? e.lastEventId : null);
       });
       es.addEventListener('deleted', function () { stop('closed'); });
@@ -211,45 +218,51 @@
       poll = controller;
       if (state === null) setState('connecting');
       var settled = setTimeout(function () { setState('fallback'); }, LONGPOLL_SETTLED_MS);
-      var done = function () { clearTimeout(settled); };
 
+      var sent = cursor;
       fetch(subUrl(), { signal: controller.signal, cache: 'no-store' })
-        .then(function (res) {
-          if (res.status === 200) {
-            return res.json().then(function (body) {
-              if (body.gap) gap(body.gap, null);
-              (body.messages || []).forEach(deliver);
-              if (body.next) cursor = body.next;
-              return 'again';
-            });
-          }
-          if (res.status === 204) {
-            cursor = res.headers.get('Halley-Cursor') || cursor;
-            return 'again';
-          }
-          if (res.status === 410) return 'deleted';
-          if (res.status === 429 || res.status === 408 || res.status >= 500) return 'retry';
-          return res.text().then(function (text) {
-            var err = new Error(parseJson(text).error || 'HTTP ' + res.status);
-            err.status = res.status;
-            throw err;
-          });
-        }, function (err) {
+        .then(function (res) { return readAnswer(res, sent); })
+        .catch(function (err) {
+          // The request or the reading of its body failed: that is the network, so try again.
           return err.name === 'AbortError' ? 'aborted' : 'retry';
         })
         .then(function (outcome) {
-          done();
+          clearTimeout(settled);
           if (closed || controller !== poll || outcome === 'aborted') return;
           poll = null;
+          if (outcome instanceof Error) return fail(outcome);
           if (outcome === 'deleted') return stop('closed');
           if (outcome === 'retry') return retry();
           attempt = 0;
           setState('fallback');
           connect();
-        }, function (err) {
-          done();
-          if (!closed) fail(err);
         });
+    }
+
+    // Handles one long-poll answer and says what to do next: poll 'again', 'retry' after a backoff,
+    // stop because the channel was 'deleted', or give up with an Error that retrying cannot fix.
+    function readAnswer(res, sent) {
+      if (res.status === 200) {
+        return res.json().then(function (body) {
+          if (body.gap) gap(body.gap, null);
+          (body.messages || []).forEach(deliver);
+          // A `next` equal to the cursor that was sent is the stale one a gap refers to.
+          if (body.next && !(body.gap && body.next === sent)) cursor = body.next;
+          return 'again';
+        });
+      }
+      if (res.status === 204) {
+        // Reading this header from another origin needs the server to expose it through CORS.
+        cursor = res.headers.get('Halley-Cursor') || cursor;
+        return 'again';
+      }
+      if (res.status === 410) return 'deleted';
+      if (res.status === 408 || res.status === 429 || res.status >= 500) return 'retry';
+      return res.text().then(function (text) {
+        var err = new Error(parseJson(text).error || 'HTTP ' + res.status);
+        err.status = res.status;
+        return err;
+      });
     }
 
     connect();
