@@ -156,10 +156,10 @@ async function postComment(page, name, text) {
 
 /**
  * A TCP proxy in front of `target`. `cut()` destroys every connection and refuses new ones until
- * `restore()`. With `bufferSse`, it forwards requests for `transport=sse` but holds back the answer, as
- * a proxy that buffers responses would.
+ * `restore()`. `bufferSse` imitates a proxy that buffers responses: for requests with
+ * `transport=sse` it holds back the whole answer ('all') or everything after the headers ('body').
  */
-async function startProxy(targetPort, { bufferSse = false } = {}) {
+async function startProxy(targetPort, { bufferSse = null } = {}) {
   const sockets = new Set();
   let down = false;
   const server = net.createServer((client) => {
@@ -172,7 +172,14 @@ async function startProxy(targetPort, { bufferSse = false } = {}) {
       holding ||= bufferSse && /transport=sse/.test(chunk.toString('latin1'));
       upstream.write(chunk);
     });
-    upstream.on('data', (d) => { if (!holding) client.write(d); });
+    let headersToPass = bufferSse === 'body';
+    upstream.on('data', (d) => {
+      if (!holding) return client.write(d);
+      if (!headersToPass) return;
+      const end = d.indexOf('\r\n\r\n');
+      client.write(end < 0 ? d : d.subarray(0, end + 4));
+      headersToPass = end < 0;
+    });
     const close = () => { client.destroy(); upstream.destroy(); sockets.delete(client); sockets.delete(upstream); };
     client.on('error', close).on('close', close);
     upstream.on('error', close).on('close', close);

@@ -26,6 +26,8 @@
 
   // An EventSource that has not opened by then is assumed blocked or buffered by something in between.
   var SSE_OPEN_TIMEOUT_MS = 4000;
+  // An open EventSource that has delivered nothing by then is checked for a proxy buffering it.
+  var SSE_STALL_CHECK_MS = 5000;
   // EventSource failures before it ever worked, after which this subscription switches to long-polling.
   var SSE_FAILURES_BEFORE_FALLBACK = 2;
   // A long-poll request still pending after this long has reached the server, which is holding it.
@@ -162,25 +164,28 @@
     function connectSse() {
       var es = new global.EventSource(subUrl());
       var opened = false;
+      var delivered = false;
       source = es;
       if (state === null) setState('connecting');
-      timer = setTimeout(function () { dropSse(es, false, true); }, SSE_OPEN_TIMEOUT_MS);
+      timer = setTimeout(function () { dropSse(es, 'blocked'); }, SSE_OPEN_TIMEOUT_MS);
 
       es.onopen = function () {
         opened = sseWorked = true;
         sseFailures = attempt = 0;
         clearTimeout(timer);
+        timer = setTimeout(function () { if (!delivered) checkStalled(es); }, SSE_STALL_CHECK_MS);
         setState('live');
       };
-      es.onmessage = function (e) {
-        deliver({ id: e.lastEventId, channel: channel, data: e.data });
+      var onMessage = function (e) {
+        delivered = true;
+        var msg = { id: e.lastEventId, channel: channel, data: e.data };
+        if (e.type !== 'message') msg.event = e.type;
+        deliver(msg);
       };
-      (opts.events || []).forEach(function (name) {
-        es.addEventListener(name, function (e) {
-          deliver({ id: e.lastEventId, channel: channel, data: e.data, event: name });
-        });
-      });
+      es.onmessage = onMessage;
+      (opts.events || []).forEach(function (name) { es.addEventListener(name, onMessage); });
       es.addEventListener('gap', function (e) {
+        delivered = true;
         // The event's own id, if the server gave it one, is where to resume; lastEventId otherwise
         // still holds the stale cursor.
         gap(parseJson(e.data), e.lastEventId !== cursor ? e.lastEventId : null);
@@ -190,21 +195,38 @@
         // A message published with ?event=error arrives here too, as a MessageEvent; it is data,
         // not a failure.
         if (typeof MessageEvent === 'function' && e instanceof MessageEvent) return;
-        dropSse(es, opened);
+        dropSse(es, opened ? 'dropped' : 'refused');
       };
+    }
+
+    // EventSource opens on the response headers and never shows the comment the server sends first,
+    // so a proxy that passes the headers and buffers the body looks like a quiet channel. The
+    // channel's own record tells the two apart: if it holds a message this stream should have
+    // delivered by now, the stream is being held.
+    function checkStalled(es) {
+      fetch(new URL('pub/' + channel, base).href, { cache: 'no-store' })
+        .then(function (res) { return res.ok ? res.json() : null; })
+        .then(function (info) {
+          if (es !== source || !info || !info.last_id || !info.messages) return;
+          var behind = cursor !== null ? info.last_id !== cursor : since === 'earliest';
+          if (behind) dropSse(es, 'blocked');
+        }, function () { /* the probe is a hint; its failure proves nothing */ });
     }
 
     // Every EventSource failure is handled here, with our own backoff and cursor, instead of letting
     // the browser reconnect on its own: the browser retries at a fixed pace and cannot fall back.
-    // A stream that connects but never opens is being held by something in between, which retrying
-    // will not change, so that falls back at once; a refused connection may be a server restarting.
-    function dropSse(es, opened, timedOut) {
+    // 'blocked' (never opened, or opened and held) is the work of something in between, which
+    // retrying will not change, so that falls back at once; 'refused' may be a server restarting, so
+    // that falls back only if EventSource never worked; 'dropped' reconnects.
+    function dropSse(es, why) {
       if (es !== source) return;
       es.close();
       source = null;
       clearTimeout(timer);
       if (closed) return;
-      if (!opened && !sseWorked && (timedOut || ++sseFailures >= SSE_FAILURES_BEFORE_FALLBACK)) {
+      var refusedForGood = why === 'refused' && !sseWorked &&
+        ++sseFailures >= SSE_FAILURES_BEFORE_FALLBACK;
+      if (why === 'blocked' || refusedForGood) {
         transport = 'longpoll';
         attempt = 0;
         connect();
