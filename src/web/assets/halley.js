@@ -241,7 +241,7 @@
       if (state === null) setState('connecting');
       var settled = setTimeout(function () { setState('fallback'); }, LONGPOLL_SETTLED_MS);
 
-      var sent = cursor;
+      var sent = cursor !== null ? cursor : since;
       fetch(subUrl(), { signal: controller.signal, cache: 'no-store' })
         .then(function (res) { return readAnswer(res, sent); })
         .catch(function (err) {
@@ -268,7 +268,7 @@
         return res.json().then(function (body) {
           if (body.gap) gap(body.gap, null);
           (body.messages || []).forEach(deliver);
-          // A `next` equal to the cursor that was sent is the stale one a gap refers to.
+          // A `next` equal to the cursor that was sent is the stale one the gap is about.
           if (body.next && !(body.gap && body.next === sent)) cursor = body.next;
           return 'again';
         });
