@@ -221,6 +221,7 @@ fn resolve_refuses_everything_that_leaves_the_root() {
         ("/leak.txt", false),
         ("/leakdir/secret.txt", false),
         ("/leakdir/", false),
+        ("/leakdir", false),
         ("/.env", false),
         ("/../outside/secret.txt", true),
         ("/%2e%2e/outside/secret.txt", true),
