@@ -27,6 +27,10 @@ const STARTUP_TIMEOUT_MS = 10000;
 function startServer({ port = 0, flags = [] } = {}) {
   const args = ['--listen', `127.0.0.1:${port}`, '--publish-token', TOKEN, ...flags];
   const proc = spawn(HALLEY_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  // A test file that dies half-way must not leave a server holding a port.
+  const reap = () => proc.kill('SIGKILL');
+  process.once('exit', reap);
+  proc.once('exit', () => process.off('exit', reap));
   let stderr = '';
   proc.stderr.on('data', (d) => { stderr += d; });
   return new Promise((resolve, reject) => {
