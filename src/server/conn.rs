@@ -56,8 +56,14 @@ pub enum State {
 pub type Subscription = (Rc<str>, Kind, u32);
 
 pub enum BodyReader {
-    Length { left: usize },
-    Chunked(chunked::Decoder),
+    Length {
+        left: usize,
+    },
+    /// A chunked body, refused once it decodes to more than `limit` bytes.
+    Chunked {
+        decoder: chunked::Decoder,
+        limit: usize,
+    },
 }
 
 pub struct Conn {

@@ -104,10 +104,12 @@ impl Server {
             };
             scratch.extend_from_slice(&chunk[range]);
         };
+        let nothing_to_replay = replay.gap.is_none() && replay.messages.is_empty();
+        let starts_at = nothing_to_replay.then_some(replay.next.as_str());
         if transport == Transport::Sse {
             push_chunk(
                 &mut self.scratch,
-                &encode::sse_preamble(self.config.sse_retry.as_millis() as u64),
+                &encode::sse_preamble(self.config.sse_retry.as_millis() as u64, starts_at),
             );
         }
         if let Some(gap) = &replay.gap {
