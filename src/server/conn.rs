@@ -109,6 +109,17 @@ impl Conn {
         matches!(self.state, State::Closed { .. })
     }
 
+    /// How a parked stream encodes messages, if this is one: its transport,
+    /// and whether it is HTTP/1.0 (frames without chunk framing).
+    pub fn stream_kind(&self) -> Option<(Transport, bool)> {
+        match self.state {
+            State::Streaming {
+                transport, http10, ..
+            } => Some((transport, http10)),
+            _ => None,
+        }
+    }
+
     /// Moves to `Closed`, keeping the hub subscription to undo at reaping.
     /// Returns false if it was closed already.
     pub fn close(&mut self) -> bool {

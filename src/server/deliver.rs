@@ -163,17 +163,10 @@ impl Server {
         };
         let max_queued = self.config.max_queued_bytes;
         for (_, &id) in channel.streams.iter() {
-            let Some(conn) = self
-                .conns
-                .get_mut(id.slot as usize)
-                .filter(|c| c.gen == id.gen)
-            else {
+            let Some(conn) = lookup(&mut self.conns, id) else {
                 continue;
             };
-            let State::Streaming {
-                transport, http10, ..
-            } = conn.state
-            else {
+            let Some((transport, http10)) = conn.stream_kind() else {
                 continue;
             };
             let frame = match transport {
@@ -199,11 +192,7 @@ impl Server {
         }
         let body = message.poll_body();
         for id in channel.polls.drain() {
-            let Some(conn) = self
-                .conns
-                .get_mut(id.slot as usize)
-                .filter(|c| c.gen == id.gen)
-            else {
+            let Some(conn) = lookup(&mut self.conns, id) else {
                 continue;
             };
             let State::Polling { keep_alive, .. } = conn.state else {
@@ -253,10 +242,7 @@ impl Server {
             let Some(conn) = lookup(&mut self.conns, id) else {
                 continue;
             };
-            let State::Streaming {
-                transport, http10, ..
-            } = conn.state
-            else {
+            let Some((transport, http10)) = conn.stream_kind() else {
                 continue;
             };
             // The subscription went with the channel; nothing to undo later.
