@@ -29,7 +29,8 @@ struct Driver {
 impl Driver {
     fn connect(&mut self, url: &UrlTemplate) -> Result<usize, String> {
         let i = self.conns.len();
-        let c = Conn::connect(url.addr, self.poll.registry(), Token(i)).map_err(|e| e.to_string())?;
+        let c =
+            Conn::connect(url.addr, self.poll.registry(), Token(i)).map_err(|e| e.to_string())?;
         self.conns.push(c);
         Ok(i)
     }
@@ -37,7 +38,13 @@ impl Driver {
     fn get(&mut self, i: usize, url: &UrlTemplate, channel: &str) -> Result<(), String> {
         let c = &mut self.conns[i];
         let req = c.request_buf();
-        write!(req, "GET {} HTTP/1.1\r\nHost: {}\r\n\r\n", url.path(channel), url.host).unwrap();
+        write!(
+            req,
+            "GET {} HTTP/1.1\r\nHost: {}\r\n\r\n",
+            url.path(channel),
+            url.host
+        )
+        .unwrap();
         c.send(0, now_ns()).map_err(|e| e.to_string())
     }
 
@@ -47,16 +54,29 @@ impl Driver {
         write_payload(&mut body, seq, sent, 0);
         let c = &mut self.conns[0];
         let req = c.request_buf();
-        write!(req, "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n", url.path(channel), url.host, body.len()).unwrap();
+        write!(
+            req,
+            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n",
+            url.path(channel),
+            url.host,
+            body.len()
+        )
+        .unwrap();
         req.extend_from_slice(&body);
         c.send(seq, sent).map_err(|e| e.to_string())?;
         Ok(sent)
     }
 
     /// Waits up to `until` for events; calls `on_done(conn, status, now)` per complete answer.
-    fn turn(&mut self, until: u64, on_done: &mut impl FnMut(usize, u16, u64)) -> Result<(), String> {
+    fn turn(
+        &mut self,
+        until: u64,
+        on_done: &mut impl FnMut(usize, u16, u64),
+    ) -> Result<(), String> {
         let wait = until.saturating_sub(now_ns()).min(SEC / 10);
-        self.poll.poll(&mut self.events, Some(Duration::from_nanos(wait))).map_err(|e| e.to_string())?;
+        self.poll
+            .poll(&mut self.events, Some(Duration::from_nanos(wait)))
+            .map_err(|e| e.to_string())?;
         for ev in self.events.iter() {
             let i = ev.token().0;
             match self.conns[i].on_ready(&mut self.buf) {
@@ -72,13 +92,22 @@ impl Driver {
 pub fn run(args: &Args) -> Result<(), String> {
     raise_fd_limit();
     let pub_url = UrlTemplate::parse(args.require("pub-url")?)?;
-    let channel = args.get("channel").map(String::from).unwrap_or_else(|| format!("bench-lp-{}", std::process::id()));
+    let channel = args
+        .get("channel")
+        .map(String::from)
+        .unwrap_or_else(|| format!("bench-lp-{}", std::process::id()));
     let server = procfs::with_descendants(&args.all::<u32>("server-pid")?);
     let poll = Poll::new().map_err(|e| e.to_string())?;
-    let mut d = Driver { poll, events: Events::with_capacity(1024), conns: Vec::new(), buf: vec![0; 64 * 1024] };
+    let mut d = Driver {
+        poll,
+        events: Events::with_capacity(1024),
+        conns: Vec::new(),
+        buf: vec![0; 64 * 1024],
+    };
     d.connect(&pub_url)?;
     let mut rep = Report::default();
-    rep.text("mode", "longpoll").text("label", args.get("label").unwrap_or(""));
+    rep.text("mode", "longpoll")
+        .text("label", args.get("label").unwrap_or(""));
     let mut seq = 0;
 
     if let Some(url) = args.get("ready-url") {
@@ -92,7 +121,9 @@ pub fn run(args: &Args) -> Result<(), String> {
         while !published {
             d.turn(now_ns() + 5 * SEC, &mut |i, _, _| published |= i == 0)?;
         }
-        let conns: Vec<usize> = (0..n_conns).map(|_| d.connect(&url)).collect::<Result<_, _>>()?;
+        let conns: Vec<usize> = (0..n_conns)
+            .map(|_| d.connect(&url))
+            .collect::<Result<_, _>>()?;
         let (cpu0, t0) = (procfs::cpu_ns(&server), now_ns());
         for &i in &conns {
             d.get(i, &url, &channel)?;
@@ -117,8 +148,14 @@ pub fn run(args: &Args) -> Result<(), String> {
         rep.int("ready_conns", n_conns as u64)
             .int("ready_cycles", cycles)
             .int("ready_errors", errors)
-            .num("ready_cycles_per_s", cycles as f64 / ((t1 - t0) as f64 / SEC as f64))
-            .num("ready_server_cpu_ms_per_1k", (cpu1 - cpu0) as f64 / 1e6 / cycles.max(1) as f64 * 1000.0);
+            .num(
+                "ready_cycles_per_s",
+                cycles as f64 / ((t1 - t0) as f64 / SEC as f64),
+            )
+            .num(
+                "ready_server_cpu_ms_per_1k",
+                (cpu1 - cpu0) as f64 / 1e6 / cycles.max(1) as f64 * 1000.0,
+            );
         rep.latencies("ready", &lat.summary());
         // The ready connections may still have a request in flight; they are simply closed.
         d.conns.truncate(1);
@@ -169,7 +206,9 @@ pub fn run(args: &Args) -> Result<(), String> {
             }
         }
         rep.int("held", held as u64).int("rounds", rounds);
-        rep.latencies("held", &lat.summary()).int("held_missing", missing).int("held_errors", errors);
+        rep.latencies("held", &lat.summary())
+            .int("held_missing", missing)
+            .int("held_errors", errors);
     }
     println!("{}", rep.to_json());
     eprint!("{}", rep.to_text());
