@@ -50,6 +50,11 @@ impl Conn {
         matches!(self.state, State::Idle)
     }
 
+    /// Whether the whole request has been written (so the connection is established).
+    pub fn is_sent(&self) -> bool {
+        matches!(self.state, State::Head | State::Body { .. })
+    }
+
     /// The buffer to write the next request into; it is reused from request to request.
     pub fn request_buf(&mut self) -> &mut Vec<u8> {
         self.request.clear();

@@ -35,6 +35,8 @@ struct Run {
     workers: Vec<Worker>,
     reports: Reports,
     pubs: Vec<Conn>,
+    pub_addr: std::net::SocketAddr,
+    n_pubs: usize,
     pub_path: String,
     pub_host: String,
     size: usize,
@@ -182,24 +184,18 @@ pub fn run(args: &Args) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         workers.push(w);
     }
-    let n_pubs = if rate_messages > 0 {
-        OPEN_LOOP_PUBLISHERS
-    } else {
-        1
-    };
-    let mut pubs = Vec::new();
-    for i in 0..n_pubs {
-        pubs.push(
-            Conn::connect(pub_url.addr, poll.registry(), Token(i))
-                .map_err(|e| format!("publisher: {e}"))?,
-        );
-    }
     let mut run = Run {
         poll,
         events: Events::with_capacity(1024),
         reports: Reports::new(workers.len(), bounds.total),
         workers,
-        pubs,
+        pubs: Vec::new(),
+        pub_addr: pub_url.addr,
+        n_pubs: if rate_messages > 0 {
+            OPEN_LOOP_PUBLISHERS
+        } else {
+            1
+        },
         pub_path: pub_url.path(&channel),
         pub_host: pub_url.host.clone(),
         size: args.num("size", 0)?,
@@ -255,6 +251,13 @@ fn measure(
     // Let the server finish whatever it does after answering before reading its memory.
     run.wait(now_ns() + SEC / 2, |_| false)?;
     let mem_held = procfs::memory(server);
+    // Publishers connect only now: a server short of connection slots (nginx) or with an idle
+    // timeout would otherwise close them while the subscribers connect.
+    for i in 0..run.n_pubs {
+        let c = Conn::connect(run.pub_addr, run.poll.registry(), Token(i))
+            .map_err(|e| format!("publisher: {e}"))?;
+        run.pubs.push(c);
+    }
     let gen: Vec<u32> = run
         .workers
         .iter()

@@ -175,7 +175,13 @@ pub fn run(args: &Args) -> Result<(), String> {
             for i in first..first + held {
                 d.get(i, &url, &channel)?;
             }
-            // The server gives no sign that a long-poll is parked, so give it time to park them all.
+            // A SYN dropped from a full backlog is retried a second later, so first wait until every
+            // request is out; then, as the server gives no sign that a long-poll is parked, give it
+            // time to park them all.
+            let sent_by = now_ns() + 10 * SEC;
+            while !d.conns[first..].iter().all(Conn::is_sent) && now_ns() < sent_by {
+                d.turn(sent_by, &mut |_, _, _| errors += 1)?;
+            }
             let settled = now_ns() + settle;
             while now_ns() < settled {
                 d.turn(settled, &mut |_, _, _| errors += 1)?;
