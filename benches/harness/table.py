@@ -21,6 +21,7 @@ SSE_ROWS = [
     ("open_p50_us", "open-loop latency p50 (ms)", 1e-3, 2),
     ("open_p99_us", "open-loop latency p99 (ms)", 1e-3, 2),
     ("open_server_cpu_ms_per_1k", "open-loop server CPU per 1,000 deliveries (ms)", 1, 3),
+    ("server_cpu_share", "server CPU, share of its core", 1, 2),
     ("gen_cpu_share", "generator CPU, share of its core", 1, 2),
     ("lost", "missing + duplicate + out-of-order", 1, 0),
 ]
@@ -64,7 +65,7 @@ def markdown(title, results, servers, rows):
         if not any(key in r for s in cols for r in results[s]):
             continue
         floor = [r[key] for r in results.get("floor", []) if key in r]
-        floor_med = statistics.median(floor) if floor and key not in ("held", "lost", "held_missing", "gen_cpu_share") else None
+        floor_med = statistics.median(floor) if floor and key not in ("held", "lost", "held_missing", "gen_cpu_share", "server_cpu_share") else None
         cells = []
         for s in cols:
             vals = [r[key] for r in results[s] if key in r]

@@ -383,7 +383,9 @@ fn measure(
             "gen_cpu_us_per_delivery",
             gen_cpu / 1e3 / fan.count.max(1) as f64,
         )
-        .num("gen_cpu_share", gen_cpu / (t1 - t0).max(1) as f64);
+        .num("gen_cpu_share", gen_cpu / (t1 - t0).max(1) as f64)
+        // Near 1.0 the server was the bottleneck; the generator's share says how close it was.
+        .num("server_cpu_share", (cpu1 - cpu0) as f64 / (t1 - t0).max(1) as f64);
     if bounds.total > bounds.open {
         let open = r.open.summary();
         rep.num("rate", rate)
