@@ -68,7 +68,10 @@ def read_listening_line(proc, timeout=10.0):
     t.start()
     t.join(timeout)
     if not result:
-        code = proc.poll()
+        try:
+            code = proc.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            code = None
         proc.kill()
         proc.wait()
         if code is not None:

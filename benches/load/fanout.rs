@@ -2,121 +2,26 @@
 //! the server, then publishes warm-up, one-at-a-time and open-loop messages and reports latency,
 //! losses and CPU. This process only publishes and adds up; the workers do the reading.
 
-use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::time::Duration;
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::args::Args;
 use crate::client::Conn;
+use crate::coord::{Run, SEC, WORKER_TOKENS};
 use crate::hist::Latencies;
 use crate::net::{now_ns, raise_fd_limit};
 use crate::procfs::{self, Memory};
 use crate::procs::{Reports, Worker};
 use crate::report::Report;
 use crate::split;
-use crate::sse::write_payload;
 use crate::tally::Bounds;
 use crate::url::UrlTemplate;
 
-const SEC: u64 = 1_000_000_000;
-/// Worker pipes get tokens from here up; publisher connections below.
-const WORKER_TOKENS: usize = 1 << 20;
 /// Publisher connections for the open-loop schedule, so a slow answer does not hold up the next
 /// message (its timestamp is its scheduled time either way, so any wait is counted as latency).
 const OPEN_LOOP_PUBLISHERS: usize = 8;
-
-/// Everything the event loop touches, in one place so phases can be written as plain sequences.
-struct Run {
-    poll: Poll,
-    events: Events,
-    workers: Vec<Worker>,
-    reports: Reports,
-    pubs: Vec<Conn>,
-    pub_addr: std::net::SocketAddr,
-    n_pubs: usize,
-    pub_path: String,
-    pub_host: String,
-    size: usize,
-    sent_at: Vec<u64>,
-    /// POSTs answered with a 2xx, and otherwise.
-    accepted: u64,
-    rejected: u64,
-    buf: Vec<u8>,
-}
-
-impl Run {
-    /// Waits for events until `deadline` (at most 100 ms) and takes them in.
-    fn turn(&mut self, deadline: u64) -> Result<(), String> {
-        let wait = deadline.saturating_sub(now_ns()).min(SEC / 10);
-        self.poll
-            .poll(&mut self.events, Some(Duration::from_nanos(wait)))
-            .map_err(|e| e.to_string())?;
-        for ev in self.events.iter() {
-            let t = ev.token().0;
-            if t >= WORKER_TOKENS {
-                let w = t - WORKER_TOKENS;
-                let (worker, reports) = (&mut self.workers[w], &mut self.reports);
-                let mut bad = None;
-                worker
-                    .lines
-                    .read_from(&mut worker.stdout, &mut |line| {
-                        if let Err(e) = reports.on_line(w, line) {
-                            bad = Some(e);
-                        }
-                    })
-                    .map_err(|e| e.to_string())?;
-                if let Some(e) = bad {
-                    return Err(e);
-                }
-                if worker.lines.eof && !reports.finished[w] {
-                    return Err(format!("worker {w} exited early"));
-                }
-            } else {
-                match self.pubs[t].on_ready(&mut self.buf) {
-                    Ok(Some(status)) if (200..300).contains(&status) => self.accepted += 1,
-                    Ok(Some(status)) => {
-                        log::warn!("publish answered {status}");
-                        self.rejected += 1;
-                    }
-                    Ok(None) => {}
-                    Err(e) => return Err(format!("{e} while publishing")),
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Turns until `done` holds or `deadline` passes; says which.
-    fn wait(&mut self, deadline: u64, done: impl Fn(&Run) -> bool) -> Result<bool, String> {
-        while !done(self) {
-            if now_ns() >= deadline {
-                return Ok(false);
-            }
-            self.turn(deadline)?;
-        }
-        Ok(true)
-    }
-
-    fn publish(&mut self, conn: usize, seq: u64, sent_ns: u64) -> Result<(), String> {
-        let (path, host, size) = (&self.pub_path, &self.pub_host, self.size);
-        let c = &mut self.pubs[conn];
-        let req = c.request_buf();
-        let mut body = Vec::with_capacity(size.max(32));
-        write_payload(&mut body, seq, sent_ns, size);
-        write!(req, "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
-        req.extend_from_slice(&body);
-        self.sent_at[seq as usize] = sent_ns;
-        c.send(seq, now_ns())
-            .map_err(|e| format!("{e} while publishing"))
-    }
-
-    fn all_done(&self, seq: u64) -> bool {
-        self.reports.done[seq as usize] as usize == self.workers.len()
-    }
-}
 
 pub fn run(args: &Args) -> Result<(), String> {
     let n: usize = args.num("n", 1000)?;
@@ -385,7 +290,10 @@ fn measure(
         )
         .num("gen_cpu_share", gen_cpu / (t1 - t0).max(1) as f64)
         // Near 1.0 the server was the bottleneck; the generator's share says how close it was.
-        .num("server_cpu_share", (cpu1 - cpu0) as f64 / (t1 - t0).max(1) as f64);
+        .num(
+            "server_cpu_share",
+            (cpu1 - cpu0) as f64 / (t1 - t0).max(1) as f64,
+        );
     if bounds.total > bounds.open {
         let open = r.open.summary();
         rep.num("rate", rate)
@@ -407,6 +315,7 @@ fn measure(
         .int("unknown", unknown)
         .int("dropped", dropped)
         .int("timeouts", timeouts)
+        .int("publish_accepted", run.accepted)
         .int("publish_rejected", run.rejected);
     println!("{}", rep.to_json());
     eprint!("{}", rep.to_text());

@@ -13,12 +13,13 @@
 //! URLs are templates: `{channel}` is replaced by the run's channel name. Results are one JSON
 //! line on stdout and a readable listing on stderr.
 //!
-//! Code map: `fanout` (sse coordinator) → `procs` (worker processes) → `worker` (subscribers)
+//! Code map: `fanout` (the sse mode's phases) → `coord` (its event loop) → `procs` (worker processes) → `worker` (subscribers)
 //! → `http`, `sse`, `tally`, `hist` (pure parsing and bookkeeping); `client` (keep-alive
 //! requests), `longpoll`, `procfs`, `net`, `split`, `url`, `args`, `report`.
 
 mod args;
 mod client;
+mod coord;
 mod fanout;
 mod hist;
 mod http;
