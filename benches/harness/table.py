@@ -30,6 +30,7 @@ LONGPOLL_ROWS = [
     ("ready_server_cpu_ms_per_1k", "server CPU per 1,000 cycles (ms)", 1, 3),
     ("held_p50_us", "held long-poll latency p50 (ms)", 1e-3, 2),
     ("held_p99_us", "held long-poll latency p99 (ms)", 1e-3, 2),
+    ("held_late", "held long-polls parked too late, answered by the next message", 1, 0),
     ("held_missing", "held long-polls never answered", 1, 0),
 ]
 
@@ -65,7 +66,7 @@ def markdown(title, results, servers, rows):
         if not any(key in r for s in cols for r in results[s]):
             continue
         floor = [r[key] for r in results.get("floor", []) if key in r]
-        floor_med = statistics.median(floor) if floor and key not in ("held", "lost", "held_missing", "gen_cpu_share", "server_cpu_share") else None
+        floor_med = statistics.median(floor) if floor and key not in ("held", "lost", "held_missing", "held_late", "gen_cpu_share", "server_cpu_share") else None
         cells = []
         for s in cols:
             vals = [r[key] for r in results[s] if key in r]

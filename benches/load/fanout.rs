@@ -19,7 +19,7 @@ use crate::split;
 use crate::tally::Bounds;
 use crate::url::UrlTemplate;
 
-/// Publisher connections for the open-loop schedule, so a slow answer does not hold up the next
+/// Publisher connections for the open-loop schedule, so one slow answer does not hold up the next
 /// message (its timestamp is its scheduled time either way, so any wait is counted as latency).
 const OPEN_LOOP_PUBLISHERS: usize = 8;
 
@@ -52,10 +52,16 @@ pub fn run(args: &Args) -> Result<(), String> {
             parts.len()
         );
     }
+    let n_pubs = if rate_messages > 0 {
+        OPEN_LOOP_PUBLISHERS
+    } else {
+        1
+    };
     let bounds = Bounds {
         measured: warmup,
         open: warmup + messages,
         total: warmup + messages + rate_messages,
+        publishers: n_pubs as u64,
     };
 
     let poll = Poll::new().map_err(|e| e.to_string())?;
@@ -96,11 +102,7 @@ pub fn run(args: &Args) -> Result<(), String> {
         workers,
         pubs: Vec::new(),
         pub_addr: pub_url.addr,
-        n_pubs: if rate_messages > 0 {
-            OPEN_LOOP_PUBLISHERS
-        } else {
-            1
-        },
+        n_pubs,
         pub_path: pub_url.path(&channel),
         pub_host: pub_url.host.clone(),
         size: args.num("size", 0)?,
@@ -208,12 +210,13 @@ fn measure(
         let stop = t2 + (bounds.total - bounds.open) * interval + 30 * SEC;
         while next < bounds.total && now_ns() < stop {
             let due = t2 + (next - bounds.open) * interval;
-            if now_ns() >= due {
-                if let Some(c) = run.pubs.iter().position(Conn::is_idle) {
-                    run.publish(c, next, due)?;
-                    next += 1;
-                    continue;
-                }
+            // Round-robin, so each connection carries an ordered stream the workers can check.
+            // A message whose connection is still busy leaves late, and its latency shows it.
+            let c = bounds.stream(next) - 1;
+            if now_ns() >= due && run.pubs[c].is_idle() {
+                run.publish(c, next, due)?;
+                next += 1;
+                continue;
             }
             let wake = if now_ns() >= due {
                 now_ns() + SEC / 1000

@@ -6,36 +6,54 @@ use crate::hist::Latencies;
 use crate::sse::Delivery;
 
 /// How a run numbers its messages: `0..measured` are warm-up (not recorded),
-/// `measured..open` are one-at-a-time broadcasts, `open..total` the open-loop schedule.
+/// `measured..open` are one-at-a-time broadcasts, `open..total` the open-loop schedule, sent
+/// round-robin over `publishers` connections.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Bounds {
     pub measured: u64,
     pub open: u64,
     pub total: u64,
+    pub publishers: u64,
 }
 
 impl Bounds {
-    /// Reads `W,B,E` as written by [`Bounds::encode`].
+    /// Reads `W,B,E,P` as written by [`Bounds::encode`].
     pub fn parse(s: &str) -> Option<Bounds> {
         let mut it = s.split(',').map(|v| v.parse::<u64>().ok());
         let b = Bounds {
             measured: it.next()??,
             open: it.next()??,
             total: it.next()??,
+            publishers: it.next()??,
         };
-        (b.measured <= b.open && b.open <= b.total).then_some(b)
+        (b.measured <= b.open && b.open <= b.total && b.publishers > 0).then_some(b)
     }
 
     pub fn encode(&self) -> String {
-        format!("{},{},{}", self.measured, self.open, self.total)
+        format!(
+            "{},{},{},{}",
+            self.measured, self.open, self.total, self.publishers
+        )
+    }
+
+    /// Which ordered stream a message belongs to: 0 for the one-at-a-time phase, else its
+    /// open-loop publisher connection plus one. Messages of different publishers, in flight at
+    /// the same time, have no order the server must keep; those of one publisher do.
+    pub fn stream(&self, seq: u64) -> usize {
+        if seq < self.open {
+            0
+        } else {
+            1 + ((seq - self.open) % self.publishers) as usize
+        }
     }
 }
 
-/// What one subscriber has received: a bit per sequence number, and the highest so far.
+/// What one subscriber has received: a bit per sequence number, and the highest so far from
+/// each ordered stream.
 #[derive(Debug, Clone)]
 pub struct Seen {
     bits: Vec<u64>,
-    highest: Option<u64>,
+    highest: Vec<Option<u64>>,
 }
 
 /// Everything a process learned from its subscribers' deliveries.
@@ -75,7 +93,7 @@ impl Tally {
     pub fn new_seen(&self) -> Seen {
         Seen {
             bits: vec![0; (self.bounds.total as usize).div_ceil(64)],
-            highest: None,
+            highest: vec![None; 1 + self.bounds.publishers as usize],
         }
     }
 
@@ -94,10 +112,11 @@ impl Tally {
         }
         seen.bits[word] |= bit;
         self.distinct += 1;
-        if seen.highest.is_some_and(|h| seq < h) {
+        let highest = &mut seen.highest[self.bounds.stream(seq)];
+        if highest.is_some_and(|h| seq < h) {
             self.out_of_order += 1;
         }
-        seen.highest = Some(seen.highest.map_or(seq, |h| h.max(seq)));
+        *highest = Some(highest.map_or(seq, |h| h.max(seq)));
         let latency = now.saturating_sub(d.sent_ns);
         if seq >= self.bounds.open {
             self.open.record(latency);
@@ -151,10 +170,16 @@ mod tests {
             measured: 2,
             open: 10,
             total: 30,
+            publishers: 8,
         };
         assert_eq!(Bounds::parse(&b.encode()), Some(b));
-        assert_eq!(Bounds::parse("3,2,5"), None);
-        assert_eq!(Bounds::parse("1,2"), None);
+        assert_eq!(Bounds::parse("3,2,5,1"), None);
+        assert_eq!(Bounds::parse("1,2,3,0"), None);
+        assert_eq!(Bounds::parse("1,2,3"), None);
+        assert_eq!(
+            [b.stream(9), b.stream(10), b.stream(17), b.stream(18)],
+            [0, 1, 8, 1]
+        );
     }
 
     #[test]
@@ -163,6 +188,7 @@ mod tests {
             measured: 1,
             open: 3,
             total: 5,
+            publishers: 1,
         });
         let (mut a, mut b) = (t.new_seen(), t.new_seen());
         // a gets 0,1,2,3,4 in order; b gets 0,2,1,1,9 (a reorder, a duplicate, an unknown, two lost).
@@ -187,6 +213,7 @@ mod tests {
             measured: 0,
             open: 2,
             total: 2,
+            publishers: 1,
         });
         let (mut a, mut b) = (t.new_seen(), t.new_seen());
         assert_eq!(t.record(&mut a, d(0), 200, 2), None);
@@ -197,5 +224,21 @@ mod tests {
         let mut done = Vec::new();
         t.after_drop(1, &mut |s, at| done.push((s, at)));
         assert_eq!(done, [(1, 400)]);
+    }
+
+    #[test]
+    fn only_messages_of_one_publisher_must_keep_their_order() {
+        for (publishers, want) in [(1, 1), (2, 0)] {
+            let mut t = Tally::new(Bounds {
+                measured: 0,
+                open: 0,
+                total: 2,
+                publishers,
+            });
+            let mut a = t.new_seen();
+            t.record(&mut a, d(1), 150, 1);
+            t.record(&mut a, d(0), 150, 1);
+            assert_eq!(t.out_of_order, want, "{publishers} publishers");
+        }
     }
 }
