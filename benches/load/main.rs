@@ -13,9 +13,12 @@
 //! URLs are templates: `{channel}` is replaced by the run's channel name. Results are one JSON
 //! line on stdout and a readable listing on stderr.
 //!
-//! Code map: `fanout` (the sse mode's phases) → `coord` (its event loop) → `procs` (worker processes) → `worker` (subscribers)
-//! → `http`, `sse`, `tally`, `hist` (pure parsing and bookkeeping); `client` (keep-alive
-//! requests), `longpoll`, `procfs`, `net`, `split`, `url`, `args`, `report`.
+//! Code map, from the top down:
+//! - `fanout`: the sse mode's phases; `coord`: its event loop over worker pipes and publishers;
+//! - `procs`: worker processes; `worker`: one process's subscribers; `sub`: one subscriber;
+//! - `http`, `sse`, `tally`, `hist`, `split`, `url`: pure parsing and bookkeeping, tested in place;
+//! - `client`: keep-alive requests; `longpoll`: the longpoll mode;
+//! - `procfs`, `net`: /proc and the system calls std lacks; `args`, `report`: in and out.
 
 mod args;
 mod client;
@@ -30,6 +33,7 @@ mod procs;
 mod report;
 mod split;
 mod sse;
+mod sub;
 mod tally;
 mod url;
 mod worker;
