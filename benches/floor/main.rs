@@ -1,9 +1,10 @@
 //! `halley-floor`: the least a server can do for the benchmark's workloads, so every other
-//! server's figures can be read as a ratio to what the kernel allows. It answers `GET /sub/...`
-//! with fixed SSE headers and parks the socket; on `POST /pub/...` it formats the event once and
-//! writes it to every parked socket with one `write()` each, then answers 201. Long-poll has the
-//! same floor: `GET /lp/...` is answered at once with the last message, `GET /lpw/...` waits for
-//! the next. Channels are ignored: a benchmark run uses one channel on a fresh server.
+//! server's figures can be read as a ratio to what the kernel allows. It answers every GET
+//! (`/sub/...` by convention) with fixed SSE headers and parks the socket; on `POST /pub/...` it
+//! formats the event once and writes it to every parked socket with one `write()` each, then
+//! answers 201. Long-poll has the same floor: `GET /lp/...` is answered at once with the last
+//! message, `GET /lpw/...` waits for the next. Channels are ignored: a benchmark run uses one
+//! channel on a fresh server.
 //!
 //! Usage: halley-floor [--listen 127.0.0.1:PORT]; prints `listening on ADDR` once bound.
 
@@ -103,9 +104,9 @@ fn next_request(buf: &mut Vec<u8>) -> io::Result<Option<Action>> {
     }
     let path = req.path.unwrap_or("");
     let action = match (req.method.unwrap_or(""), path) {
-        ("GET", p) if p.starts_with("/sub/") => Action::Subscribe,
         ("GET", p) if p.starts_with("/lp/") => Action::PollReady,
         ("GET", p) if p.starts_with("/lpw/") => Action::PollWait,
+        ("GET", _) => Action::Subscribe,
         ("POST", p) if p.starts_with("/pub/") => {
             Action::Publish(buf[head_len..head_len + body_len].to_vec())
         }
