@@ -155,6 +155,23 @@ impl Client {
         }
     }
 
+    /// Reads once if bytes arrive within the read timeout: `Some(n)` for
+    /// `n` new bytes (0 at EOF), `None` if nothing came in time.
+    pub fn try_fill(&mut self) -> Option<usize> {
+        match self.fill() {
+            Ok(n) => Some(n),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                None
+            }
+            Err(e) => panic!("read failed: {e}"),
+        }
+    }
+
     #[track_caller]
     fn fill_or_panic(&mut self, what: &str) {
         match self.fill() {
