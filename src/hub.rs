@@ -140,8 +140,11 @@ impl Hub {
         (channel.name.clone(), key as u32)
     }
 
-    /// Removes a subscriber; the channel is freed if nothing else holds it.
-    pub fn unsubscribe(&mut self, name: &str, kind: Kind, key: u32, now: Instant) {
+    /// Removes `conn`'s subscription; the channel is freed if nothing else
+    /// holds it. The key is only removed while it still names `conn`: a key
+    /// freed early (pollers leave all at once on a message) may already
+    /// belong to another subscriber by the time a closed connection is reaped.
+    pub fn unsubscribe(&mut self, name: &str, kind: Kind, key: u32, conn: ConnId, now: Instant) {
         let Some(channel) = self.channels.get_mut(name) else {
             return;
         };
@@ -149,7 +152,9 @@ impl Hub {
             Kind::Stream => &mut channel.streams,
             Kind::Poll => &mut channel.polls,
         };
-        subscribers.try_remove(key as usize);
+        if subscribers.get(key as usize) == Some(&conn) {
+            subscribers.remove(key as usize);
+        }
         self.free_if_unused(name, now);
     }
 

@@ -153,10 +153,26 @@ fn subscribers_keep_a_channel_open() {
     let (_, poll_key) = hub.subscribe("c", Kind::Poll, conn);
     assert_eq!(&*name, "c");
     assert_eq!(hub.channel("c").unwrap().n_subscribers(), 2);
-    hub.unsubscribe("c", Kind::Stream, stream_key, now);
+    hub.unsubscribe("c", Kind::Stream, stream_key, conn, now);
     assert!(hub.channel("c").is_some());
-    hub.unsubscribe("c", Kind::Poll, poll_key, now);
+    hub.unsubscribe("c", Kind::Poll, poll_key, conn, now);
     assert!(hub.channel("c").is_none());
+}
+
+#[test]
+fn a_stale_key_does_not_unsubscribe_its_new_owner() {
+    let now = Instant::now();
+    let mut hub = hub(10);
+    let (old, new) = (ConnId { slot: 1, gen: 1 }, ConnId { slot: 2, gen: 2 });
+    let (_, key) = hub.subscribe("c", Kind::Poll, old);
+    hub.channel_mut("c").unwrap().polls.clear();
+    let (_, reused) = hub.subscribe("c", Kind::Poll, new);
+    assert_eq!(key, reused);
+    hub.unsubscribe("c", Kind::Poll, key, old, now);
+    assert_eq!(
+        hub.channel("c").unwrap().polls.get(reused as usize),
+        Some(&new)
+    );
 }
 
 #[test]

@@ -49,12 +49,21 @@ pub enum State {
     Closing,
     /// Finished, waiting to be reaped after this batch of events; `sub` is the
     /// hub subscription still to be removed then.
-    Closed { sub: Option<(Rc<str>, Kind, u32)> },
+    Closed { sub: Option<Subscription> },
 }
 
+/// A hub subscription: channel, kind and key.
+pub type Subscription = (Rc<str>, Kind, u32);
+
 pub enum BodyReader {
-    Length { left: usize },
-    Chunked(chunked::Decoder),
+    Length {
+        left: usize,
+    },
+    /// A chunked body, refused once it decodes to more than `limit` bytes.
+    Chunked {
+        decoder: chunked::Decoder,
+        limit: usize,
+    },
 }
 
 pub struct Conn {
@@ -100,20 +109,40 @@ impl Conn {
         matches!(self.state, State::Closed { .. })
     }
 
+    /// How a parked stream encodes messages, if this is one: its transport,
+    /// and whether it is HTTP/1.0 (frames without chunk framing).
+    pub fn stream_kind(&self) -> Option<(Transport, bool)> {
+        match self.state {
+            State::Streaming {
+                transport, http10, ..
+            } => Some((transport, http10)),
+            _ => None,
+        }
+    }
+
     /// Moves to `Closed`, keeping the hub subscription to undo at reaping.
     /// Returns false if it was closed already.
     pub fn close(&mut self) -> bool {
-        let sub = match std::mem::replace(&mut self.state, State::Closed { sub: None }) {
-            State::Closed { sub } => {
-                self.state = State::Closed { sub };
-                return false;
-            }
-            State::Streaming { channel, key, .. } => Some((channel, Kind::Stream, key)),
-            State::Polling { channel, key, .. } => Some((channel, Kind::Poll, key)),
-            _ => None,
-        };
+        if self.is_closed() {
+            return false;
+        }
+        let sub = self.unpark();
         self.state = State::Closed { sub };
         true
+    }
+
+    /// Takes a parked connection out of its channel to answer it: the state
+    /// becomes a request being answered, and the hub subscription it held is
+    /// returned for the caller to undo (or drop, if the channel is gone).
+    pub fn unpark(&mut self) -> Option<Subscription> {
+        match std::mem::replace(&mut self.state, State::Head { started: true }) {
+            State::Streaming { channel, key, .. } => Some((channel, Kind::Stream, key)),
+            State::Polling { channel, key, .. } => Some((channel, Kind::Poll, key)),
+            other => {
+                self.state = other;
+                None
+            }
+        }
     }
 
     /// Sends bytes the caller owns: written at once when nothing is queued,

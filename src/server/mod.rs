@@ -4,8 +4,8 @@
 //!
 //! The rest of the server is split by event: `accept` (new connections),
 //! `read` (the request state machine), `respond` (turning routes into
-//! replies), `deliver` (fan-out and parking) and `timers` (deadlines and
-//! shutdown).
+//! replies), `deliver` (fan-out and parking), `timers` (deadlines and
+//! shutdown) and `web` (pages and the publishing rules for browsers).
 
 mod accept;
 pub mod conn;
@@ -13,6 +13,7 @@ mod deliver;
 mod read;
 mod respond;
 mod timers;
+mod web;
 
 use std::io;
 use std::net::SocketAddr;
@@ -69,6 +70,7 @@ pub struct Server {
     /// When the hub's expiry timer is set for, so it is set only once.
     expiry_timer: Option<Instant>,
     shutting_down: bool,
+    web: web::Web,
 }
 
 impl Server {
@@ -79,6 +81,7 @@ impl Server {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let now = Instant::now();
+        let web = web::Web::new(&config, now)?;
         let limits = Limits {
             buffer: config.buffer,
             ttl: config.message_ttl,
@@ -103,6 +106,7 @@ impl Server {
             accept_backoff: None,
             expiry_timer: None,
             shutting_down: false,
+            web,
         })
     }
 
@@ -201,7 +205,7 @@ impl Server {
             };
             if let conn::State::Closed { sub } = &conn.state {
                 if let Some((channel, kind, key)) = sub {
-                    self.hub.unsubscribe(channel, *kind, *key, self.now);
+                    self.hub.unsubscribe(channel, *kind, *key, id, self.now);
                 }
                 // Dropping the socket closes it, which also removes it from epoll.
                 self.conns.remove(id.slot as usize);

@@ -15,7 +15,6 @@ use crate::deadline::Timer;
 use crate::encode::{SSE_HEARTBEAT, STREAM_HEARTBEAT};
 use crate::http::response::chunk_payload;
 use crate::http::Reject;
-use crate::hub::Kind;
 
 /// How long shutdown waits for connections to take their last bytes.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
@@ -110,27 +109,18 @@ impl Server {
     /// next so nothing published meanwhile is missed.
     fn end_poll(&mut self, id: ConnId) {
         let conn = lookup(&mut self.conns, id).expect("polling connection is open");
-        let State::Polling {
-            channel,
-            key,
-            keep_alive,
-        } = std::mem::replace(&mut conn.state, State::Head { started: true })
-        else {
+        let State::Polling { keep_alive, .. } = conn.state else {
             unreachable!("called for a polling connection")
         };
+        let (channel, kind, key) = conn.unpark().expect("a polling connection is subscribed");
         let cursor = format!("Halley-Cursor: {}", self.hub.head_cursor(&channel));
-        self.hub.unsubscribe(&channel, Kind::Poll, key, self.now);
-        self.respond(
-            id,
-            Ask {
-                keep_alive,
-                head_only: false,
-            },
-            204,
-            "application/json",
-            b"",
-            &[&cursor, "Cache-Control: no-cache"],
-        );
+        self.hub.unsubscribe(&channel, kind, key, id, self.now);
+        let ask = Ask {
+            keep_alive,
+            head_only: false,
+        };
+        let extra = [cursor.as_str(), "Cache-Control: no-cache"];
+        self.respond(id, ask, 204, "application/json", b"", &extra);
         self.to_resume.push(id);
     }
 
@@ -162,12 +152,8 @@ impl Server {
             match conn.state {
                 State::Head { started: false } => self.close(id),
                 State::Streaming { http10, .. } => {
-                    let sub =
-                        match std::mem::replace(&mut conn.state, State::Head { started: true }) {
-                            State::Streaming { channel, key, .. } => (channel, key),
-                            _ => unreachable!("matched Streaming"),
-                        };
-                    self.hub.unsubscribe(&sub.0, Kind::Stream, sub.1, self.now);
+                    let (channel, kind, key) = conn.unpark().expect("a stream is subscribed");
+                    self.hub.unsubscribe(&channel, kind, key, id, self.now);
                     self.end_stream(id, b"", http10);
                 }
                 State::Polling { .. } => self.end_poll(id),
