@@ -199,6 +199,17 @@ fn route_errors_keep_the_connection() {
             ),
             400,
         ),
+        // Publishers cannot forge halley's own signals.
+        (
+            "event gap".into(),
+            request_bytes("POST", &format!("/pub/{ch}?event=gap"), &[], b"x"),
+            400,
+        ),
+        (
+            "event deleted".into(),
+            request_bytes("POST", &format!("/pub/{ch}?event=deleted"), &[], b"x"),
+            400,
+        ),
         (
             "unknown transport".into(),
             request_bytes("GET", &format!("/sub/{ch}?transport=pigeon"), &[], b""),

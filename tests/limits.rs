@@ -276,3 +276,68 @@ fn messages_expire_after_their_ttl_and_the_cursor_sees_a_gap() {
         get(addr, &format!("/pub/{ch}")).status == 404
     });
 }
+
+/// Publishes a backlog of 100 messages of 100 KiB on a fresh channel. With
+/// the default limits (100 buffered messages, 1 MiB of queued output, 1 MiB
+/// bodies) this is well within what a publisher may leave behind, and a
+/// client that connects and reads at once must receive all of it: closing it
+/// as too slow would make every reconnect fail the same way.
+fn large_backlog(addr: std::net::SocketAddr) -> String {
+    let ch = channel("backlog");
+    let mut publisher = Client::connect(addr);
+    for i in 0..BACKLOG {
+        let mut data = format!("{i:03}");
+        data.push_str(&"y".repeat(BACKLOG_SIZE - 3));
+        publisher.request("POST", &format!("/pub/{ch}"), &[], data.as_bytes());
+        assert_eq!(publisher.read_response().status, 201);
+    }
+    ch
+}
+
+const BACKLOG: usize = 100;
+const BACKLOG_SIZE: usize = 100 * 1024;
+
+#[track_caller]
+fn check_backlog_message(i: usize, data: &str) {
+    assert_eq!(data.len(), BACKLOG_SIZE, "message {i}");
+    assert_eq!(&data[..3], format!("{i:03}"), "message {i}");
+}
+
+#[test]
+fn a_new_sse_subscriber_catching_up_on_a_large_backlog_is_not_a_slow_consumer() {
+    let addr = start(config());
+    let ch = large_backlog(addr);
+    let mut sse = Sub::sse(addr, &ch, "&since=earliest", &[]);
+    for i in 0..BACKLOG {
+        check_backlog_message(i, &sse.next_event().data());
+    }
+    assert_eq!(stats(addr)["slow_consumer_closes"].as_u64(), 0);
+}
+
+#[test]
+fn a_new_stream_subscriber_catching_up_on_a_large_backlog_is_not_a_slow_consumer() {
+    let addr = start(config());
+    let ch = large_backlog(addr);
+    let mut stream = Sub::stream(addr, &ch, "&since=earliest");
+    for i in 0..BACKLOG {
+        check_backlog_message(i, stream.next_json()["data"].as_str());
+    }
+    assert_eq!(stats(addr)["slow_consumer_closes"].as_u64(), 0);
+}
+
+#[test]
+fn a_long_poll_answer_larger_than_max_queued_bytes_is_not_cut_off() {
+    let addr = start(config());
+    let ch = large_backlog(addr);
+    let mut poll = Client::connect(addr);
+    poll.request("GET", &format!("/sub/{ch}?since=earliest"), &[], b"");
+    let r = poll.read_response();
+    assert_eq!(r.status, 200);
+    let body = r.json();
+    let messages = body["messages"].as_array();
+    assert_eq!(messages.len(), BACKLOG);
+    for (i, m) in messages.iter().enumerate() {
+        check_backlog_message(i, m["data"].as_str());
+    }
+    assert_eq!(stats(addr)["slow_consumer_closes"].as_u64(), 0);
+}

@@ -29,6 +29,7 @@ fn sse_head_and_preamble_are_sent_at_once() {
         ..config()
     });
     let ch = channel("head");
+    let epoch = epoch_of(&publish(addr, &channel("epoch"), "x")).to_owned();
     let mut c = Client::connect(addr);
     c.request("GET", &format!("/sub/{ch}?transport=sse"), &[], b"");
     let head = c.read_head();
@@ -38,9 +39,46 @@ fn sse_head_and_preamble_are_sent_at_once() {
     assert_eq!(head.header("x-accel-buffering"), Some("no"));
     assert_eq!(head.header("transfer-encoding"), Some("chunked"));
     assert!(!head.has_header("content-length"));
-    // The retry line first, then a comment, before any message exists.
-    assert_chunk(c.read_raw_chunk(), "retry: 1234\n: halley\n\n");
+    // The retry line first, then a comment, before any message exists; with
+    // nothing to replay, an id-only block tells the client where it starts,
+    // so a reconnect before the first message loses nothing.
+    assert_chunk(
+        c.read_raw_chunk(),
+        &format!("retry: 1234\n: halley\n\nid: {epoch}-0\n\n"),
+    );
     assert!(c.pending().is_empty());
+
+    // With something to replay, the preamble is just the retry line and
+    // comment, and the messages carry the ids.
+    let id = publish(addr, &ch, "m");
+    let mut c = Client::connect(addr);
+    c.request(
+        "GET",
+        &format!("/sub/{ch}?transport=sse&since=earliest"),
+        &[],
+        b"",
+    );
+    c.read_head();
+    assert_chunk(c.read_raw_chunk(), "retry: 1234\n: halley\n\n");
+    assert_chunk(c.read_raw_chunk(), &format!("id: {id}\ndata: m\n\n"));
+}
+
+#[test]
+fn a_subscriber_dropped_before_any_message_resumes_from_its_starting_cursor() {
+    let addr = start_default();
+    let ch = channel("start");
+    publish(addr, &ch, "old");
+    let mut sub = Sub::sse(addr, &ch, "", &[]);
+    let start = sub
+        .last_id
+        .clone()
+        .expect("an id-only block with the start");
+    drop(sub);
+    // Published while the browser is reconnecting.
+    publish(addr, &ch, "while away");
+    let header = format!("Last-Event-ID: {start}");
+    let mut sub = Sub::sse(addr, &ch, "", &[&header]);
+    assert_eq!(sub.next_event().data(), "while away");
 }
 
 #[test]
@@ -303,7 +341,13 @@ fn sse_over_http10_is_unchunked_and_ends_with_the_connection() {
     assert!(!head.has_header("transfer-encoding"), "{head:?}");
     assert!(!head.has_header("content-length"), "{head:?}");
     assert!(head.closes(), "{head:?}");
-    assert_eq!(c.read_bytes(22), b"retry: 2000\n: halley\n\n");
+    let epoch = epoch_of(&publish(addr, &channel("epoch"), "x")).to_owned();
+    let mut preamble = c.read_until(b"\n\n");
+    preamble.extend(c.read_until(b"\n\n"));
+    assert_eq!(
+        String::from_utf8(preamble).unwrap(),
+        format!("retry: 2000\n: halley\n\nid: {epoch}-0\n\n")
+    );
     // A heartbeat, unframed.
     assert_eq!(c.read_bytes(3), b":\n\n");
     let id = publish(addr, &ch, "one\ntwo");

@@ -176,13 +176,13 @@ impl Client {
     fn fill_or_panic(&mut self, what: &str) {
         match self.fill() {
             Ok(0) => panic!(
-                "connection closed while reading {what}; had {:?}",
-                String::from_utf8_lossy(&self.buf)
+                "connection closed while reading {what}; had {}",
+                preview(&self.buf)
             ),
             Ok(_) => {}
             Err(e) => panic!(
-                "read failed while reading {what}: {e}; had {:?}",
-                String::from_utf8_lossy(&self.buf)
+                "read failed while reading {what}: {e}; had {}",
+                preview(&self.buf)
             ),
         }
     }
@@ -330,8 +330,8 @@ impl Client {
         let rest = self.read_to_end();
         assert!(
             rest.is_empty(),
-            "expected the connection to close, got {:?}",
-            String::from_utf8_lossy(&rest)
+            "expected the connection to close, got {}",
+            preview(&rest)
         );
     }
 
@@ -339,15 +339,12 @@ impl Client {
     /// open. (A negative check: the only place a test waits on the clock.)
     #[track_caller]
     pub fn expect_silence(&mut self, wait: Duration) {
-        assert!(self.buf.is_empty(), "unread bytes {:?}", self.buf);
+        assert!(self.buf.is_empty(), "unread bytes {}", preview(&self.buf));
         self.stream.set_read_timeout(Some(wait)).unwrap();
         let mut tmp = [0u8; 1024];
         match self.stream.read(&mut tmp) {
             Ok(0) => panic!("connection closed, expected it to stay open"),
-            Ok(n) => panic!(
-                "expected silence, got {:?}",
-                String::from_utf8_lossy(&tmp[..n])
-            ),
+            Ok(n) => panic!("expected silence, got {}", preview(&tmp[..n])),
             Err(e)
                 if matches!(
                     e.kind(),
@@ -366,6 +363,21 @@ impl Client {
     pub fn shutdown_write(&self) {
         let _ = self.stream.shutdown(Shutdown::Write);
     }
+}
+
+/// A short, printable view of `bytes` for failure messages: the start and
+/// the end, and the length.
+pub fn preview(bytes: &[u8]) -> String {
+    const EDGE: usize = 160;
+    if bytes.len() <= 2 * EDGE {
+        return format!("{:?}", String::from_utf8_lossy(bytes));
+    }
+    format!(
+        "{:?} ... {:?} ({} bytes)",
+        String::from_utf8_lossy(&bytes[..EDGE]),
+        String::from_utf8_lossy(&bytes[bytes.len() - EDGE..]),
+        bytes.len()
+    )
 }
 
 pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -488,6 +500,12 @@ impl Event {
     pub fn is_comment(&self) -> bool {
         self.raw.lines().all(|l| l.is_empty() || l.starts_with(':'))
     }
+
+    /// Whether EventSource dispatches this block: only blocks with data do
+    /// (comments and id-only blocks just update state).
+    pub fn dispatches(&self) -> bool {
+        !self.data.is_empty()
+    }
 }
 
 /// A subscriber connection after its response head: reads SSE blocks or
@@ -498,6 +516,8 @@ pub struct Sub {
     chunked: bool,
     text: String,
     pub ended: bool,
+    /// The last `id:` seen, as EventSource keeps it for `Last-Event-ID`.
+    pub last_id: Option<String>,
 }
 
 impl Sub {
@@ -524,7 +544,21 @@ impl Sub {
         // once it is here a publish reaches this subscriber.
         let preamble = sub.next_block();
         assert!(preamble.raw.starts_with("retry: "), "{preamble:?}");
+        sub.skip_id_only_block();
         sub
+    }
+
+    /// Takes an id-only block if one is already buffered (a subscriber with
+    /// nothing to replay is told its starting cursor that way, in the
+    /// preamble's chunk), keeping its id in `last_id`.
+    pub fn skip_id_only_block(&mut self) {
+        if let Some(at) = self.text.find("\n\n") {
+            let block = parse_event(self.text[..at + 2].to_owned());
+            if block.id.is_some() && !block.dispatches() && block.event.is_none() {
+                self.text.drain(..at + 2);
+                self.last_id = block.id;
+            }
+        }
     }
 
     /// NDJSON stream subscription to `channel`.
@@ -555,6 +589,7 @@ impl Sub {
             chunked,
             text: String::new(),
             ended: false,
+            last_id: None,
         }
     }
 
@@ -582,7 +617,7 @@ impl Sub {
                         return false;
                     }
                     Ok(_) => {}
-                    Err(e) => panic!("read failed: {e}; had {:?}", self.text),
+                    Err(e) => panic!("read failed: {e}; had {}", preview(self.text.as_bytes())),
                 }
             }
             let bytes = std::mem::take(&mut self.client.buf);
@@ -596,7 +631,7 @@ impl Sub {
     #[track_caller]
     pub fn next_block(&mut self) -> Event {
         self.try_next_block()
-            .unwrap_or_else(|| panic!("stream ended; had {:?}", self.text))
+            .unwrap_or_else(|| panic!("stream ended; had {}", preview(self.text.as_bytes())))
     }
 
     /// The next SSE block, or `None` if the stream ended first.
@@ -605,7 +640,11 @@ impl Sub {
         loop {
             if let Some(at) = self.text.find("\n\n") {
                 let raw: String = self.text.drain(..at + 2).collect();
-                return Some(parse_event(raw));
+                let ev = parse_event(raw);
+                if ev.id.is_some() {
+                    self.last_id.clone_from(&ev.id);
+                }
+                return Some(ev);
             }
             if !self.more() {
                 assert!(
@@ -618,12 +657,14 @@ impl Sub {
         }
     }
 
-    /// The next SSE block that is not a comment (heartbeats skipped).
+    /// The next event EventSource would dispatch: blocks without data
+    /// (heartbeat comments, the id-only block that tells a new subscriber its
+    /// starting cursor) are skipped, though their `id:` is kept in `last_id`.
     #[track_caller]
     pub fn next_event(&mut self) -> Event {
         loop {
             let ev = self.next_block();
-            if !ev.is_comment() {
+            if ev.dispatches() {
                 return ev;
             }
         }
@@ -633,7 +674,7 @@ impl Sub {
     #[track_caller]
     pub fn next_line(&mut self) -> String {
         self.try_next_line()
-            .unwrap_or_else(|| panic!("stream ended; had {:?}", self.text))
+            .unwrap_or_else(|| panic!("stream ended; had {}", preview(self.text.as_bytes())))
     }
 
     #[track_caller]
@@ -670,8 +711,16 @@ impl Sub {
     /// with nothing before it, and that the connection then closes.
     #[track_caller]
     pub fn expect_end(&mut self) {
-        assert!(self.text.is_empty(), "unread text {:?}", self.text);
-        assert!(!self.more(), "expected the end, got {:?}", self.text);
+        assert!(
+            self.text.is_empty(),
+            "unread text {}",
+            preview(self.text.as_bytes())
+        );
+        assert!(
+            !self.more(),
+            "expected the end, got {}",
+            preview(self.text.as_bytes())
+        );
         self.client.expect_closed();
     }
 }
@@ -834,7 +883,12 @@ impl Json {
         };
         let v = p.value();
         p.ws();
-        assert_eq!(p.i, p.s.len(), "trailing bytes in JSON {text:?}");
+        assert_eq!(
+            p.i,
+            p.s.len(),
+            "trailing bytes in JSON {}",
+            preview(text.as_bytes())
+        );
         v
     }
 
@@ -900,10 +954,10 @@ impl Parser<'_> {
         assert_eq!(
             self.s.get(self.i).copied(),
             Some(b),
-            "JSON: expected {:?} at {} in {:?}",
+            "JSON: expected {:?} at {} in {}",
             b as char,
             self.i,
-            String::from_utf8_lossy(self.s)
+            preview(self.s)
         );
         self.i += 1;
     }
@@ -931,7 +985,7 @@ impl Parser<'_> {
                             self.i += 1;
                             return Json::Obj(fields);
                         }
-                        _ => panic!("JSON: bad object in {:?}", String::from_utf8_lossy(self.s)),
+                        _ => panic!("JSON: bad object in {}", preview(self.s)),
                     }
                 }
             }
@@ -952,7 +1006,7 @@ impl Parser<'_> {
                             self.i += 1;
                             return Json::Arr(items);
                         }
-                        _ => panic!("JSON: bad array in {:?}", String::from_utf8_lossy(self.s)),
+                        _ => panic!("JSON: bad array in {}", preview(self.s)),
                     }
                 }
             }
@@ -967,10 +1021,7 @@ impl Parser<'_> {
                 }
                 let text = std::str::from_utf8(&self.s[start..self.i]).unwrap();
                 Json::Num(text.parse().unwrap_or_else(|_| {
-                    panic!(
-                        "JSON: bad value at {start} in {:?}",
-                        String::from_utf8_lossy(self.s)
-                    )
+                    panic!("JSON: bad value at {start} in {}", preview(self.s))
                 }))
             }
         }
