@@ -109,6 +109,14 @@ fn framing_errors_are_answered_and_close_the_connection() {
         eprintln!("case: {what}");
         check(addr, raw, *status, Close);
     }
+    // Behind a good request, the good one is answered first.
+    let mut c = Client::connect(addr);
+    c.send("GET /healthz HTTP/1.1\r\nHost: t\r\n\r\nGARBAGE\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(c.read_response().body, b"ok");
+    let r = c.read_response();
+    r.assert_error(400);
+    assert!(r.closes());
+    c.expect_closed();
     // None of them published anything.
     assert_eq!(get(addr, "/pub/x").status, 404);
 }

@@ -453,3 +453,53 @@ fn index_page_is_served() {
     assert_eq!(r.status, 200);
     assert!(r.header("content-type").unwrap().starts_with("text/html"));
 }
+
+#[test]
+fn a_large_pipelined_batch_is_answered_completely_and_in_order() {
+    // More requests in one write than one read of the server takes.
+    let addr = start_default();
+    let ch = channel("batch");
+    let mut batch = Vec::new();
+    for i in 0..300 {
+        batch.extend(request_bytes(
+            "POST",
+            &format!("/pub/{ch}"),
+            &[],
+            format!("{i}").as_bytes(),
+        ));
+        batch.extend(request_bytes("GET", "/healthz", &["X-Pad: padding"], b""));
+    }
+    assert!(batch.len() > 32 * 1024);
+    let mut c = Client::connect(addr);
+    let writer = {
+        let mut w = c.stream.try_clone().unwrap();
+        std::thread::spawn(move || std::io::Write::write_all(&mut w, &batch).unwrap())
+    };
+    for i in 0..300 {
+        let r = c.read_response();
+        assert_eq!(r.status, 201, "request {i}");
+        assert_eq!(seq_of(r.json()["id"].as_str()), i + 1);
+        assert_eq!(c.read_response().body, b"ok");
+    }
+    writer.join().unwrap();
+}
+
+#[test]
+fn ids_are_never_reused_after_a_channel_is_deleted() {
+    let addr = start_default();
+    let ch = channel("reuse");
+    let old: Vec<String> = (0..3).map(|_| publish(addr, &ch, "x")).collect();
+    assert_eq!(
+        call(addr, "DELETE", &format!("/pub/{ch}"), &[], b"").status,
+        204
+    );
+    let new = publish(addr, &ch, "after");
+    assert!(
+        seq_of(&new) > seq_of(&old[2]),
+        "{new} reuses an id from before the delete ({old:?})"
+    );
+    // A client that had everything before the delete resumes without a
+    // refusal and gets the new message.
+    let body = get(addr, &format!("/sub/{ch}?since={}", old[2])).json();
+    assert_eq!(body["messages"][0]["id"].as_str(), new);
+}

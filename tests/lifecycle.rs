@@ -116,6 +116,34 @@ fn sigterm_exits_within_2_s_even_if_clients_do_not_close() {
 }
 
 #[test]
+fn a_request_in_flight_at_sigterm_is_answered_with_close() {
+    let mut proc = Proc::start(&[]);
+    let addr = proc.addr;
+    let ch = channel("inflight");
+    let mut sse = Sub::sse(addr, &ch, "", &[]);
+    let mut c = Client::connect(addr);
+    c.send(format!(
+        "POST /pub/{ch} HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nla"
+    ));
+    wait_until("the body is being read", || {
+        stats(addr)["connections"]["other"].as_u64() >= 2
+    });
+    proc.signal(libc::SIGTERM);
+    // The stream ending shows that shutdown has begun.
+    assert!(sse.try_next_block().is_none());
+    c.send("st");
+    let r = c.read_response();
+    assert_eq!(r.status, 201, "{r:?}");
+    assert!(r.closes(), "{r:?}");
+    c.expect_closed();
+    drop((sse, c));
+    let (status, _) = proc
+        .wait_exit(Duration::from_secs(2))
+        .expect("halley exits within 2 s of SIGTERM");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
 fn sigint_shuts_down_gracefully_too() {
     let mut proc = Proc::start(&[]);
     let ch = channel("int");
