@@ -43,6 +43,60 @@ fn help_lists_the_flags_and_bad_flags_exit_2() {
 }
 
 #[test]
+fn command_line_flags_reach_the_server() {
+    let proc = Proc::start(&[
+        "--heartbeat",
+        "0.15",
+        "--longpoll-timeout",
+        "0.2",
+        "--buffer",
+        "2",
+        "--publish-token",
+        "tok",
+        "--cors-origin",
+        "https://flags.example",
+        "--sse-retry",
+        "777",
+        "--max-body",
+        "10",
+    ]);
+    let addr = proc.addr;
+    let ch = channel("flags");
+    let auth = ["Authorization: Bearer tok"];
+    call(addr, "POST", &format!("/pub/{ch}"), &[], b"x").assert_error(401);
+    call(addr, "POST", &format!("/pub/{ch}"), &auth, b"12345678901").assert_error(413);
+    let ids: Vec<String> = (0..3)
+        .map(|i| {
+            let r = call(
+                addr,
+                "POST",
+                &format!("/pub/{ch}"),
+                &auth,
+                format!("m{i}").as_bytes(),
+            );
+            assert_eq!(r.status, 201);
+            assert_eq!(
+                r.header("access-control-allow-origin"),
+                Some("https://flags.example")
+            );
+            r.json()["id"].as_str().to_owned()
+        })
+        .collect();
+    // --buffer 2: the first message is gone.
+    let body = get(addr, &format!("/sub/{ch}?since=earliest")).json();
+    assert_eq!(body["messages"].as_array().len(), 2);
+    assert_eq!(body["messages"][0]["id"].as_str(), ids[1]);
+    // --longpoll-timeout 0.2
+    let r = get(addr, &format!("/sub/{ch}?since={}", ids[2]));
+    assert_eq!(r.status, 204);
+    // --sse-retry 777 and --heartbeat 0.15
+    let mut sub = Sub::open(addr, &format!("/sub/{ch}?transport=sse"), &[]);
+    assert!(sub.next_block().raw.starts_with("retry: 777\n"));
+    sub.skip_id_only_block();
+    assert_eq!(sub.next_block().raw, ":\n\n");
+}
+
+#[test]
 fn sigterm_ends_every_stream_answers_held_polls_and_exits_0() {
     let mut proc = Proc::start(&[]);
     let addr = proc.addr;

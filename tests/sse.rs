@@ -68,7 +68,7 @@ fn a_subscriber_dropped_before_any_message_resumes_from_its_starting_cursor() {
     let addr = start_default();
     let ch = channel("start");
     publish(addr, &ch, "old");
-    let mut sub = Sub::sse(addr, &ch, "", &[]);
+    let sub = Sub::sse(addr, &ch, "", &[]);
     let start = sub
         .last_id
         .clone()
