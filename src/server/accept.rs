@@ -6,7 +6,7 @@
 use std::io;
 use std::time::Duration;
 
-use log::{debug, warn};
+use log::{info, warn};
 use mio::net::TcpStream;
 use mio::Interest;
 
@@ -21,41 +21,44 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 impl Server {
     pub(super) fn on_acceptable(&mut self) {
-        if self.accept_backoff.is_some() {
-            return;
+        if self.accept_backoff.is_none() {
+            self.accept_all(None);
         }
+    }
+
+    /// The back-off is over: try again. Connections wait in the kernel's
+    /// backlog meanwhile, and no new readiness edge would announce them.
+    pub(super) fn on_accept_backoff_over(&mut self) {
+        let last = self.accept_backoff.take();
+        self.accept_all(last);
+    }
+
+    /// Accepts until the listener would block. Out of descriptors, it pauses:
+    /// for `FIRST_BACKOFF`, or twice as long as `last` when the pause that just
+    /// ended did not help.
+    fn accept_all(&mut self, last: Option<Duration>) {
         while let Some(listener) = &self.listener {
             match listener.accept() {
                 Ok((socket, _)) => self.on_accept(socket),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if last.is_some() {
+                        info!("accepting again");
+                    }
+                    return;
+                }
                 Err(e) if is_transient(&e) => continue,
                 Err(e) => {
                     self.counters.accept_errors += 1;
-                    let backoff = FIRST_BACKOFF;
-                    warn!("accept failed: {e}; pausing accepts for {backoff:?}");
-                    self.pause_accepting(backoff);
+                    let backoff = last.map_or(FIRST_BACKOFF, |b| (b * 2).min(MAX_BACKOFF));
+                    if last.is_none() {
+                        warn!("accept failed: {e}; pausing accepts, retrying from {backoff:?}");
+                    }
+                    self.accept_backoff = Some(backoff);
+                    self.deadlines.set(self.now + backoff, Timer::ResumeAccept);
                     return;
                 }
             }
         }
-    }
-
-    /// Called when the back-off ends: try again, backing off further if the
-    /// descriptors are still not there.
-    pub(super) fn on_accept_backoff_over(&mut self) {
-        let backoff = self.accept_backoff.take().unwrap_or(FIRST_BACKOFF);
-        let errors_before = self.counters.accept_errors;
-        self.on_acceptable();
-        if self.counters.accept_errors > errors_before {
-            self.pause_accepting((backoff * 2).min(MAX_BACKOFF));
-        } else {
-            debug!("accepting again");
-        }
-    }
-
-    fn pause_accepting(&mut self, backoff: Duration) {
-        self.accept_backoff = Some(backoff);
-        self.deadlines.set(self.now + backoff, Timer::ResumeAccept);
     }
 
     fn on_accept(&mut self, mut socket: TcpStream) {
