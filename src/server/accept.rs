@@ -11,6 +11,7 @@ use mio::net::TcpStream;
 use mio::Interest;
 
 use super::conn::{Conn, State};
+use super::respond::Ask;
 use super::Server;
 use crate::conn_id::ConnId;
 use crate::deadline::Timer;
@@ -94,7 +95,7 @@ impl Server {
                     503,
                     format!("server is at its limit of {limit} connections"),
                 ),
-                false,
+                Ask::CLOSE,
             );
             return;
         }

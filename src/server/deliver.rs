@@ -36,7 +36,7 @@ impl Server {
         };
         let replay = match self.hub.replay(channel, cursor, batch) {
             Ok(replay) => replay,
-            Err(reject) => return self.reject(id, reject, head.keep_alive),
+            Err(reject) => return self.reject(id, reject, Ask::of(head)),
         };
         match mode {
             _ if head.method == Method::Head => {
@@ -263,7 +263,14 @@ impl Server {
             conn.unpark();
             let gone =
                 crate::http::Reject::new(410, format!("channel {} was deleted", channel.name));
-            self.reject(id, gone, keep_alive);
+            self.reject(
+                id,
+                gone,
+                Ask {
+                    keep_alive,
+                    head_only: false,
+                },
+            );
             self.to_resume.push(id);
         }
     }

@@ -7,6 +7,7 @@
 use log::debug;
 
 use super::conn::{BodyReader, Input, State};
+use super::respond::Ask;
 use super::{lookup, Server};
 use crate::conn_id::ConnId;
 use crate::http::chunked;
@@ -77,7 +78,7 @@ impl Server {
             }
             Err(reject) => {
                 debug!("{id:?}: {} while reading request head", reject.message);
-                self.reject(id, reject, false);
+                self.reject(id, reject, Ask::CLOSE);
                 Step::Again
             }
         }
@@ -90,7 +91,7 @@ impl Server {
         let reader = match head.body {
             BodyKind::None => return self.on_request(id, head, Vec::new()),
             BodyKind::Length(n) if n > limit as u64 => {
-                return self.reject(id, too_large(limit), false)
+                return self.reject(id, too_large(limit), Ask::CLOSE)
             }
             BodyKind::Length(n) => BodyReader::Length { left: n as usize },
             BodyKind::Chunked => BodyReader::Chunked {
@@ -135,14 +136,14 @@ impl Server {
                     }
                     Err(chunked::Error::TooLarge) => {
                         let reject = too_large(*limit);
-                        self.reject(id, reject, false);
+                        self.reject(id, reject, Ask::CLOSE);
                         return Step::Again;
                     }
                     Err(chunked::Error::Malformed(what)) => {
                         self.reject(
                             id,
                             Reject::new(400, format!("malformed chunked body: {what}")),
-                            false,
+                            Ask::CLOSE,
                         );
                         return Step::Again;
                     }

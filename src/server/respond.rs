@@ -27,7 +27,7 @@ impl Server {
     pub(super) fn on_request(&mut self, id: ConnId, head: Head, body: Vec<u8>) {
         let route = match routes::route(&head) {
             Ok(route) => route,
-            Err(reject) => return self.reject(id, reject, head.keep_alive),
+            Err(reject) => return self.reject(id, reject, Ask::of(&head)),
         };
         match route {
             Route::Health => self.respond(
@@ -56,7 +56,7 @@ impl Server {
                 None => self.reject(
                     id,
                     Reject::new(404, format!("no channel {channel}")),
-                    head.keep_alive,
+                    Ask::of(&head),
                 ),
                 Some(c) => {
                     let mut out = b"{\"channel\":".to_vec();
@@ -93,13 +93,13 @@ impl Server {
         body: Vec<u8>,
     ) {
         if let Err(reject) = self.check_publish(id, head, channel, body.len()) {
-            return self.reject(id, reject, head.keep_alive);
+            return self.reject(id, reject, Ask::of(head));
         }
         let Ok(data) = String::from_utf8(body) else {
             return self.reject(
                 id,
                 Reject::new(400, "message is not valid UTF-8"),
-                head.keep_alive,
+                Ask::of(head),
             );
         };
         let subscribers = self.hub.channel(channel).map_or(0, |c| c.n_subscribers());
@@ -120,13 +120,13 @@ impl Server {
 
     fn on_delete(&mut self, id: ConnId, head: &Head, channel: &str) {
         if let Err(reject) = self.check_delete(head) {
-            return self.reject(id, reject, head.keep_alive);
+            return self.reject(id, reject, Ask::of(head));
         }
         match self.hub.delete(channel, self.now) {
             None => self.reject(
                 id,
                 Reject::new(404, format!("no channel {channel}")),
-                head.keep_alive,
+                Ask::of(head),
             ),
             Some(deleted) => {
                 info!(
@@ -165,11 +165,12 @@ impl Server {
         self.finish_response(id, keep_alive);
     }
 
-    /// Answers with `{"error": ...}`. Without `keep_alive` the connection
-    /// closes after it: the framing of anything that follows is not trusted.
-    pub(super) fn reject(&mut self, id: ConnId, reject: Reject, keep_alive: bool) {
+    /// Answers with `{"error": ...}`. Without `ask.keep_alive` the
+    /// connection closes after it: the framing of anything that follows is
+    /// not trusted.
+    pub(super) fn reject(&mut self, id: ConnId, reject: Reject, ask: Ask) {
         self.counters.reject(reject.status);
-        let keep_alive = keep_alive && !self.shutting_down;
+        let keep_alive = ask.keep_alive && !self.shutting_down;
         let mut extra: Vec<&str> = reject.header.iter().map(String::as_str).collect();
         if reject.status == 401 {
             extra.push("WWW-Authenticate: Bearer");
@@ -187,7 +188,7 @@ impl Server {
             &mut self.scratch,
             head,
             &json::error_body(&reject.message),
-            true,
+            !ask.head_only,
         );
         self.send_scratch(id);
         self.finish_response(id, keep_alive);
@@ -255,6 +256,13 @@ pub(super) struct Ask {
 }
 
 impl Ask {
+    /// For errors that end the connection, where the request (if any) is
+    /// not trusted enough to read more from it.
+    pub const CLOSE: Ask = Ask {
+        keep_alive: false,
+        head_only: false,
+    };
+
     pub fn of(head: &Head) -> Ask {
         Ask {
             keep_alive: head.keep_alive,

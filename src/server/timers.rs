@@ -77,7 +77,7 @@ impl Server {
                 self.reject(
                     id,
                     Reject::new(408, "request body not received in time"),
-                    false,
+                    Ask::CLOSE,
                 );
             }
             &State::Streaming {

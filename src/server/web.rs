@@ -87,13 +87,13 @@ impl Server {
                 self.reject(
                     id,
                     Reject::new(404, format!("no route or file for {path}")),
-                    head.keep_alive,
+                    Ask::of(head),
                 )
             }
             StaticReply::BadRequest(why) => self.reject(
                 id,
                 Reject::new(400, format!("bad path: {why}")),
-                head.keep_alive,
+                Ask::of(head),
             ),
         }
     }
