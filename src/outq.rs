@@ -25,13 +25,27 @@ impl Chunk {
     }
 }
 
+/// Whom queued bytes are for. A response, or the replay a new subscriber
+/// asked for, is *owed*: the client has had no chance to read it yet, so it
+/// never makes the client a slow consumer. *Live* output is what fan-out
+/// pushes afterwards; only that counts against `--max-queued-bytes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Debt {
+    Owed,
+    Live,
+}
+
 #[derive(Default)]
 pub struct OutQueue {
     chunks: VecDeque<Chunk>,
     /// Bytes of the front chunk already written.
     front_done: usize,
-    /// Bytes queued in all, the figure checked against `--max-queued-bytes`.
+    /// Bytes queued in all.
     queued: usize,
+    /// Owed bytes among them. They are queued before any live output (a
+    /// stream's replay precedes its messages; other connections have no live
+    /// output), so writes pay them off first.
+    owed: usize,
 }
 
 /// How many chunks one `writev` takes at most.
@@ -46,8 +60,17 @@ impl OutQueue {
         self.queued
     }
 
-    pub fn push(&mut self, chunk: Chunk) {
-        self.queued += chunk.bytes().len();
+    /// Live bytes queued: the figure checked against `--max-queued-bytes`.
+    pub fn live(&self) -> usize {
+        self.queued - self.owed
+    }
+
+    pub fn push(&mut self, chunk: Chunk, debt: Debt) {
+        let len = chunk.bytes().len();
+        self.queued += len;
+        if debt == Debt::Owed {
+            self.owed += len;
+        }
         self.chunks.push_back(chunk);
     }
 
@@ -78,6 +101,7 @@ impl OutQueue {
 
     fn consume(&mut self, mut n: usize) {
         self.queued -= n;
+        self.owed = self.owed.saturating_sub(n);
         while n > 0 {
             let left = self.chunks[0].bytes().len() - self.front_done;
             if n < left {
@@ -121,10 +145,10 @@ mod tests {
     fn drains_across_short_writes() {
         let shared: Rc<[u8]> = Rc::from(&b"__shared__"[..]);
         let mut q = OutQueue::default();
-        q.push(Chunk::Static(b"static,"));
-        q.push(Chunk::Shared(shared.clone(), 2..8));
-        q.push(Chunk::Owned(b",owned".to_vec()));
-        assert_eq!(q.queued(), 19);
+        q.push(Chunk::Static(b"static,"), Debt::Owed);
+        q.push(Chunk::Shared(shared.clone(), 2..8), Debt::Live);
+        q.push(Chunk::Owned(b",owned".to_vec()), Debt::Live);
+        assert_eq!((q.queued(), q.live()), (19, 12));
 
         // Three calls of at most 4 bytes, each within one chunk: 4 + 3 + 4.
         let mut w = Trickle {
@@ -133,7 +157,7 @@ mod tests {
             calls_left: 3,
         };
         assert_eq!(q.write_to(&mut w).unwrap(), 11);
-        assert_eq!(q.queued(), 8);
+        assert_eq!((q.queued(), q.live()), (8, 8));
         assert!(!q.is_empty());
 
         w.calls_left = 10;

@@ -11,7 +11,7 @@ use mio::net::TcpStream;
 use crate::http::chunked;
 use crate::http::request::Head;
 use crate::hub::Kind;
-use crate::outq::{Chunk, OutQueue};
+use crate::outq::{Chunk, Debt, OutQueue};
 
 /// How a parked stream encodes messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,7 +82,7 @@ pub struct Conn {
 #[derive(Debug)]
 pub enum SendError {
     Io(io::Error),
-    /// Queued output passed `--max-queued-bytes`.
+    /// Live output queued past `--max-queued-bytes`.
     TooSlow,
 }
 
@@ -145,63 +145,68 @@ impl Conn {
         }
     }
 
-    /// Sends bytes the caller owns: written at once when nothing is queued,
-    /// and only what the socket did not take is copied into the queue.
-    pub fn send(&mut self, bytes: &[u8], max_queued: usize) -> Result<(), SendError> {
+    /// Sends a response (or part of one): written at once when nothing is
+    /// queued, and only what the socket did not take is copied into the queue.
+    pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         let written = self.write_now(&[bytes])?;
         if written < bytes.len() {
-            self.out.push(Chunk::Owned(bytes[written..].to_vec()));
+            self.out
+                .push(Chunk::Owned(bytes[written..].to_vec()), Debt::Owed);
         }
-        self.check_queue(max_queued)
+        Ok(())
     }
 
-    /// Sends a range of a shared buffer; a short write queues the rest as a
-    /// reference to the same buffer.
-    pub fn send_shared(
+    /// Sends an owned response head and a shared body in one `writev`.
+    pub fn send_head_and_shared(&mut self, head: &[u8], body: &Rc<[u8]>) -> io::Result<()> {
+        let written = self.write_now(&[head, body])?;
+        if written < head.len() {
+            self.out
+                .push(Chunk::Owned(head[written..].to_vec()), Debt::Owed);
+        }
+        let body_written = written.saturating_sub(head.len());
+        if body_written < body.len() {
+            let rest = Chunk::Shared(body.clone(), body_written..body.len());
+            self.out.push(rest, Debt::Owed);
+        }
+        Ok(())
+    }
+
+    /// Queues owed bytes without writing; `flush` sends a batch of them in
+    /// as few `writev` calls as the socket allows.
+    pub fn queue_owed(&mut self, chunk: Chunk) {
+        self.out.push(chunk, Debt::Owed);
+    }
+
+    /// Sends a range of a shared frame to a subscriber; a short write queues
+    /// the rest as a reference to the same buffer. Fails with `TooSlow` once
+    /// live output queues past `max_queued`.
+    pub fn send_live(
         &mut self,
         bytes: &Rc<[u8]>,
         range: std::ops::Range<usize>,
         max_queued: usize,
     ) -> Result<(), SendError> {
-        let written = self.write_now(&[&bytes[range.clone()]])?;
+        let written = self
+            .write_now(&[&bytes[range.clone()]])
+            .map_err(SendError::Io)?;
         if written < range.len() {
-            self.out.push(Chunk::Shared(
-                bytes.clone(),
-                range.start + written..range.end,
-            ));
+            let rest = Chunk::Shared(bytes.clone(), range.start + written..range.end);
+            self.out.push(rest, Debt::Live);
         }
-        self.check_queue(max_queued)
+        self.check_live(max_queued)
     }
 
-    /// Sends an owned head and a shared body in one `writev`.
-    pub fn send_head_and_shared(
-        &mut self,
-        head: &[u8],
-        body: &Rc<[u8]>,
-        max_queued: usize,
-    ) -> Result<(), SendError> {
-        let written = self.write_now(&[head, body])?;
-        if written < head.len() {
-            self.out.push(Chunk::Owned(head[written..].to_vec()));
-        }
-        let body_written = written.saturating_sub(head.len());
-        if body_written < body.len() {
-            self.out
-                .push(Chunk::Shared(body.clone(), body_written..body.len()));
-        }
-        self.check_queue(max_queued)
-    }
-
-    pub fn send_static(
+    /// `send_live` for a static frame (a heartbeat).
+    pub fn send_live_static(
         &mut self,
         bytes: &'static [u8],
         max_queued: usize,
     ) -> Result<(), SendError> {
-        let written = self.write_now(&[bytes])?;
+        let written = self.write_now(&[bytes]).map_err(SendError::Io)?;
         if written < bytes.len() {
-            self.out.push(Chunk::Static(&bytes[written..]));
+            self.out.push(Chunk::Static(&bytes[written..]), Debt::Live);
         }
-        self.check_queue(max_queued)
+        self.check_live(max_queued)
     }
 
     /// Writes queued output; called when the socket becomes writable.
@@ -211,7 +216,7 @@ impl Conn {
 
     /// Tries to write `parts` straight to the socket, unless output is already
     /// queued (then order demands they wait behind it). Returns bytes written.
-    fn write_now(&mut self, parts: &[&[u8]]) -> Result<usize, SendError> {
+    fn write_now(&mut self, parts: &[&[u8]]) -> io::Result<usize> {
         if !self.out.is_empty() {
             return Ok(0);
         }
@@ -225,13 +230,13 @@ impl Conn {
                 Ok(n) => Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => Err(SendError::Io(e)),
+                Err(e) => Err(e),
             };
         }
     }
 
-    fn check_queue(&self, max_queued: usize) -> Result<(), SendError> {
-        match self.out.queued() > max_queued {
+    fn check_live(&self, max_queued: usize) -> Result<(), SendError> {
+        match self.out.live() > max_queued {
             true => Err(SendError::TooSlow),
             false => Ok(()),
         }

@@ -5,7 +5,7 @@
 
 use std::rc::Rc;
 
-use super::conn::{State, Transport};
+use super::conn::{SendError, State, Transport};
 use super::respond::{after_response, note_send_error, Ask};
 use super::{lookup, Server};
 use crate::conn_id::ConnId;
@@ -15,6 +15,7 @@ use crate::http::request::{Head, Method};
 use crate::http::response::{self, chunk_payload, Framing, LAST_CHUNK};
 use crate::hub::{Channel, Kind, Replay};
 use crate::message::Message;
+use crate::outq::Chunk;
 use crate::routes::Mode;
 
 const SSE_TYPE: &str = "text/event-stream";
@@ -119,13 +120,6 @@ impl Server {
             };
             push_chunk(&mut self.scratch, &frame);
         }
-        for message in &replay.messages {
-            let frame = match transport {
-                Transport::Sse => message.sse(),
-                Transport::Stream => message.stream(),
-            };
-            push_chunk(&mut self.scratch, frame);
-        }
         self.counters.delivered += replay.messages.len() as u64;
 
         let (channel, key) = self.hub.subscribe(channel, Kind::Stream, id);
@@ -138,7 +132,30 @@ impl Server {
         };
         conn.inbuf.clear();
         conn.release_inbuf(&mut self.bufs);
-        self.send_scratch(id);
+        let sent = if replay.messages.is_empty() {
+            conn.send(&self.scratch)
+        } else {
+            // The replay goes out as the buffered frames themselves, shared and
+            // uncopied, in as few writev calls as the socket takes.
+            conn.queue_owed(Chunk::Owned(self.scratch.clone()));
+            for message in &replay.messages {
+                let frame = match transport {
+                    Transport::Sse => message.sse(),
+                    Transport::Stream => message.stream(),
+                };
+                let range = if http10 {
+                    chunk_payload(frame)
+                } else {
+                    0..frame.len()
+                };
+                conn.queue_owed(Chunk::Shared(frame.clone(), range));
+            }
+            conn.flush()
+        };
+        if let Err(e) = sent {
+            note_send_error(&mut self.counters, id, &SendError::Io(e));
+            return self.close(id);
+        }
         self.set_deadline(id, self.now + self.config.heartbeat);
     }
 
@@ -178,7 +195,7 @@ impl Server {
             } else {
                 0..frame.len()
             };
-            match conn.send_shared(frame, range, max_queued) {
+            match conn.send_live(frame, range, max_queued) {
                 Ok(()) => self.counters.delivered += 1,
                 Err(e) => {
                     note_send_error(&mut self.counters, id, &e);
@@ -211,7 +228,10 @@ impl Server {
                 extra: &["Cache-Control: no-cache"],
             }
             .write(&mut self.scratch);
-            match conn.send_head_and_shared(&self.scratch, body, max_queued) {
+            match conn
+                .send_head_and_shared(&self.scratch, body)
+                .map_err(SendError::Io)
+            {
                 Ok(()) => {
                     self.counters.delivered += 1;
                     after_response(

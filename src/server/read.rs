@@ -30,21 +30,24 @@ impl Server {
     }
 
     pub(super) fn on_writable(&mut self, id: ConnId) {
+        let max_queued = self.config.max_queued_bytes;
         let Some(conn) = lookup(&mut self.conns, id) else {
             return;
         };
         if conn.out.is_empty() {
             return;
         }
-        match conn.flush() {
-            Err(e) => {
-                debug!("{id:?}: write failed while flushing: {e}");
-                self.close(id);
-            }
-            Ok(()) if conn.out.is_empty() && matches!(conn.state, State::Closing) => {
+        let was_over = conn.out.queued() > max_queued;
+        if let Err(e) = conn.flush() {
+            debug!("{id:?}: write failed while flushing: {e}");
+            return self.close(id);
+        }
+        match conn.state {
+            State::Closing if conn.out.is_empty() => {
                 let _ = conn.socket.shutdown(std::net::Shutdown::Write);
             }
-            Ok(()) => {}
+            State::Head { .. } if was_over && conn.out.queued() <= max_queued => self.drive(id),
+            _ => {}
         }
     }
 
@@ -68,7 +71,14 @@ impl Server {
     }
 
     fn read_head(&mut self, id: ConnId) -> Step {
+        let max_queued = self.config.max_queued_bytes;
         let conn = lookup(&mut self.conns, id).expect("driven connection is open");
+        // A client that pipelines requests without reading the answers waits
+        // here, so it can queue at most one answer past the limit; the
+        // writable edge that drains the queue resumes it (`on_writable`).
+        if conn.out.queued() > max_queued {
+            return Step::Wait;
+        }
         match request::parse(&conn.inbuf) {
             Ok(Parsed::Partial) => self.read_more(id),
             Ok(Parsed::Complete { head, len }) => {
@@ -87,7 +97,6 @@ impl Server {
     /// A head is complete: answer it now, or start reading its body.
     fn on_head(&mut self, id: ConnId, head: Head) {
         let limit = self.body_limit(&head);
-        let max_queued = self.config.max_queued_bytes;
         let reader = match head.body {
             BodyKind::None => return self.on_request(id, head, Vec::new()),
             BodyKind::Length(n) if n > limit as u64 => {
@@ -110,7 +119,7 @@ impl Server {
             body: Vec::with_capacity(capacity),
             reader,
         };
-        if wants_continue && conn.send(CONTINUE, max_queued).is_err() {
+        if wants_continue && conn.send(CONTINUE).is_err() {
             return self.close(id);
         }
         self.set_deadline(id, self.now + self.config.header_timeout);

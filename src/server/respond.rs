@@ -195,12 +195,11 @@ impl Server {
     }
 
     pub(super) fn send_scratch(&mut self, id: ConnId) {
-        let max_queued = self.config.max_queued_bytes;
         let Some(conn) = lookup(&mut self.conns, id) else {
             return;
         };
-        if let Err(e) = conn.send(&self.scratch, max_queued) {
-            note_send_error(&mut self.counters, id, &e);
+        if let Err(e) = conn.send(&self.scratch) {
+            note_send_error(&mut self.counters, id, &SendError::Io(e));
             self.close(id);
         }
     }

@@ -93,7 +93,7 @@ impl Server {
                     beat
                 };
                 let max_queued = self.config.max_queued_bytes;
-                if let Err(e) = conn.send_static(beat, max_queued) {
+                if let Err(e) = conn.send_live_static(beat, max_queued) {
                     note_send_error(&mut self.counters, id, &e);
                     return self.close(id);
                 }
