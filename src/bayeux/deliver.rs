@@ -19,7 +19,7 @@ impl Engine {
     /// from Bayeux alike. Returns how many sessions it reached. Held connects
     /// are answered by the next `flush`, so a burst of publishes in one loop
     /// iteration goes out in one reply.
-    pub fn on_publish(&mut self, msg: &HubMessage, _now: Instant) -> usize {
+    pub fn on_publish(&mut self, msg: &HubMessage) -> usize {
         let Some(name) = channel::from_hub(msg.channel) else {
             return 0;
         };

@@ -197,13 +197,9 @@ impl Engine {
             let msg = Message::from_value(value);
             self.dispatch(&msg, &mut req, now);
         }
-        let mut outcome = Outcome {
-            reply: Reply::Hold { deadline: now },
-            publishes: req.publishes,
-            replays: req.replays,
-            released: req.released,
-        };
-        match req.hold {
+        let reply = match req.hold {
+            // A connect to park: the replies to the request's other messages
+            // wait with it, since one HTTP response carries them all.
             Some(pending) => {
                 let session = self
                     .sessions
@@ -217,18 +213,21 @@ impl Engine {
                     deadline: pending.deadline,
                 });
                 self.held.insert(conn, pending.session);
-                outcome.reply = Reply::Hold {
+                Reply::Hold {
                     deadline: pending.deadline,
-                };
+                }
             }
-            None => {
-                outcome.reply = Reply::Now {
-                    content_type: framing.content_type(),
-                    body: encode_body(&req.replies, &framing),
-                };
-            }
+            None => Reply::Now {
+                content_type: framing.content_type(),
+                body: encode_body(&req.replies, &framing),
+            },
+        };
+        Outcome {
+            reply,
+            publishes: req.publishes,
+            replays: req.replays,
+            released: req.released,
         }
-        outcome
     }
 
     fn dispatch(&mut self, msg: &Message, req: &mut Request, now: Instant) {

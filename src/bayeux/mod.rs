@@ -29,7 +29,7 @@
 //!                                     then engine.on_publish(&hub_message) for each
 //!                          replays:   hub.read_after(channel, since) -> engine.on_replay(..)
 //!                          released:  write each (earlier held connects of the same client)
-//!   any hub publish (/pub or Bayeux) ──▶ engine.on_publish(&msg, now)
+//!   any hub publish (/pub or Bayeux) ──▶ engine.on_publish(&msg)
 //!   every loop iteration, flush phase ──▶ engine.flush(now) -> write each Response
 //!   deadline (deadline, conn) fires  ──▶ engine.on_connect_timeout(conn, now) -> write it (None: stale)
 //!   parked conn closed by the peer   ──▶ engine.on_conn_closed(conn, now)

@@ -80,16 +80,13 @@ fn connected(e: &mut Engine, now: Instant) -> String {
     cid
 }
 
-fn hub_publish(e: &mut Engine, id: &str, channel: &str, data: Data, now: Instant) -> usize {
-    e.on_publish(
-        &HubMessage {
-            id,
-            channel,
-            data,
-            event: None,
-        },
-        now,
-    )
+fn hub_publish(e: &mut Engine, id: &str, channel: &str, data: Data) -> usize {
+    e.on_publish(&HubMessage {
+        id,
+        channel,
+        data,
+        event: None,
+    })
 }
 
 /// The `data` of every delivered message in a reply body, in order.
@@ -302,15 +299,15 @@ fn publish_reaches_a_held_connect_on_flush() {
     ));
     // Text from POST /pub arrives as a JSON string, JSON as its value.
     assert_eq!(
-        hub_publish(&mut e, "e1-1", "chat/room1", Data::Text("hello"), t0),
+        hub_publish(&mut e, "e1-1", "chat/room1", Data::Text("hello")),
         1
     );
     assert_eq!(
-        hub_publish(&mut e, "e1-2", "chat/room1", Data::Json(r#"{"n":2}"#), t0),
+        hub_publish(&mut e, "e1-2", "chat/room1", Data::Json(r#"{"n":2}"#)),
         1
     );
     assert_eq!(
-        hub_publish(&mut e, "e1-3", "chat/other", Data::Text("x"), t0),
+        hub_publish(&mut e, "e1-3", "chat/other", Data::Text("x")),
         0
     );
     let out = e.flush(t0);
@@ -327,7 +324,7 @@ fn publish_reaches_a_held_connect_on_flush() {
     assert_eq!(r[2]["channel"], "/meta/connect");
     assert!(e.flush(t0).is_empty());
     // Queued while no connect is held: the next connect is answered at once.
-    hub_publish(&mut e, "e1-4", "chat/room1", Data::Text("later"), t0);
+    hub_publish(&mut e, "e1-4", "chat/room1", Data::Text("later"));
     assert!(e.flush(t0).is_empty());
     assert_eq!(
         delivered(&now_replies(&connect(&mut e, 4, &cid, t0))),
@@ -399,7 +396,7 @@ fn wildcards_unsubscribe_and_dedup() {
     ];
     for (i, (channel, want)) in cases.into_iter().enumerate() {
         assert_eq!(
-            hub_publish(&mut e, &format!("id{i}"), channel, Data::Text("x"), t0),
+            hub_publish(&mut e, &format!("id{i}"), channel, Data::Text("x")),
             want,
             "{channel}"
         );
@@ -417,7 +414,7 @@ fn wildcards_unsubscribe_and_dedup() {
     ));
     assert_eq!(r[0]["successful"], true);
     assert_eq!(
-        hub_publish(&mut e, "z", "a/b/c", Data::Text("x"), t0),
+        hub_publish(&mut e, "z", "a/b/c", Data::Text("x")),
         1,
         "only `both` still matches a/b/c"
     );
@@ -449,7 +446,7 @@ fn sessions_expire_after_max_interval_without_a_connect() {
         "a session holding a connect never expires"
     );
     assert_eq!(
-        hub_publish(&mut e, "x", "a", Data::Text("x"), t0),
+        hub_publish(&mut e, "x", "a", Data::Text("x")),
         0,
         "the expired session's routes are gone"
     );
@@ -487,7 +484,7 @@ fn disconnect_ends_the_session_and_its_held_connect() {
         "none"
     );
     assert_eq!((e.n_sessions(), e.n_held()), (0, 0));
-    assert_eq!(hub_publish(&mut e, "x", "a", Data::Text("x"), t0), 0);
+    assert_eq!(hub_publish(&mut e, "x", "a", Data::Text("x")), 0);
 }
 
 #[test]
@@ -566,7 +563,7 @@ fn ack_extension_redelivers_after_a_dropped_connect() {
         ack_connect(&mut e, 3, 1).reply,
         Reply::Hold { .. }
     ));
-    hub_publish(&mut e, "m1", "a", Data::Text("m1"), t0);
+    hub_publish(&mut e, "m1", "a", Data::Text("m1"));
     let out = e.flush(t0);
     let r = json_body(&out[0].body);
     assert_eq!(delivered(&r), [json!("m1")]);
@@ -601,7 +598,7 @@ fn a_full_queue_ends_the_session() {
     ));
     let big = "x".repeat(150);
     for i in 0..3 {
-        hub_publish(&mut e, &format!("m{i}"), "a", Data::Text(&big), t0);
+        hub_publish(&mut e, &format!("m{i}"), "a", Data::Text(&big));
     }
     assert_eq!(e.stats.slow_sessions, 2);
     assert_eq!(e.n_sessions(), 0);
@@ -632,7 +629,7 @@ fn jsonp_held_connect_keeps_its_framing() {
         e.handle(3, msgs, framing, t0).reply,
         Reply::Hold { .. }
     ));
-    hub_publish(&mut e, "m", "a", Data::Text("x"), t0);
+    hub_publish(&mut e, "m", "a", Data::Text("x"));
     let out = e.flush(t0);
     assert_eq!(out[0].content_type, "text/javascript; charset=utf-8");
     let body = String::from_utf8(out[0].body.clone()).unwrap();
@@ -702,7 +699,7 @@ fn resume_asks_the_hub_and_delivers_history_first() {
         Some(json!({"lost_after": "e1-5", "resumed_from": "e1-6"})),
         &history,
     );
-    hub_publish(&mut e, "e1-8", "chat/room1", Data::Text("live"), t0);
+    hub_publish(&mut e, "e1-8", "chat/room1", Data::Text("live"));
     let r = now_replies(&connect(&mut e, 4, &cid, t0));
     assert_eq!(
         r[0],
