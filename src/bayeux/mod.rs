@@ -36,6 +36,10 @@
 //!   deadline engine.next_expiry()    ──▶ engine.expire(now)
 //! ```
 //!
+//! Replays must run right after `handle` returns, before the loop handles any
+//! other event, so the history is queued ahead of live messages. The engine
+//! counts what it does in `engine.stats` for `/stats`.
+//!
 //! One handshake: `[{"channel":"/meta/handshake","version":"1.0",
 //! "supportedConnectionTypes":["long-polling"],"id":"1"}]` -> `handle` creates a
 //! session with a 128-bit clientId and answers at once with `clientId`,
@@ -55,6 +59,46 @@
 //! `Content-Type: application/json` (SSE, stream and long-poll subscribers see
 //! the JSON text), gets its id, and calls `on_publish`, which queues the message
 //! (encoded once, shared) for every matching Bayeux session.
+//!
+//! # What the clients do on the wire
+//! - CometD's Node client (`cometd-nodejs-client`) sends request bodies with
+//!   `Transfer-Encoding: chunked`, over a keep-alive agent with at most two
+//!   connections: one parked connect and one for everything else. Faye sends
+//!   `Content-Length` and may batch a publish with its connect in one POST.
+//! - CometD gives up on a connect after `advice.timeout` + 10 s and on anything
+//!   else after 10 s; Faye after 1.2 x `advice.timeout`. A held connect must be
+//!   answered before then, which the deadline from `Reply::Hold` guarantees.
+//! - Both dispatch a delivered message by its `channel` and only if it has a
+//!   `data` field, so publish replies carry none. Both match wildcards again on
+//!   their side, so only the wire shows whether the server stopped sending.
+//! - Faye keeps the last `reconnect` advice it saw; CometD resets advice on
+//!   every message that carries some. Faye re-handshakes on any reply whose
+//!   advice says `handshake`, then resubscribes with one `/meta/subscribe`
+//!   whose `subscription` is an array. CometD re-handshakes only when a
+//!   connect (or handshake) fails with that advice, and drops its subscriptions
+//!   (not its listeners) on every handshake: applications resubscribe in their
+//!   `/meta/handshake` listener.
+//! - CometD in Node tries a WebSocket upgrade first; refused, it falls back to
+//!   long-polling within about a second. Its `callback-polling` needs a DOM.
+//! - Faye's Node client ignores the HTTP status and parses the body; CometD
+//!   treats anything but 200 as a network failure.
+//!
+//! A CometD client for halley, as in the README:
+//!
+//! ```text
+//! import { adapt } from "cometd-nodejs-client";   // in a browser: not needed
+//! import { CometD, AckExtension } from "cometd";
+//! adapt();
+//! const cometd = new CometD();
+//! cometd.registerExtension("ack", new AckExtension());   // optional: at-least-once
+//! cometd.configure({ url: "http://127.0.0.1:8080/bayeux" });
+//! cometd.handshake({ ext: { halley: { token: "T" } } }, (reply) => {   // token only with --publish-token
+//!   if (!reply.successful) return;
+//!   cometd.subscribe("/chat/room1", (m) => console.log(m.id, m.data),
+//!     { ext: { halley: { since: "earliest" } } });   // optional: resume from history
+//!   cometd.publish("/chat/room1", { text: "hello" });
+//! });
+//! ```
 //!
 //! # Choices
 //! - The publish token is `ext.halley.token` in the handshake. Without it a
