@@ -1,1 +1,91 @@
+//! halley: a COMET server on one thread and one `mio` readiness loop.
+//!
+//! # Bird's-eye view
+//!
+//! Browsers subscribe to named channels and wait, over Server-Sent Events, an
+//! NDJSON HTTP stream, or long-polling; publishers `POST` messages, and every
+//! waiting subscriber gets them at once. Nearly all connections are idle most
+//! of the time, so halley keeps each parked connection down to a few hundred
+//! bytes (an enum in a slab, a hub key, one deadline) and never gives one a
+//! thread. One loop does everything:
+//!
+//! ```text
+//!            +--------------------------------------------------------+
+//!            |                    Server::run                         |
+//!            |                                                        |
+//!   kernel   |  1 poll(timeout = earliest deadline)                   |
+//!   epoll -->|  2 now = Instant::now()                                |
+//!            |  3 dispatch events:  listener -> accept                |
+//!            |                      signal pipe -> begin_shutdown     |
+//!            |                      conn -> write queued / read+parse |
+//!            |        request --> routes --> respond | park | publish|
+//!            |                                          |             |
+//!            |                     hub.publish --> deliver (fan-out)  |
+//!            |  4 fire due deadlines (timeouts, heartbeats, expiry)   |
+//!            |  5 resume connections unparked in this iteration       |
+//!            |  6 reap connections closed in this iteration           |
+//!            +--------------------------------------------------------+
+//! ```
+//!
+//! Follow one request: `server::read` reads bytes and parses the head with
+//! `http::request`, `routes` decides what it is, `server::respond` answers
+//! it. Follow one publish: `server::respond::on_publish` appends the message
+//! to its channel in the `hub`, and `server::deliver::deliver` writes the
+//! message's shared, once-encoded frame (`message`, `encode`) to each
+//! subscriber the hub lists.
+//!
+//! # Code map
+//!
+//! Pure core (values in, values out; unit-tested without sockets):
+//! - `http`: request heads and framing (`request`), chunked bodies
+//!   (`chunked`), response heads (`response`), query strings (`query`).
+//! - `routes`: which endpoint a request names, with its parameters checked.
+//! - `hub`: channels, their message buffers and subscribers, cursors and gaps.
+//! - `message`, `encode`, `json`, `cursor`: messages and their bytes per
+//!   transport, message ids.
+//! - `deadline`: the one deadline queue. `outq`: a connection's pending output.
+//! - `config`, `stats`: flags and counters.
+//!
+//! IO edge (the only code that touches sockets and `mio::Poll`):
+//! - `server`: the loop (`mod.rs`), `accept`, `read`, `respond`, `deliver`,
+//!   `timers`; `server::conn` is the connection and its state enum.
+//! - `signals`: SIGTERM/SIGINT through a self-pipe.
+//!
+//! # Invariants
+//!
+//! - One thread. Nothing blocks except `poll`; every socket is non-blocking and
+//!   edge-triggered, and every read loop runs until `WouldBlock`.
+//! - Connections are named by `ConnId` (slot + generation) everywhere outside
+//!   the slab: in mio tokens, the hub, the deadline queue. A stale id is
+//!   recognised and ignored, never applied to the slot's next occupant.
+//! - A connection is freed only in the reap phase, after the batch of events,
+//!   so no handler ever sees a connection vanish under it.
+//! - A connection has at most one live deadline (`Conn::deadline`); queue
+//!   entries that do not match it are stale and skipped. Nothing scans all
+//!   connections on a timer.
+//! - Writes are tried at once; only what a short write leaves is queued, and a
+//!   queue past `--max-queued-bytes` closes its connection (a slow consumer).
+//! - A published message is encoded at most once per transport; subscribers
+//!   share those bytes.
+//! - The hub holds ids, never connections, and never does IO.
+//! - Deliberately absent: threads, an async runtime, an HTTP framework,
+//!   per-connection timers, per-subscriber copies of a message.
+
 pub mod bayeux;
+pub mod config;
+pub mod conn_id;
+pub mod cursor;
+pub mod deadline;
+pub mod encode;
+pub mod http;
+pub mod hub;
+pub mod json;
+pub mod message;
+pub mod outq;
+pub mod routes;
+pub mod server;
+pub mod signals;
+pub mod stats;
+
+pub use config::Config;
+pub use server::{spawn, Server};

@@ -1,1 +1,59 @@
-fn main() {}
+//! The `halley` binary: parse flags, raise the descriptor limit, install the
+//! signal pipe, bind, announce the address on stdout, and run the loop.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use halley::config::{parse_args, Command, HELP};
+use halley::signals::SignalPipe;
+use halley::Server;
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // Before the config is built: the default --max-connections derives from it.
+    raise_fd_limit();
+    let config = match parse_args(std::env::args().skip(1)) {
+        Ok(Command::Run(config)) => config,
+        Ok(Command::Help) => {
+            print!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("halley: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(*config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("halley: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: halley::Config) -> std::io::Result<()> {
+    let server = Server::bind(config)?.with_signals(SignalPipe::install()?)?;
+    // Scripts and tests that bind port 0 read the real address from this line.
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "listening on {}", server.local_addr())?;
+    stdout.flush()?;
+    server.run()
+}
+
+/// Lifts the soft open-file limit to the hard limit: every held connection is
+/// a descriptor.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}

@@ -1,0 +1,406 @@
+//! The hub: channels by name, each with its buffer of recent messages and its
+//! subscribers (as connection ids, never connections). It resolves cursors into
+//! what a subscriber must be sent, including the gap when history is gone. It
+//! is pure: it takes `now` and returns values, and the server does all the IO.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+use crate::conn_id::ConnId;
+use crate::cursor::{self, Cursor};
+use crate::encode::Gap;
+use crate::http::Reject;
+use crate::message::Message;
+
+/// Channel names: 1 to 128 bytes of `[A-Za-z0-9_.:/-]`.
+pub const MAX_CHANNEL_NAME: usize = 128;
+/// How many freed channels the hub remembers the position of (see `Tombstones`).
+const MAX_TOMBSTONES: usize = 100_000;
+
+pub fn validate_channel(name: &str) -> Result<(), Reject> {
+    let valid_byte = |b: u8| b.is_ascii_alphanumeric() || b"_.:/-".contains(&b);
+    if name.is_empty() || name.len() > MAX_CHANNEL_NAME || !name.bytes().all(valid_byte) {
+        return Err(Reject::new(
+            400,
+            format!("channel names are 1 to {MAX_CHANNEL_NAME} bytes of [A-Za-z0-9_.:/-]"),
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Messages kept per channel.
+    pub buffer: usize,
+    /// How long a message is kept.
+    pub ttl: Duration,
+}
+
+/// How a subscriber is parked: streams stay subscribed across messages, polls
+/// are answered by the first message and leave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Stream,
+    Poll,
+}
+
+pub struct Channel {
+    pub name: Rc<str>,
+    /// The first sequence number of this channel's life: a cursor below
+    /// `base - 1` predates it, and what it missed is no longer known.
+    base: u64,
+    next_seq: u64,
+    buffer: VecDeque<Rc<Message>>,
+    pub streams: Slab<ConnId>,
+    pub polls: Slab<ConnId>,
+}
+
+impl Channel {
+    pub fn n_subscribers(&self) -> usize {
+        self.streams.len() + self.polls.len()
+    }
+
+    pub fn n_messages(&self) -> usize {
+        self.buffer.len()
+    }
+
+    pub fn last_seq(&self) -> Option<u64> {
+        (self.next_seq > self.base).then(|| self.next_seq - 1)
+    }
+
+    fn is_unused(&self) -> bool {
+        self.buffer.is_empty() && self.streams.is_empty() && self.polls.is_empty()
+    }
+}
+
+/// A channel's `(base, next_seq)`.
+type Position = (u64, u64);
+
+/// What a subscriber with a given cursor must be sent first.
+pub struct Replay {
+    pub gap: Option<Gap>,
+    pub messages: Vec<Rc<Message>>,
+    /// The cursor after `messages` (and after the gap): where to continue.
+    pub next: String,
+    /// More buffered messages follow `messages` (the batch hit its cap).
+    pub more: bool,
+}
+
+pub struct Hub {
+    epoch: u64,
+    limits: Limits,
+    channels: HashMap<Rc<str>, Channel>,
+    /// When each channel's oldest message expires; at most one live entry per
+    /// channel, stale ones are skipped when they come up.
+    expiry: BinaryHeap<Reverse<(Instant, Rc<str>)>>,
+    tombstones: Tombstones,
+    pub n_published: u64,
+}
+
+impl Hub {
+    pub fn new(epoch: u64, limits: Limits) -> Hub {
+        Hub {
+            epoch,
+            limits,
+            channels: HashMap::new(),
+            expiry: BinaryHeap::new(),
+            tombstones: Tombstones::default(),
+            n_published: 0,
+        }
+    }
+
+    pub fn n_channels(&self) -> usize {
+        self.channels.len()
+    }
+
+    pub fn channel(&self, name: &str) -> Option<&Channel> {
+        self.channels.get(name)
+    }
+
+    pub fn channel_mut(&mut self, name: &str) -> Option<&mut Channel> {
+        self.channels.get_mut(name)
+    }
+
+    pub fn id_of(&self, seq: u64) -> String {
+        cursor::format(self.epoch, seq)
+    }
+
+    /// Adds a subscriber, creating the channel if needed. Returns the channel's
+    /// shared name and the key to unsubscribe with.
+    pub fn subscribe(&mut self, name: &str, kind: Kind, conn: ConnId) -> (Rc<str>, u32) {
+        let channel = self.open(name);
+        let key = match kind {
+            Kind::Stream => channel.streams.insert(conn),
+            Kind::Poll => channel.polls.insert(conn),
+        };
+        (channel.name.clone(), key as u32)
+    }
+
+    /// Removes `conn`'s subscription; the channel is freed if nothing else
+    /// holds it. The key is only removed while it still names `conn`: a key
+    /// freed early (pollers leave all at once on a message) may already
+    /// belong to another subscriber by the time a closed connection is reaped.
+    pub fn unsubscribe(&mut self, name: &str, kind: Kind, key: u32, conn: ConnId, now: Instant) {
+        let Some(channel) = self.channels.get_mut(name) else {
+            return;
+        };
+        let subscribers = match kind {
+            Kind::Stream => &mut channel.streams,
+            Kind::Poll => &mut channel.polls,
+        };
+        if subscribers.get(key as usize) == Some(&conn) {
+            subscribers.remove(key as usize);
+        }
+        self.free_if_unused(name, now);
+    }
+
+    /// Appends a message to a channel (creating it) and returns it; the caller
+    /// delivers it to the channel's subscribers.
+    pub fn publish(
+        &mut self,
+        name: &str,
+        data: Box<str>,
+        event: Option<Box<str>>,
+        now: Instant,
+    ) -> Rc<Message> {
+        let (epoch, limits) = (self.epoch, self.limits);
+        let channel = self.open(name);
+        let seq = channel.next_seq;
+        channel.next_seq += 1;
+        let message = Rc::new(Message::new(
+            seq,
+            cursor::format(epoch, seq),
+            channel.name.clone(),
+            event,
+            data,
+            now,
+        ));
+        if channel.buffer.len() >= limits.buffer {
+            channel.buffer.pop_front();
+        }
+        let first_buffered = channel.buffer.is_empty();
+        channel.buffer.push_back(message.clone());
+        if first_buffered {
+            let name = channel.name.clone();
+            self.expiry.push(Reverse((now + limits.ttl, name)));
+        }
+        self.n_published += 1;
+        message
+    }
+
+    /// Resolves `cursor` on channel `name` into what must be sent first: a gap
+    /// if history the cursor needs is gone, then at most `max` buffered
+    /// messages after it. A cursor ahead of the channel is refused.
+    pub fn replay(&self, name: &str, cursor: Cursor, max: usize) -> Result<Replay, Reject> {
+        let (base, next_seq) = self.position(name);
+        let buffer = self.channels.get(name).map(|c| &c.buffer);
+        let oldest = buffer.and_then(|b| b.front()).map_or(next_seq, |m| m.seq);
+        let (after, gap) = match cursor {
+            Cursor::Now => (next_seq - 1, None),
+            Cursor::Earliest => (oldest - 1, None),
+            Cursor::After { epoch, seq } if epoch != self.epoch => {
+                let gap = Gap {
+                    reason: "restarted",
+                    missed: None,
+                    cursor: cursor::format(epoch, seq),
+                    next: self.id_of(oldest - 1),
+                };
+                (oldest - 1, Some(gap))
+            }
+            Cursor::After { seq, .. } if seq >= next_seq => {
+                return Err(Reject::new(400, "cursor is ahead of this channel"));
+            }
+            Cursor::After { seq, .. } if seq + 1 >= oldest => (seq, None),
+            Cursor::After { seq, .. } => {
+                let missed = (seq + 1 >= base).then(|| oldest - seq - 1);
+                let gap = Gap {
+                    reason: "expired",
+                    missed,
+                    cursor: self.id_of(seq),
+                    next: self.id_of(oldest - 1),
+                };
+                (oldest - 1, Some(gap))
+            }
+        };
+        let held = buffer.map_or(0, |b| b.len());
+        let skip = (after + 1 - oldest) as usize;
+        let messages: Vec<_> = buffer
+            .into_iter()
+            .flatten()
+            .skip(skip)
+            .take(max)
+            .cloned()
+            .collect();
+        let more = skip + messages.len() < held;
+        let next = match messages.last() {
+            Some(m) => m.id.to_string(),
+            None => self.id_of(after),
+        };
+        Ok(Replay {
+            gap,
+            messages,
+            next,
+            more,
+        })
+    }
+
+    /// The cursor meaning "everything so far" on channel `name`.
+    pub fn head_cursor(&self, name: &str) -> String {
+        self.id_of(self.position(name).1 - 1)
+    }
+
+    /// Removes a channel with its messages and returns it, so the caller can
+    /// end each of its subscriptions.
+    pub fn delete(&mut self, name: &str, now: Instant) -> Option<Channel> {
+        let channel = self.channels.remove(name)?;
+        self.tombstones.bury(
+            channel.name.clone(),
+            (channel.base, channel.next_seq),
+            now,
+            self.limits.ttl,
+        );
+        Some(channel)
+    }
+
+    /// When the next message expires, if any does.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.expiry.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Drops messages older than the TTL, and the channels left unused.
+    pub fn expire(&mut self, now: Instant) {
+        let ttl = self.limits.ttl;
+        while let Some(Reverse((at, _))) = self.expiry.peek() {
+            if *at > now {
+                break;
+            }
+            let Reverse((_, name)) = self.expiry.pop().expect("peeked");
+            let Some(channel) = self.channels.get_mut(&name) else {
+                continue;
+            };
+            while channel
+                .buffer
+                .front()
+                .is_some_and(|m| m.published + ttl <= now)
+            {
+                channel.buffer.pop_front();
+            }
+            match channel.buffer.front() {
+                Some(oldest) => self.expiry.push(Reverse((oldest.published + ttl, name))),
+                None => self.free_if_unused(&name, now),
+            }
+        }
+        self.tombstones.expire(now);
+    }
+
+    fn open(&mut self, name: &str) -> &mut Channel {
+        if !self.channels.contains_key(name) {
+            let name: Rc<str> = name.into();
+            let (base, next_seq) = self.tombstones.raise(&name);
+            let channel = Channel {
+                name: name.clone(),
+                base,
+                next_seq,
+                buffer: VecDeque::new(),
+                streams: Slab::new(),
+                polls: Slab::new(),
+            };
+            self.channels.insert(name, channel);
+        }
+        self.channels.get_mut(name).expect("just inserted")
+    }
+
+    /// A channel's position, or where it would start if opened now.
+    fn position(&self, name: &str) -> Position {
+        match self.channels.get(name) {
+            Some(c) => (c.base, c.next_seq),
+            None => self.tombstones.peek(name),
+        }
+    }
+
+    fn free_if_unused(&mut self, name: &str, now: Instant) {
+        if self.channels.get(name).is_some_and(Channel::is_unused) {
+            let channel = self.channels.remove(name).expect("checked");
+            self.tombstones.bury(
+                channel.name,
+                (channel.base, channel.next_seq),
+                now,
+                self.limits.ttl,
+            );
+        }
+    }
+}
+
+/// Freed channels' positions. A channel that is freed and opened again goes on
+/// from its old sequence number, so cursors stay exact across its lives. The
+/// memory is bounded: a forgotten channel's sequence raises `floor`, where
+/// every new channel starts, so an old cursor is always *below* a new channel's
+/// base and is answered with a gap (of unknown size), never misread.
+struct Tombstones {
+    /// Each buried channel's `(base, next_seq)` and when it is forgotten.
+    buried: HashMap<Rc<str>, (Position, Instant)>,
+    /// Burials in time order. An entry whose channel was opened (or buried
+    /// again) since no longer matches `buried` and is skipped.
+    order: VecDeque<(Instant, Rc<str>)>,
+    floor: u64,
+}
+
+impl Default for Tombstones {
+    fn default() -> Tombstones {
+        Tombstones {
+            buried: HashMap::new(),
+            order: VecDeque::new(),
+            floor: 1,
+        }
+    }
+}
+
+impl Tombstones {
+    fn bury(&mut self, name: Rc<str>, position: Position, now: Instant, ttl: Duration) {
+        if self.order.len() >= MAX_TOMBSTONES {
+            self.forget_oldest();
+        }
+        self.order.push_back((now + ttl, name.clone()));
+        self.buried.insert(name, (position, now + ttl));
+    }
+
+    fn peek(&self, name: &str) -> Position {
+        self.buried
+            .get(name)
+            .map_or((self.floor, self.floor), |&(position, _)| position)
+    }
+
+    /// Where a reopened channel starts; its tombstone is dug up.
+    fn raise(&mut self, name: &str) -> Position {
+        self.buried
+            .remove(name)
+            .map_or((self.floor, self.floor), |(position, _)| position)
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while self.order.front().is_some_and(|(at, _)| *at <= now) {
+            self.forget_oldest();
+        }
+    }
+
+    fn forget_oldest(&mut self) {
+        let Some((at, name)) = self.order.pop_front() else {
+            return;
+        };
+        if self
+            .buried
+            .get(&name)
+            .is_some_and(|&(_, until)| until == at)
+        {
+            let ((_, next_seq), _) = self.buried.remove(&name).expect("checked");
+            self.floor = self.floor.max(next_seq);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,188 @@
+use super::*;
+
+const TTL: Duration = Duration::from_secs(60);
+
+fn hub(buffer: usize) -> Hub {
+    Hub::new(0xe, Limits { buffer, ttl: TTL })
+}
+
+fn publish_n(hub: &mut Hub, name: &str, n: usize, now: Instant) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            hub.publish(name, format!("m{i}").into(), None, now)
+                .id
+                .to_string()
+        })
+        .collect()
+}
+
+fn ids(replay: &Replay) -> Vec<String> {
+    replay.messages.iter().map(|m| m.id.to_string()).collect()
+}
+
+fn at(hub: &Hub, seq: u64) -> Cursor {
+    cursor::parse(&hub.id_of(seq)).unwrap()
+}
+
+#[test]
+fn validates_channel_names() {
+    let long = "a".repeat(MAX_CHANNEL_NAME);
+    let too_long = "a".repeat(MAX_CHANNEL_NAME + 1);
+    for ok in ["a", "chat/room1", "/chat/room1", "A-z_0.9:x", long.as_str()] {
+        assert!(validate_channel(ok).is_ok(), "{ok:?}");
+    }
+    for bad in ["", "sp ace", "é", "a?b", "a%2F", "a\nb", too_long.as_str()] {
+        assert_eq!(validate_channel(bad).unwrap_err().status, 400, "{bad:?}");
+    }
+}
+
+#[test]
+fn replays_from_each_kind_of_cursor() {
+    let now = Instant::now();
+    let mut hub = hub(10);
+    let sent = publish_n(&mut hub, "c", 3, now);
+    assert_eq!(sent, ["00000000000e-1", "00000000000e-2", "00000000000e-3"]);
+
+    let from_now = hub.replay("c", Cursor::Now, 100).unwrap();
+    assert!(from_now.messages.is_empty() && from_now.gap.is_none());
+    assert_eq!(from_now.next, sent[2]);
+
+    assert_eq!(ids(&hub.replay("c", Cursor::Earliest, 100).unwrap()), sent);
+    assert_eq!(ids(&hub.replay("c", at(&hub, 1), 100).unwrap()), sent[1..]);
+    assert_eq!(ids(&hub.replay("c", at(&hub, 0), 100).unwrap()), sent);
+    assert!(ids(&hub.replay("c", at(&hub, 3), 100).unwrap()).is_empty());
+    assert_eq!(hub.replay("c", at(&hub, 4), 100).err().unwrap().status, 400);
+}
+
+#[test]
+fn caps_a_batch_and_continues() {
+    let now = Instant::now();
+    let mut hub = hub(10);
+    let sent = publish_n(&mut hub, "c", 5, now);
+    let first = hub.replay("c", Cursor::Earliest, 2).unwrap();
+    assert_eq!((ids(&first), first.more), (sent[..2].to_vec(), true));
+    let second = hub
+        .replay("c", cursor::parse(&first.next).unwrap(), 10)
+        .unwrap();
+    assert_eq!((ids(&second), second.more), (sent[2..].to_vec(), false));
+}
+
+#[test]
+fn reports_an_exact_gap_when_the_buffer_overflowed() {
+    let now = Instant::now();
+    let mut hub = hub(3);
+    let sent = publish_n(&mut hub, "c", 7, now);
+    let replay = hub.replay("c", at(&hub, 1), 100).unwrap();
+    let gap = replay.gap.clone().unwrap();
+    assert_eq!((gap.reason, gap.missed), ("expired", Some(3)));
+    assert_eq!(gap.cursor, sent[0]);
+    assert_eq!(gap.next, sent[3]);
+    assert_eq!(ids(&replay), sent[4..]);
+}
+
+#[test]
+fn reports_a_restart_for_another_epoch() {
+    let now = Instant::now();
+    let mut hub = hub(3);
+    let sent = publish_n(&mut hub, "c", 2, now);
+    let replay = hub
+        .replay(
+            "c",
+            Cursor::After {
+                epoch: 0xdead,
+                seq: 9,
+            },
+            100,
+        )
+        .unwrap();
+    let gap = replay.gap.unwrap();
+    assert_eq!(
+        (gap.reason, gap.missed, gap.cursor.as_str()),
+        ("restarted", None, "00000000dead-9")
+    );
+    assert_eq!(
+        ids(&Replay {
+            gap: None,
+            ..replay
+        }),
+        sent
+    );
+}
+
+#[test]
+fn expires_messages_and_frees_the_channel() {
+    let t0 = Instant::now();
+    let mut hub = hub(10);
+    publish_n(&mut hub, "c", 2, t0);
+    hub.publish("c", "late".into(), None, t0 + TTL / 2);
+    assert_eq!(hub.next_expiry(), Some(t0 + TTL));
+
+    hub.expire(t0 + TTL);
+    assert_eq!(hub.channel("c").unwrap().n_messages(), 1);
+    assert_eq!(hub.next_expiry(), Some(t0 + TTL + TTL / 2));
+
+    hub.expire(t0 + 2 * TTL);
+    assert!(hub.channel("c").is_none(), "an unused channel is freed");
+
+    // Its position survives: the old cursor learns exactly what it missed.
+    let gap = hub.replay("c", at(&hub, 1), 100).unwrap().gap.unwrap();
+    assert_eq!(gap.missed, Some(2));
+    assert_eq!(hub.publish("c", "again".into(), None, t0 + 2 * TTL).seq, 4);
+}
+
+#[test]
+fn an_old_cursor_of_a_forgotten_channel_gets_a_gap_of_unknown_size() {
+    let t0 = Instant::now();
+    let mut hub = hub(10);
+    publish_n(&mut hub, "c", 5, t0);
+    hub.expire(t0 + TTL);
+    hub.expire(t0 + 3 * TTL);
+    assert_eq!(hub.tombstones.floor, 6);
+    let gap = hub.replay("c", at(&hub, 2), 100).unwrap().gap.unwrap();
+    assert_eq!(gap.missed, None);
+    assert!(hub.replay("c", at(&hub, 5), 100).unwrap().gap.is_none());
+    assert_eq!(hub.publish("c", "new".into(), None, t0 + 3 * TTL).seq, 6);
+}
+
+#[test]
+fn subscribers_keep_a_channel_open() {
+    let now = Instant::now();
+    let mut hub = hub(10);
+    let conn = ConnId { slot: 1, gen: 1 };
+    let (name, stream_key) = hub.subscribe("c", Kind::Stream, conn);
+    let (_, poll_key) = hub.subscribe("c", Kind::Poll, conn);
+    assert_eq!(&*name, "c");
+    assert_eq!(hub.channel("c").unwrap().n_subscribers(), 2);
+    hub.unsubscribe("c", Kind::Stream, stream_key, conn, now);
+    assert!(hub.channel("c").is_some());
+    hub.unsubscribe("c", Kind::Poll, poll_key, conn, now);
+    assert!(hub.channel("c").is_none());
+}
+
+#[test]
+fn a_stale_key_does_not_unsubscribe_its_new_owner() {
+    let now = Instant::now();
+    let mut hub = hub(10);
+    let (old, new) = (ConnId { slot: 1, gen: 1 }, ConnId { slot: 2, gen: 2 });
+    let (_, key) = hub.subscribe("c", Kind::Poll, old);
+    hub.channel_mut("c").unwrap().polls.clear();
+    let (_, reused) = hub.subscribe("c", Kind::Poll, new);
+    assert_eq!(key, reused);
+    hub.unsubscribe("c", Kind::Poll, key, old, now);
+    assert_eq!(
+        hub.channel("c").unwrap().polls.get(reused as usize),
+        Some(&new)
+    );
+}
+
+#[test]
+fn deleting_keeps_the_position() {
+    let now = Instant::now();
+    let mut hub = hub(10);
+    publish_n(&mut hub, "c", 2, now);
+    let deleted = hub.delete("c", now).unwrap();
+    assert_eq!(deleted.n_messages(), 2);
+    assert!(hub.channel("c").is_none());
+    assert_eq!(hub.head_cursor("c"), hub.id_of(2));
+    assert_eq!(hub.publish("c", "x".into(), None, now).seq, 3);
+}

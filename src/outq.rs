@@ -1,0 +1,144 @@
+//! A connection's pending output. Most writes never come here: the server
+//! writes at once and queues only what a short write left over, keeping
+//! shared message bytes shared (an `Rc` and an offset, no copy).
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+use std::ops::Range;
+use std::rc::Rc;
+
+/// Bytes waiting to be written.
+pub enum Chunk {
+    Static(&'static [u8]),
+    /// A range of a buffer shared with other connections.
+    Shared(Rc<[u8]>, Range<usize>),
+    Owned(Vec<u8>),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Static(b) => b,
+            Chunk::Shared(b, range) => &b[range.clone()],
+            Chunk::Owned(b) => b,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct OutQueue {
+    chunks: VecDeque<Chunk>,
+    /// Bytes of the front chunk already written.
+    front_done: usize,
+    /// Bytes queued in all, the figure checked against `--max-queued-bytes`.
+    queued: usize,
+}
+
+/// How many chunks one `writev` takes at most.
+const MAX_IOVECS: usize = 64;
+
+impl OutQueue {
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
+
+    pub fn push(&mut self, chunk: Chunk) {
+        self.queued += chunk.bytes().len();
+        self.chunks.push_back(chunk);
+    }
+
+    /// Writes as much as the socket takes. Returns how many bytes left the
+    /// queue; `WouldBlock` is not an error here, it just leaves bytes queued.
+    pub fn write_to(&mut self, mut w: impl Write) -> io::Result<usize> {
+        let mut written = 0;
+        while !self.chunks.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut n_slices = 0;
+            for (i, chunk) in self.chunks.iter().take(MAX_IOVECS).enumerate() {
+                let skip = if i == 0 { self.front_done } else { 0 };
+                slices[i] = IoSlice::new(&chunk.bytes()[skip..]);
+                n_slices += 1;
+            }
+            let n = match w.write_vectored(&slices[..n_slices]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.consume(n);
+            written += n;
+        }
+        Ok(written)
+    }
+
+    fn consume(&mut self, mut n: usize) {
+        self.queued -= n;
+        while n > 0 {
+            let left = self.chunks[0].bytes().len() - self.front_done;
+            if n < left {
+                self.front_done += n;
+                return;
+            }
+            n -= left;
+            self.chunks.pop_front();
+            self.front_done = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that takes at most `limit` bytes per call, then blocks.
+    struct Trickle {
+        out: Vec<u8>,
+        limit: usize,
+        calls_left: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.calls_left == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.calls_left -= 1;
+            let n = buf.len().min(self.limit);
+            self.out.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn drains_across_short_writes() {
+        let shared: Rc<[u8]> = Rc::from(&b"__shared__"[..]);
+        let mut q = OutQueue::default();
+        q.push(Chunk::Static(b"static,"));
+        q.push(Chunk::Shared(shared.clone(), 2..8));
+        q.push(Chunk::Owned(b",owned".to_vec()));
+        assert_eq!(q.queued(), 19);
+
+        // Three calls of at most 4 bytes, each within one chunk: 4 + 3 + 4.
+        let mut w = Trickle {
+            out: Vec::new(),
+            limit: 4,
+            calls_left: 3,
+        };
+        assert_eq!(q.write_to(&mut w).unwrap(), 11);
+        assert_eq!(q.queued(), 8);
+        assert!(!q.is_empty());
+
+        w.calls_left = 10;
+        assert_eq!(q.write_to(&mut w).unwrap(), 8);
+        assert!(q.is_empty());
+        assert_eq!(w.out, b"static,shared,owned");
+    }
+}

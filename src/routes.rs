@@ -1,0 +1,316 @@
+//! Routing: which endpoint a request is for, and the parameters it carries,
+//! checked before anything is done. Pure; the server turns a `Route` into IO.
+
+use crate::cursor::{self, Cursor};
+use crate::http::query::{self, split_target};
+use crate::http::request::{Head, Method};
+use crate::http::Reject;
+use crate::hub::validate_channel;
+use crate::server::conn::Transport;
+
+/// The SSE `event:` name set with `?event=`; longer names are refused.
+pub const MAX_EVENT_NAME: usize = 64;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
+    Health,
+    Stats,
+    Index,
+    /// CORS preflight for a known path; `allow` lists its methods.
+    Preflight {
+        allow: &'static str,
+    },
+    Publish {
+        channel: String,
+        event: Option<String>,
+    },
+    ChannelInfo {
+        channel: String,
+    },
+    Delete {
+        channel: String,
+    },
+    Subscribe {
+        channel: String,
+        mode: Mode,
+        cursor: Cursor,
+    },
+}
+
+/// How a subscriber wants messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Stream(Transport),
+    LongPoll,
+}
+
+const ALLOW_READ: &str = "GET, HEAD, OPTIONS";
+const ALLOW_PUB: &str = "GET, HEAD, POST, DELETE, OPTIONS";
+
+pub fn route(head: &Head) -> Result<Route, Reject> {
+    let (path, query) = split_target(&head.target);
+    let (allow, endpoint) = if let Some(rest) = path.strip_prefix("/pub/") {
+        (ALLOW_PUB, Endpoint::Pub(rest))
+    } else if let Some(rest) = path.strip_prefix("/sub/") {
+        (ALLOW_READ, Endpoint::Sub(rest))
+    } else {
+        match path {
+            "/healthz" => (ALLOW_READ, Endpoint::Health),
+            "/stats" => (ALLOW_READ, Endpoint::Stats),
+            "/" => (ALLOW_READ, Endpoint::Index),
+            _ => return Err(Reject::new(404, format!("no route for {path}"))),
+        }
+    };
+    if head.method == Method::Options {
+        return Ok(Route::Preflight { allow });
+    }
+    let method_allowed = match head.method {
+        Method::Get | Method::Head => true,
+        Method::Post | Method::Delete => allow == ALLOW_PUB,
+        Method::Options | Method::Other => false,
+    };
+    if !method_allowed {
+        return Err(
+            Reject::new(405, format!("method not allowed here; allowed: {allow}"))
+                .with_allow(allow),
+        );
+    }
+    Ok(match endpoint {
+        Endpoint::Health => Route::Health,
+        Endpoint::Stats => Route::Stats,
+        Endpoint::Index => Route::Index,
+        Endpoint::Pub(raw) => {
+            let channel = channel_name(raw)?;
+            match head.method {
+                Method::Post => Route::Publish {
+                    channel,
+                    event: event_name(query)?,
+                },
+                Method::Delete => Route::Delete { channel },
+                _ => Route::ChannelInfo { channel },
+            }
+        }
+        Endpoint::Sub(raw) => Route::Subscribe {
+            channel: channel_name(raw)?,
+            mode: mode(head, query)?,
+            cursor: start(head, query)?,
+        },
+    })
+}
+
+enum Endpoint<'a> {
+    Health,
+    Stats,
+    Index,
+    Pub(&'a str),
+    Sub(&'a str),
+}
+
+fn channel_name(raw: &str) -> Result<String, Reject> {
+    let name =
+        query::decode(raw, false).map_err(|e| Reject::new(400, format!("channel name: {e}")))?;
+    validate_channel(&name)?;
+    Ok(name)
+}
+
+fn param(query: &str, key: &str) -> Result<Option<String>, Reject> {
+    query::param(query, key).map_err(|e| Reject::new(400, format!("query parameter {key}: {e}")))
+}
+
+fn event_name(query: &str) -> Result<Option<String>, Reject> {
+    let Some(name) = param(query, "event")? else {
+        return Ok(None);
+    };
+    if name.contains(['\r', '\n']) {
+        return Err(Reject::new(400, "event name must not contain CR or LF"));
+    }
+    if name.is_empty() || name.len() > MAX_EVENT_NAME {
+        return Err(Reject::new(
+            400,
+            format!("event name must be 1 to {MAX_EVENT_NAME} bytes"),
+        ));
+    }
+    Ok(Some(name))
+}
+
+/// An explicit `?transport=` wins over `Accept`; long-poll is the default.
+fn mode(head: &Head, query: &str) -> Result<Mode, Reject> {
+    match param(query, "transport")?.as_deref() {
+        Some("sse") => Ok(Mode::Stream(Transport::Sse)),
+        Some("stream") => Ok(Mode::Stream(Transport::Stream)),
+        Some("longpoll") => Ok(Mode::LongPoll),
+        Some(other) => Err(Reject::new(
+            400,
+            format!("unknown transport {other:?}; use sse, longpoll or stream"),
+        )),
+        None if head.accept_sse => Ok(Mode::Stream(Transport::Sse)),
+        None => Ok(Mode::LongPoll),
+    }
+}
+
+/// The `Last-Event-ID` header wins over `?last_event_id=`, which wins over
+/// `?since=`: a browser's EventSource reconnects to the same URL and says
+/// where it got to only in the header.
+fn start(head: &Head, query: &str) -> Result<Cursor, Reject> {
+    let header = head.last_event_id.clone().filter(|v| !v.is_empty());
+    let text = match header {
+        Some(h) => Some(h),
+        None => match param(query, "last_event_id")? {
+            Some(v) => Some(v),
+            None => param(query, "since")?,
+        },
+    };
+    match text.filter(|t| !t.is_empty()) {
+        None => Ok(Cursor::Now),
+        Some(t) => cursor::parse(&t).map_err(|e| Reject::new(400, format!("{e}: {t:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::request::BodyKind;
+
+    fn head(method: Method, target: &str) -> Head {
+        Head {
+            method,
+            target: target.into(),
+            http10: false,
+            body: BodyKind::None,
+            keep_alive: true,
+            expect_continue: false,
+            accept_sse: false,
+            last_event_id: None,
+            authorization: None,
+            content_type: None,
+        }
+    }
+
+    fn status(h: &Head) -> u16 {
+        route(h).unwrap_err().status
+    }
+
+    #[test]
+    fn routes_paths_and_methods() {
+        use Method::*;
+        let cases: &[(Method, &str, Result<Route, u16>)] = &[
+            (Get, "/healthz", Ok(Route::Health)),
+            (Head, "/stats", Ok(Route::Stats)),
+            (Get, "/", Ok(Route::Index)),
+            (Get, "/nope", Err(404)),
+            (Get, "/pub", Err(404)),
+            (
+                Post,
+                "/pub/a",
+                Ok(Route::Publish {
+                    channel: "a".into(),
+                    event: None,
+                }),
+            ),
+            (
+                Post,
+                "/pub/a?event=note",
+                Ok(Route::Publish {
+                    channel: "a".into(),
+                    event: Some("note".into()),
+                }),
+            ),
+            (Post, "/pub/a?event=x%0Ay", Err(400)),
+            (Post, "/pub/a?event=", Err(400)),
+            (
+                Get,
+                "/pub/chat/room1",
+                Ok(Route::ChannelInfo {
+                    channel: "chat/room1".into(),
+                }),
+            ),
+            (
+                Delete,
+                "/pub/a",
+                Ok(Route::Delete {
+                    channel: "a".into(),
+                }),
+            ),
+            (Post, "/pub/", Err(400)),
+            (Post, "/pub/a%20b", Err(400)),
+            (
+                Post,
+                "/pub/chat%2Froom",
+                Ok(Route::Publish {
+                    channel: "chat/room".into(),
+                    event: None,
+                }),
+            ),
+            (Post, "/sub/a", Err(405)),
+            (Delete, "/healthz", Err(405)),
+            (Other, "/pub/a", Err(405)),
+            (
+                Options,
+                "/sub/a",
+                Ok(Route::Preflight { allow: ALLOW_READ }),
+            ),
+            (Options, "/pub/a", Ok(Route::Preflight { allow: ALLOW_PUB })),
+        ];
+        for (method, target, want) in cases {
+            let got = route(&head(*method, target)).map_err(|r| r.status);
+            assert_eq!(&got, want, "{method:?} {target}");
+        }
+        assert_eq!(
+            route(&head(Post, "/sub/a")).unwrap_err().allow,
+            Some(ALLOW_READ)
+        );
+    }
+
+    #[test]
+    fn picks_the_transport() {
+        let sub = |target: &str, accept_sse: bool| {
+            let h = Head {
+                accept_sse,
+                ..head(Method::Get, target)
+            };
+            route(&h).map(|r| match r {
+                Route::Subscribe { mode, .. } => mode,
+                other => panic!("{other:?}"),
+            })
+        };
+        assert_eq!(sub("/sub/a", false), Ok(Mode::LongPoll));
+        assert_eq!(sub("/sub/a", true), Ok(Mode::Stream(Transport::Sse)));
+        assert_eq!(
+            sub("/sub/a?transport=stream", true),
+            Ok(Mode::Stream(Transport::Stream))
+        );
+        assert_eq!(sub("/sub/a?transport=longpoll", true), Ok(Mode::LongPoll));
+        assert_eq!(
+            sub("/sub/a?transport=sse", false),
+            Ok(Mode::Stream(Transport::Sse))
+        );
+        assert_eq!(
+            sub("/sub/a?transport=carrier-pigeon", false)
+                .unwrap_err()
+                .status,
+            400
+        );
+    }
+
+    #[test]
+    fn picks_the_cursor() {
+        let sub = |target: &str, header: Option<&str>| {
+            let h = Head {
+                last_event_id: header.map(Into::into),
+                ..head(Method::Get, target)
+            };
+            route(&h).map(|r| match r {
+                Route::Subscribe { cursor, .. } => cursor,
+                other => panic!("{other:?}"),
+            })
+        };
+        let at = |seq| Cursor::After { epoch: 0xa, seq };
+        assert_eq!(sub("/sub/c", None), Ok(Cursor::Now));
+        assert_eq!(sub("/sub/c?since=earliest", None), Ok(Cursor::Earliest));
+        assert_eq!(sub("/sub/c?since=a-1", None), Ok(at(1)));
+        assert_eq!(sub("/sub/c?last_event_id=a-2&since=a-1", None), Ok(at(2)));
+        assert_eq!(sub("/sub/c?last_event_id=a-2", Some("a-3")), Ok(at(3)));
+        assert_eq!(sub("/sub/c?since=a-2", Some("")), Ok(at(2)));
+        assert_eq!(status(&head(Method::Get, "/sub/c?since=bogus")), 400);
+    }
+}

@@ -1,0 +1,294 @@
+//! One connection: its socket, its state, and its buffers. The state is an
+//! enum whose variants own what that state needs, so a parked subscriber holds
+//! its channel and hub key and nothing else: no read buffer, no request.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::rc::Rc;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+
+use crate::http::chunked;
+use crate::http::request::Head;
+use crate::hub::Kind;
+use crate::outq::{Chunk, OutQueue};
+
+/// How a parked stream encodes messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Sse,
+    Stream,
+}
+
+pub enum State {
+    /// Waiting for a request head. `started` once its first byte has arrived,
+    /// which is when the header timeout starts counting.
+    Head { started: bool },
+    /// Reading the body of `head`.
+    Body {
+        head: Box<Head>,
+        body: Vec<u8>,
+        reader: BodyReader,
+    },
+    /// An SSE or NDJSON subscriber parked on `channel`. HTTP/1.0 clients get
+    /// frames without chunk framing and the stream ends with the connection.
+    Streaming {
+        channel: Rc<str>,
+        key: u32,
+        transport: Transport,
+        http10: bool,
+    },
+    /// A long-poll held until a message, its timeout, or shutdown.
+    Polling {
+        channel: Rc<str>,
+        key: u32,
+        keep_alive: bool,
+    },
+    /// Sending a last response; then the write side is shut and input is
+    /// drained until the client closes, so it reads the response before any RST.
+    Closing,
+    /// Finished, waiting to be reaped after this batch of events; `sub` is the
+    /// hub subscription still to be removed then.
+    Closed { sub: Option<Subscription> },
+}
+
+/// A hub subscription: channel, kind and key.
+pub type Subscription = (Rc<str>, Kind, u32);
+
+pub enum BodyReader {
+    Length { left: usize },
+    Chunked(chunked::Decoder),
+}
+
+pub struct Conn {
+    pub socket: TcpStream,
+    pub gen: u32,
+    pub state: State,
+    /// Bytes read but not yet parsed; empty (and unallocated) when idle.
+    pub inbuf: Vec<u8>,
+    pub out: OutQueue,
+    /// The one live deadline of this connection; entries in the deadline queue
+    /// that do not match it are stale.
+    pub deadline: Option<Instant>,
+}
+
+/// Why a send failed: either way the connection must close.
+#[derive(Debug)]
+pub enum SendError {
+    Io(io::Error),
+    /// Queued output passed `--max-queued-bytes`.
+    TooSlow,
+}
+
+/// What a read attempt found.
+pub enum Input {
+    Data,
+    WouldBlock,
+    Eof,
+}
+
+impl Conn {
+    pub fn new(socket: TcpStream, gen: u32) -> Conn {
+        Conn {
+            socket,
+            gen,
+            state: State::Head { started: false },
+            inbuf: Vec::new(),
+            out: OutQueue::default(),
+            deadline: None,
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed { .. })
+    }
+
+    /// Moves to `Closed`, keeping the hub subscription to undo at reaping.
+    /// Returns false if it was closed already.
+    pub fn close(&mut self) -> bool {
+        if self.is_closed() {
+            return false;
+        }
+        let sub = self.unpark();
+        self.state = State::Closed { sub };
+        true
+    }
+
+    /// Takes a parked connection out of its channel to answer it: the state
+    /// becomes a request being answered, and the hub subscription it held is
+    /// returned for the caller to undo (or drop, if the channel is gone).
+    pub fn unpark(&mut self) -> Option<Subscription> {
+        match std::mem::replace(&mut self.state, State::Head { started: true }) {
+            State::Streaming { channel, key, .. } => Some((channel, Kind::Stream, key)),
+            State::Polling { channel, key, .. } => Some((channel, Kind::Poll, key)),
+            other => {
+                self.state = other;
+                None
+            }
+        }
+    }
+
+    /// Sends bytes the caller owns: written at once when nothing is queued,
+    /// and only what the socket did not take is copied into the queue.
+    pub fn send(&mut self, bytes: &[u8], max_queued: usize) -> Result<(), SendError> {
+        let written = self.write_now(&[bytes])?;
+        if written < bytes.len() {
+            self.out.push(Chunk::Owned(bytes[written..].to_vec()));
+        }
+        self.check_queue(max_queued)
+    }
+
+    /// Sends a range of a shared buffer; a short write queues the rest as a
+    /// reference to the same buffer.
+    pub fn send_shared(
+        &mut self,
+        bytes: &Rc<[u8]>,
+        range: std::ops::Range<usize>,
+        max_queued: usize,
+    ) -> Result<(), SendError> {
+        let written = self.write_now(&[&bytes[range.clone()]])?;
+        if written < range.len() {
+            self.out.push(Chunk::Shared(
+                bytes.clone(),
+                range.start + written..range.end,
+            ));
+        }
+        self.check_queue(max_queued)
+    }
+
+    /// Sends an owned head and a shared body in one `writev`.
+    pub fn send_head_and_shared(
+        &mut self,
+        head: &[u8],
+        body: &Rc<[u8]>,
+        max_queued: usize,
+    ) -> Result<(), SendError> {
+        let written = self.write_now(&[head, body])?;
+        if written < head.len() {
+            self.out.push(Chunk::Owned(head[written..].to_vec()));
+        }
+        let body_written = written.saturating_sub(head.len());
+        if body_written < body.len() {
+            self.out
+                .push(Chunk::Shared(body.clone(), body_written..body.len()));
+        }
+        self.check_queue(max_queued)
+    }
+
+    pub fn send_static(
+        &mut self,
+        bytes: &'static [u8],
+        max_queued: usize,
+    ) -> Result<(), SendError> {
+        let written = self.write_now(&[bytes])?;
+        if written < bytes.len() {
+            self.out.push(Chunk::Static(&bytes[written..]));
+        }
+        self.check_queue(max_queued)
+    }
+
+    /// Writes queued output; called when the socket becomes writable.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.write_to(&self.socket).map(|_| ())
+    }
+
+    /// Tries to write `parts` straight to the socket, unless output is already
+    /// queued (then order demands they wait behind it). Returns bytes written.
+    fn write_now(&mut self, parts: &[&[u8]]) -> Result<usize, SendError> {
+        if !self.out.is_empty() {
+            return Ok(0);
+        }
+        let slices: [IoSlice; 2] = match parts {
+            [a] => [IoSlice::new(a), IoSlice::new(&[])],
+            [a, b] => [IoSlice::new(a), IoSlice::new(b)],
+            _ => unreachable!("at most two parts"),
+        };
+        loop {
+            return match (&self.socket).write_vectored(&slices[..parts.len()]) {
+                Ok(n) => Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(SendError::Io(e)),
+            };
+        }
+    }
+
+    fn check_queue(&self, max_queued: usize) -> Result<(), SendError> {
+        match self.out.queued() > max_queued {
+            true => Err(SendError::TooSlow),
+            false => Ok(()),
+        }
+    }
+
+    /// Reads once into the input buffer (taking a spare buffer from `pool` if
+    /// it has none), at most `READ_CHUNK` bytes.
+    pub fn read_some(&mut self, pool: &mut BufPool) -> io::Result<Input> {
+        if self.inbuf.capacity() == 0 {
+            self.inbuf = pool.take();
+        }
+        let len = self.inbuf.len();
+        self.inbuf.resize(len + READ_CHUNK, 0);
+        let result = (&self.socket).read(&mut self.inbuf[len..]);
+        let n = *result.as_ref().unwrap_or(&0);
+        self.inbuf.truncate(len + n);
+        match result {
+            Ok(0) => Ok(Input::Eof),
+            Ok(_) => Ok(Input::Data),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Input::WouldBlock),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Input::Data),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads and throws away whatever the client sends (a parked stream has
+    /// nothing more to receive), until the socket would block or closes.
+    pub fn discard_input(&mut self) -> io::Result<Input> {
+        let mut scratch = [0u8; 1024];
+        loop {
+            match (&self.socket).read(&mut scratch) {
+                Ok(0) => return Ok(Input::Eof),
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Input::WouldBlock),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Gives the input buffer back to `pool` once it is empty, so an idle or
+    /// parked connection holds no read buffer.
+    pub fn release_inbuf(&mut self, pool: &mut BufPool) {
+        if self.inbuf.is_empty() && self.inbuf.capacity() > 0 {
+            pool.give(std::mem::take(&mut self.inbuf));
+        }
+    }
+}
+
+/// Bytes asked of the kernel per read.
+pub const READ_CHUNK: usize = 16 * 1024;
+
+/// Spare input buffers, so requests on busy connections reuse memory instead
+/// of allocating, while idle connections keep none.
+#[derive(Default)]
+pub struct BufPool {
+    spare: Vec<Vec<u8>>,
+}
+
+/// Spare buffers kept at most; beyond this they are freed.
+const MAX_SPARE_BUFS: usize = 64;
+
+impl BufPool {
+    fn take(&mut self) -> Vec<u8> {
+        self.spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(READ_CHUNK))
+    }
+
+    fn give(&mut self, mut buf: Vec<u8>) {
+        // Buffers that grew for a large body are not worth keeping.
+        if self.spare.len() < MAX_SPARE_BUFS && buf.capacity() <= 4 * READ_CHUNK {
+            buf.clear();
+            self.spare.push(buf);
+        }
+    }
+}

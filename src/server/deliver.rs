@@ -1,0 +1,296 @@
+//! Subscribing and fan-out: opening streams with their replay, parking
+//! long-polls, delivering a published message to every subscriber of its
+//! channel, and ending subscriptions when a channel is deleted. A message's
+//! bytes are encoded once and written to each subscriber from the same buffer.
+
+use std::rc::Rc;
+
+use super::conn::{State, Transport};
+use super::respond::{after_response, note_send_error, Ask};
+use super::{lookup, Server};
+use crate::conn_id::ConnId;
+use crate::cursor::Cursor;
+use crate::encode;
+use crate::http::request::{Head, Method};
+use crate::http::response::{self, chunk_payload, Framing, LAST_CHUNK};
+use crate::hub::{Channel, Kind, Replay};
+use crate::message::Message;
+use crate::routes::Mode;
+
+const SSE_TYPE: &str = "text/event-stream";
+const STREAM_TYPE: &str = "application/x-ndjson";
+const STREAM_HEADERS: [&str; 2] = ["Cache-Control: no-cache", "X-Accel-Buffering: no"];
+
+impl Server {
+    pub(super) fn on_subscribe(
+        &mut self,
+        id: ConnId,
+        head: &Head,
+        channel: &str,
+        mode: Mode,
+        cursor: Cursor,
+    ) {
+        let batch = match mode {
+            Mode::LongPoll => self.config.longpoll_batch,
+            Mode::Stream(_) => usize::MAX,
+        };
+        let replay = match self.hub.replay(channel, cursor, batch) {
+            Ok(replay) => replay,
+            Err(reject) => return self.reject(id, reject, head.keep_alive),
+        };
+        match mode {
+            _ if head.method == Method::Head => {
+                let content_type = match mode {
+                    Mode::Stream(Transport::Sse) => SSE_TYPE,
+                    Mode::Stream(Transport::Stream) => STREAM_TYPE,
+                    Mode::LongPoll => "application/json",
+                };
+                self.respond(id, Ask::of(head), 200, content_type, b"", &STREAM_HEADERS);
+            }
+            Mode::Stream(transport) => self.open_stream(id, head, channel, transport, replay),
+            Mode::LongPoll if replay.messages.is_empty() && replay.gap.is_none() => {
+                self.park_poll(id, head, channel)
+            }
+            Mode::LongPoll => {
+                let messages: Vec<&Message> = replay.messages.iter().map(|m| &**m).collect();
+                let body = encode::poll_body(&messages, replay.gap.as_ref(), &replay.next);
+                self.counters.delivered += messages.len() as u64;
+                self.respond(
+                    id,
+                    Ask::of(head),
+                    200,
+                    "application/json",
+                    &body,
+                    &["Cache-Control: no-cache"],
+                );
+            }
+        }
+    }
+
+    /// Answers with the stream's head, the SSE preamble, any gap and the
+    /// replayed messages, all in one write, then parks the connection.
+    fn open_stream(
+        &mut self,
+        id: ConnId,
+        head: &Head,
+        channel: &str,
+        transport: Transport,
+        replay: Replay,
+    ) {
+        let http10 = head.http10;
+        self.scratch.clear();
+        response::Head {
+            status: 200,
+            content_type: Some(match transport {
+                Transport::Sse => SSE_TYPE,
+                Transport::Stream => STREAM_TYPE,
+            }),
+            framing: if http10 {
+                Framing::UntilClose
+            } else {
+                Framing::Chunked
+            },
+            // A stream ends only when the server ends it, and then it closes.
+            keep_alive: false,
+            cors_origin: &self.config.cors_origin,
+            extra: &STREAM_HEADERS,
+        }
+        .write(&mut self.scratch);
+        let push_chunk = |scratch: &mut Vec<u8>, chunk: &[u8]| {
+            let range = if http10 {
+                chunk_payload(chunk)
+            } else {
+                0..chunk.len()
+            };
+            scratch.extend_from_slice(&chunk[range]);
+        };
+        if transport == Transport::Sse {
+            push_chunk(
+                &mut self.scratch,
+                &encode::sse_preamble(self.config.sse_retry.as_millis() as u64),
+            );
+        }
+        if let Some(gap) = &replay.gap {
+            let frame = match transport {
+                Transport::Sse => encode::sse_gap(gap),
+                Transport::Stream => encode::stream_gap(gap),
+            };
+            push_chunk(&mut self.scratch, &frame);
+        }
+        for message in &replay.messages {
+            let frame = match transport {
+                Transport::Sse => message.sse(),
+                Transport::Stream => message.stream(),
+            };
+            push_chunk(&mut self.scratch, frame);
+        }
+        self.counters.delivered += replay.messages.len() as u64;
+
+        let (channel, key) = self.hub.subscribe(channel, Kind::Stream, id);
+        let conn = lookup(&mut self.conns, id).expect("subscribing connection is open");
+        conn.state = State::Streaming {
+            channel,
+            key,
+            transport,
+            http10,
+        };
+        conn.inbuf.clear();
+        conn.release_inbuf(&mut self.bufs);
+        self.send_scratch(id);
+        self.set_deadline(id, self.now + self.config.heartbeat);
+    }
+
+    /// Holds a long-poll that has nothing to receive yet.
+    fn park_poll(&mut self, id: ConnId, head: &Head, channel: &str) {
+        let (channel, key) = self.hub.subscribe(channel, Kind::Poll, id);
+        let conn = lookup(&mut self.conns, id).expect("subscribing connection is open");
+        conn.state = State::Polling {
+            channel,
+            key,
+            keep_alive: head.keep_alive,
+        };
+        self.set_deadline(id, self.now + self.config.longpoll_timeout);
+    }
+
+    /// Fan-out: writes `message` to every subscriber of its channel. Streams
+    /// get the shared frame; parked long-polls, which all wait at the head of
+    /// the channel, get the same shared answer and leave the channel.
+    pub(super) fn deliver(&mut self, message: &Rc<Message>) {
+        let Some(channel) = self.hub.channel_mut(&message.channel) else {
+            return;
+        };
+        let max_queued = self.config.max_queued_bytes;
+        for (_, &id) in channel.streams.iter() {
+            let Some(conn) = self
+                .conns
+                .get_mut(id.slot as usize)
+                .filter(|c| c.gen == id.gen)
+            else {
+                continue;
+            };
+            let State::Streaming {
+                transport, http10, ..
+            } = conn.state
+            else {
+                continue;
+            };
+            let frame = match transport {
+                Transport::Sse => message.sse(),
+                Transport::Stream => message.stream(),
+            };
+            let range = if http10 {
+                chunk_payload(frame)
+            } else {
+                0..frame.len()
+            };
+            match conn.send_shared(frame, range, max_queued) {
+                Ok(()) => self.counters.delivered += 1,
+                Err(e) => {
+                    note_send_error(&mut self.counters, id, &e);
+                    conn.close();
+                    self.to_reap.push(id);
+                }
+            }
+        }
+        if channel.polls.is_empty() {
+            return;
+        }
+        let body = message.poll_body();
+        for id in channel.polls.drain() {
+            let Some(conn) = self
+                .conns
+                .get_mut(id.slot as usize)
+                .filter(|c| c.gen == id.gen)
+            else {
+                continue;
+            };
+            let State::Polling { keep_alive, .. } = conn.state else {
+                continue;
+            };
+            // The hub has already forgotten this poller; its state must too.
+            conn.unpark();
+            let keep_alive = keep_alive && !self.shutting_down;
+            self.scratch.clear();
+            response::Head {
+                status: 200,
+                content_type: Some("application/json"),
+                framing: Framing::Length(body.len()),
+                keep_alive,
+                cors_origin: &self.config.cors_origin,
+                extra: &["Cache-Control: no-cache"],
+            }
+            .write(&mut self.scratch);
+            match conn.send_head_and_shared(&self.scratch, body, max_queued) {
+                Ok(()) => {
+                    self.counters.delivered += 1;
+                    after_response(
+                        conn,
+                        id,
+                        keep_alive,
+                        self.now,
+                        &self.config,
+                        &mut self.deadlines,
+                    );
+                    self.to_resume.push(id);
+                }
+                Err(e) => {
+                    note_send_error(&mut self.counters, id, &e);
+                    conn.close();
+                    self.to_reap.push(id);
+                }
+            }
+        }
+    }
+
+    /// A deleted channel's subscribers: streams get a `deleted` event and their
+    /// end, long-polls a 410.
+    pub(super) fn end_subscriptions(&mut self, channel: Channel) {
+        let sse_deleted = encode::sse_deleted(&channel.name);
+        let stream_deleted = encode::stream_deleted(&channel.name);
+        for (_, id) in channel.streams {
+            let Some(conn) = lookup(&mut self.conns, id) else {
+                continue;
+            };
+            let State::Streaming {
+                transport, http10, ..
+            } = conn.state
+            else {
+                continue;
+            };
+            // The subscription went with the channel; nothing to undo later.
+            conn.unpark();
+            let frame = match transport {
+                Transport::Sse => &sse_deleted,
+                Transport::Stream => &stream_deleted,
+            };
+            self.end_stream(id, frame, http10);
+        }
+        for (_, id) in channel.polls {
+            let Some(conn) = lookup(&mut self.conns, id) else {
+                continue;
+            };
+            let State::Polling { keep_alive, .. } = conn.state else {
+                continue;
+            };
+            conn.unpark();
+            let gone =
+                crate::http::Reject::new(410, format!("channel {} was deleted", channel.name));
+            self.reject(id, gone, keep_alive);
+            self.to_resume.push(id);
+        }
+    }
+
+    /// Ends a stream: an optional last frame, the terminating chunk, and close.
+    pub(super) fn end_stream(&mut self, id: ConnId, last_frame: &[u8], http10: bool) {
+        self.scratch.clear();
+        if http10 {
+            self.scratch
+                .extend_from_slice(&last_frame[chunk_payload(last_frame)]);
+        } else {
+            self.scratch.extend_from_slice(last_frame);
+            self.scratch.extend_from_slice(LAST_CHUNK);
+        }
+        self.send_scratch(id);
+        self.finish_response(id, false);
+    }
+}

@@ -1,0 +1,235 @@
+//! The event loop: the only code that touches `mio::Poll` and sockets. It owns
+//! the listener, the connections (in a slab, named by generational `ConnId`s),
+//! the hub and the deadline queue, and runs the loop in `Server::run`.
+//!
+//! The rest of the server is split by event: `accept` (new connections),
+//! `read` (the request state machine), `respond` (turning routes into
+//! replies), `deliver` (fan-out and parking) and `timers` (deadlines and
+//! shutdown).
+
+mod accept;
+pub mod conn;
+mod deliver;
+mod read;
+mod respond;
+mod timers;
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use log::info;
+use mio::event::Event;
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::config::Config;
+use crate::conn_id::ConnId;
+use crate::cursor;
+use crate::deadline::{Deadlines, Timer};
+use crate::hub::{Hub, Limits};
+use crate::signals::SignalPipe;
+use crate::stats::Counters;
+use conn::{BufPool, Conn};
+
+const LISTENER: Token = Token(usize::MAX);
+const SIGNALS: Token = Token(usize::MAX - 1);
+
+/// Readiness events taken from the kernel per poll.
+const EVENTS_PER_POLL: usize = 1024;
+
+pub struct Server {
+    poll: Poll,
+    /// `None` once shutdown has begun.
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    signals: Option<SignalPipe>,
+    conns: Slab<Conn>,
+    next_gen: u32,
+    hub: Hub,
+    deadlines: Deadlines,
+    config: Config,
+    counters: Counters,
+    /// The time of this loop iteration, read once after each poll.
+    now: Instant,
+    started: Instant,
+    /// Connections closed during this iteration, freed at its end.
+    to_reap: Vec<ConnId>,
+    /// Connections moved out of a parked state that may have buffered
+    /// requests to run; handled after the event batch, never in the middle of
+    /// a fan-out.
+    to_resume: Vec<ConnId>,
+    /// Reused to build responses, so answering allocates nothing.
+    scratch: Vec<u8>,
+    bufs: BufPool,
+    /// While accepting is paused after running out of descriptors: the
+    /// current back-off.
+    accept_backoff: Option<Duration>,
+    /// When the hub's expiry timer is set for, so it is set only once.
+    expiry_timer: Option<Instant>,
+    shutting_down: bool,
+}
+
+impl Server {
+    /// Binds the listening socket; nothing runs until `run`.
+    pub fn bind(config: Config) -> io::Result<Server> {
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::bind(config.listen)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let now = Instant::now();
+        let limits = Limits {
+            buffer: config.buffer,
+            ttl: config.message_ttl,
+        };
+        Ok(Server {
+            local_addr: listener.local_addr()?,
+            poll,
+            listener: Some(listener),
+            signals: None,
+            conns: Slab::new(),
+            next_gen: 0,
+            hub: Hub::new(cursor::new_epoch(), limits),
+            deadlines: Deadlines::default(),
+            config,
+            counters: Counters::default(),
+            now,
+            started: now,
+            to_reap: Vec::new(),
+            to_resume: Vec::new(),
+            scratch: Vec::with_capacity(4096),
+            bufs: BufPool::default(),
+            accept_backoff: None,
+            expiry_timer: None,
+            shutting_down: false,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Makes SIGTERM and SIGINT shut the server down gracefully.
+    pub fn with_signals(mut self, mut signals: SignalPipe) -> io::Result<Server> {
+        self.poll
+            .registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        self.signals = Some(signals);
+        Ok(self)
+    }
+
+    /// Runs the loop until shutdown completes.
+    pub fn run(mut self) -> io::Result<()> {
+        info!("listening on {}", self.local_addr);
+        let mut events = Events::with_capacity(EVENTS_PER_POLL);
+        loop {
+            // 1. Sleep until readiness or the earliest deadline.
+            let timeout = self
+                .deadlines
+                .next()
+                .map(|at| at.saturating_duration_since(Instant::now()));
+            match self.poll.poll(&mut events, timeout) {
+                Err(e) if e.kind() != io::ErrorKind::Interrupted => return Err(e),
+                _ => {}
+            }
+            // 2. Read the clock once for everything this iteration does.
+            self.now = Instant::now();
+            // 3. Dispatch readiness: accept, read, write.
+            for event in events.iter() {
+                self.dispatch(event);
+            }
+            // 4. Fire due deadlines: timeouts, heartbeats, expiry.
+            self.fire_deadlines();
+            // 5. Run requests that waited behind a parked one.
+            self.resume();
+            // 6. Free connections closed during this iteration.
+            self.reap();
+            if self.shutting_down && self.conns.is_empty() {
+                info!("shutdown complete");
+                return Ok(());
+            }
+        }
+    }
+
+    fn dispatch(&mut self, event: &Event) {
+        match event.token() {
+            LISTENER => self.on_acceptable(),
+            SIGNALS => self.on_signal(),
+            token => {
+                let id = ConnId::from_token(token);
+                if event.is_writable() {
+                    self.on_writable(id);
+                }
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    self.on_readable(id);
+                }
+            }
+        }
+    }
+
+    /// The connection `id` names, unless it has closed (or its slot has been
+    /// reused by a later connection, which the generation tells apart).
+    fn conn(&mut self, id: ConnId) -> Option<&mut Conn> {
+        lookup(&mut self.conns, id)
+    }
+
+    fn set_deadline(&mut self, id: ConnId, at: Instant) {
+        if let Some(conn) = self.conn(id) {
+            conn.deadline = Some(at);
+            self.deadlines.set(at, Timer::Conn(id));
+        }
+    }
+
+    fn close(&mut self, id: ConnId) {
+        if let Some(conn) = self.conn(id) {
+            conn.close();
+            self.to_reap.push(id);
+        }
+    }
+
+    fn resume(&mut self) {
+        while let Some(id) = self.to_resume.pop() {
+            self.drive(id);
+        }
+    }
+
+    fn reap(&mut self) {
+        for id in std::mem::take(&mut self.to_reap) {
+            let Some(conn) = self.conns.get(id.slot as usize).filter(|c| c.gen == id.gen) else {
+                continue;
+            };
+            if let conn::State::Closed { sub } = &conn.state {
+                if let Some((channel, kind, key)) = sub {
+                    self.hub.unsubscribe(channel, *kind, *key, id, self.now);
+                }
+                // Dropping the socket closes it, which also removes it from epoll.
+                self.conns.remove(id.slot as usize);
+            }
+        }
+    }
+}
+
+/// `Server::conn` for code that also needs other fields of the server.
+fn lookup(conns: &mut Slab<Conn>, id: ConnId) -> Option<&mut Conn> {
+    conns
+        .get_mut(id.slot as usize)
+        .filter(|c| c.gen == id.gen && !c.is_closed())
+}
+
+/// Starts a server on a background thread and returns its address; for tests
+/// and benchmarks. The thread runs until the process exits.
+pub fn spawn(config: Config) -> io::Result<SocketAddr> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || match Server::bind(config) {
+        Ok(server) => {
+            let _ = tx.send(Ok(server.local_addr()));
+            server.run().expect("server loop failed");
+        }
+        Err(e) => {
+            let _ = tx.send(Err(e));
+        }
+    });
+    rx.recv()
+        .map_err(|_| io::Error::other("server thread died"))?
+}

@@ -1,0 +1,225 @@
+//! The request side of a connection: reading bytes, parsing heads, reading
+//! bodies, and handing complete requests to `respond`. A transition runs the
+//! next state at once, since the bytes it needs may already be buffered
+//! (pipelining), and reading always goes on until the socket would block, as
+//! edge-triggered readiness requires.
+
+use log::debug;
+
+use super::conn::{BodyReader, Input, State};
+use super::{lookup, Server};
+use crate::conn_id::ConnId;
+use crate::http::chunked;
+use crate::http::request::{self, BodyKind, Head, Parsed, MAX_HEAD_BYTES};
+use crate::http::Reject;
+
+/// Whether the state machine can make more progress now.
+#[derive(PartialEq, Eq)]
+enum Step {
+    Again,
+    Wait,
+}
+
+/// The interim answer to `Expect: 100-continue`.
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+impl Server {
+    pub(super) fn on_readable(&mut self, id: ConnId) {
+        self.drive(id);
+    }
+
+    pub(super) fn on_writable(&mut self, id: ConnId) {
+        let Some(conn) = lookup(&mut self.conns, id) else {
+            return;
+        };
+        if conn.out.is_empty() {
+            return;
+        }
+        match conn.flush() {
+            Err(e) => {
+                debug!("{id:?}: write failed while flushing: {e}");
+                self.close(id);
+            }
+            Ok(()) if conn.out.is_empty() && matches!(conn.state, State::Closing) => {
+                let _ = conn.socket.shutdown(std::net::Shutdown::Write);
+            }
+            Ok(()) => {}
+        }
+    }
+
+    /// Runs the connection's state machine as far as the available bytes go.
+    pub(super) fn drive(&mut self, id: ConnId) {
+        loop {
+            let Some(conn) = lookup(&mut self.conns, id) else {
+                return;
+            };
+            let step = match conn.state {
+                State::Head { .. } => self.read_head(id),
+                State::Body { .. } => self.read_body(id),
+                State::Polling { .. } => self.hold_input(id),
+                State::Streaming { .. } | State::Closing => self.discard_input(id),
+                State::Closed { .. } => Step::Wait,
+            };
+            if step == Step::Wait {
+                return;
+            }
+        }
+    }
+
+    fn read_head(&mut self, id: ConnId) -> Step {
+        let conn = lookup(&mut self.conns, id).expect("driven connection is open");
+        match request::parse(&conn.inbuf) {
+            Ok(Parsed::Partial) => self.read_more(id),
+            Ok(Parsed::Complete { head, len }) => {
+                conn.inbuf.drain(..len);
+                self.on_head(id, head);
+                Step::Again
+            }
+            Err(reject) => {
+                debug!("{id:?}: {} while reading request head", reject.message);
+                self.reject(id, reject, false);
+                Step::Again
+            }
+        }
+    }
+
+    /// A head is complete: answer it now, or start reading its body.
+    fn on_head(&mut self, id: ConnId, head: Head) {
+        let max_body = self.config.max_body;
+        let max_queued = self.config.max_queued_bytes;
+        let reader = match head.body {
+            BodyKind::None => return self.on_request(id, head, Vec::new()),
+            BodyKind::Length(n) if n > max_body as u64 => {
+                let reject = Reject::new(413, format!("request body exceeds {max_body} bytes"));
+                return self.reject(id, reject, false);
+            }
+            BodyKind::Length(n) => BodyReader::Length { left: n as usize },
+            BodyKind::Chunked => BodyReader::Chunked(chunked::Decoder::default()),
+        };
+        let conn = lookup(&mut self.conns, id).expect("driven connection is open");
+        let wants_continue = head.expect_continue && conn.inbuf.is_empty();
+        let capacity = match reader {
+            BodyReader::Length { left } => left,
+            BodyReader::Chunked(_) => 0,
+        };
+        conn.state = State::Body {
+            head: Box::new(head),
+            body: Vec::with_capacity(capacity),
+            reader,
+        };
+        if wants_continue && conn.send(CONTINUE, max_queued).is_err() {
+            return self.close(id);
+        }
+        self.set_deadline(id, self.now + self.config.header_timeout);
+    }
+
+    fn read_body(&mut self, id: ConnId) -> Step {
+        let max_body = self.config.max_body;
+        let conn = lookup(&mut self.conns, id).expect("driven connection is open");
+        let State::Body { body, reader, .. } = &mut conn.state else {
+            unreachable!("in Body state")
+        };
+        let done = match reader {
+            BodyReader::Length { left } => {
+                let take = (*left).min(conn.inbuf.len());
+                body.extend(conn.inbuf.drain(..take));
+                *left -= take;
+                *left == 0
+            }
+            BodyReader::Chunked(decoder) => match decoder.decode(&conn.inbuf, body, max_body) {
+                Ok(used) => {
+                    conn.inbuf.drain(..used);
+                    decoder.is_done()
+                }
+                Err(chunked::Error::TooLarge) => {
+                    let reject = Reject::new(413, format!("request body exceeds {max_body} bytes"));
+                    self.reject(id, reject, false);
+                    return Step::Again;
+                }
+                Err(chunked::Error::Malformed(what)) => {
+                    self.reject(
+                        id,
+                        Reject::new(400, format!("malformed chunked body: {what}")),
+                        false,
+                    );
+                    return Step::Again;
+                }
+            },
+        };
+        if !done {
+            return self.read_more(id);
+        }
+        let State::Body { head, body, .. } =
+            std::mem::replace(&mut conn.state, State::Head { started: false })
+        else {
+            unreachable!("in Body state")
+        };
+        self.on_request(id, *head, body);
+        Step::Again
+    }
+
+    /// Reads once more for a head or body in progress.
+    fn read_more(&mut self, id: ConnId) -> Step {
+        let conn = lookup(&mut self.conns, id).expect("driven connection is open");
+        match conn.read_some(&mut self.bufs) {
+            Ok(Input::Data) => {
+                if let State::Head {
+                    started: started @ false,
+                } = &mut conn.state
+                {
+                    // The header timeout counts from the first byte, not per read.
+                    *started = true;
+                    self.set_deadline(id, self.now + self.config.header_timeout);
+                }
+                Step::Again
+            }
+            Ok(Input::WouldBlock) => {
+                conn.release_inbuf(&mut self.bufs);
+                Step::Wait
+            }
+            Ok(Input::Eof) => {
+                self.close(id);
+                Step::Wait
+            }
+            Err(e) => {
+                debug!("{id:?}: read failed while reading a request: {e}");
+                self.close(id);
+                Step::Wait
+            }
+        }
+    }
+
+    /// A held long-poll keeps reading, to notice the client leaving, but
+    /// keeps what arrives (a pipelined request) for after the answer, up to a
+    /// limit; past it the bytes wait in the kernel.
+    fn hold_input(&mut self, id: ConnId) -> Step {
+        loop {
+            let conn = lookup(&mut self.conns, id).expect("driven connection is open");
+            if conn.inbuf.len() >= MAX_HEAD_BYTES {
+                return Step::Wait;
+            }
+            match conn.read_some(&mut self.bufs) {
+                Ok(Input::Data) => continue,
+                Ok(Input::WouldBlock) => {
+                    conn.release_inbuf(&mut self.bufs);
+                    return Step::Wait;
+                }
+                Ok(Input::Eof) | Err(_) => {
+                    self.close(id);
+                    return Step::Wait;
+                }
+            }
+        }
+    }
+
+    /// Streams and closing connections expect nothing more from the client;
+    /// only its leaving matters.
+    fn discard_input(&mut self, id: ConnId) -> Step {
+        let conn = lookup(&mut self.conns, id).expect("driven connection is open");
+        match conn.discard_input() {
+            Ok(Input::WouldBlock) | Ok(Input::Data) => {}
+            Ok(Input::Eof) | Err(_) => self.close(id),
+        }
+        Step::Wait
+    }
+}

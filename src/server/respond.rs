@@ -1,0 +1,339 @@
+//! Turning a complete request into a reply: routing, the small endpoints
+//! (health, stats, channel info, preflight), publishing and deleting, and the
+//! bookkeeping after a response (keep-alive or close).
+
+use std::net::Shutdown;
+use std::time::Duration;
+
+use log::{debug, info};
+
+use super::conn::{Conn, SendError, State};
+use super::{lookup, Server};
+use crate::conn_id::ConnId;
+use crate::deadline::{Deadlines, Timer};
+use crate::http::request::{Head, Method};
+use crate::http::response::{self, Framing};
+use crate::http::Reject;
+use crate::json;
+use crate::routes::{self, Route};
+use crate::stats::{self, ConnCounts, Snapshot};
+
+/// How long a closing connection may take to read its last response.
+pub(super) const LINGER: Duration = Duration::from_secs(2);
+
+const JSON: &str = "application/json";
+
+const INDEX: &str = "<!doctype html><meta charset=utf-8><title>halley</title>\
+<p>halley is running. Subscribe with <code>GET /sub/{channel}</code>, publish with \
+<code>POST /pub/{channel}</code>; see the README.</p>\n";
+
+impl Server {
+    pub(super) fn on_request(&mut self, id: ConnId, head: Head, body: Vec<u8>) {
+        let route = match routes::route(&head) {
+            Ok(route) => route,
+            Err(reject) => return self.reject(id, reject, head.keep_alive),
+        };
+        match route {
+            Route::Health => self.respond(
+                id,
+                Ask::of(&head),
+                200,
+                "text/plain; charset=utf-8",
+                b"ok",
+                &[],
+            ),
+            Route::Index => self.respond(
+                id,
+                Ask::of(&head),
+                200,
+                "text/html; charset=utf-8",
+                INDEX.as_bytes(),
+                &[],
+            ),
+            Route::Stats => {
+                let body = self.stats_json();
+                self.respond(id, Ask::of(&head), 200, JSON, &body, &[]);
+            }
+            Route::Preflight { allow } => {
+                let methods = format!("Access-Control-Allow-Methods: {allow}");
+                let extra = [
+                    methods.as_str(),
+                    "Access-Control-Allow-Headers: Content-Type, Authorization, Last-Event-ID, Accept",
+                    "Access-Control-Max-Age: 86400",
+                ];
+                self.respond(id, Ask::of(&head), 204, JSON, b"", &extra);
+            }
+            Route::ChannelInfo { channel } => match self.hub.channel(&channel) {
+                None => self.reject(
+                    id,
+                    Reject::new(404, format!("no channel {channel}")),
+                    head.keep_alive,
+                ),
+                Some(c) => {
+                    let mut out = b"{\"channel\":".to_vec();
+                    json::push_str(&mut out, &channel);
+                    out.extend_from_slice(b",\"subscribers\":");
+                    json::push_u64(&mut out, c.n_subscribers() as u64);
+                    out.extend_from_slice(b",\"messages\":");
+                    json::push_u64(&mut out, c.n_messages() as u64);
+                    out.extend_from_slice(b",\"last_id\":");
+                    json::push_opt_str(
+                        &mut out,
+                        c.last_seq().map(|seq| self.hub.id_of(seq)).as_deref(),
+                    );
+                    out.push(b'}');
+                    self.respond(id, Ask::of(&head), 200, JSON, &out, &[]);
+                }
+            },
+            Route::Publish { channel, event } => self.on_publish(id, &head, &channel, event, body),
+            Route::Delete { channel } => self.on_delete(id, &head, &channel),
+            Route::Subscribe {
+                channel,
+                mode,
+                cursor,
+            } => self.on_subscribe(id, &head, &channel, mode, cursor),
+        }
+    }
+
+    fn on_publish(
+        &mut self,
+        id: ConnId,
+        head: &Head,
+        channel: &str,
+        event: Option<String>,
+        body: Vec<u8>,
+    ) {
+        if let Err(reject) = self.authorize(head) {
+            return self.reject(id, reject, head.keep_alive);
+        }
+        let Ok(data) = String::from_utf8(body) else {
+            return self.reject(
+                id,
+                Reject::new(400, "message is not valid UTF-8"),
+                head.keep_alive,
+            );
+        };
+        let subscribers = self.hub.channel(channel).map_or(0, |c| c.n_subscribers());
+        let message = self
+            .hub
+            .publish(channel, data.into(), event.map(Into::into), self.now);
+        self.schedule_expiry();
+        self.deliver(&message);
+        let mut out = b"{\"id\":".to_vec();
+        json::push_str(&mut out, &message.id);
+        out.extend_from_slice(b",\"channel\":");
+        json::push_str(&mut out, channel);
+        out.extend_from_slice(b",\"subscribers\":");
+        json::push_u64(&mut out, subscribers as u64);
+        out.push(b'}');
+        self.respond(id, Ask::of(head), 201, JSON, &out, &[]);
+    }
+
+    fn on_delete(&mut self, id: ConnId, head: &Head, channel: &str) {
+        if let Err(reject) = self.authorize(head) {
+            return self.reject(id, reject, head.keep_alive);
+        }
+        match self.hub.delete(channel, self.now) {
+            None => self.reject(
+                id,
+                Reject::new(404, format!("no channel {channel}")),
+                head.keep_alive,
+            ),
+            Some(deleted) => {
+                info!(
+                    "channel {channel} deleted with {} subscribers",
+                    deleted.n_subscribers()
+                );
+                self.end_subscriptions(deleted);
+                self.respond(id, Ask::of(head), 204, JSON, b"", &[]);
+            }
+        }
+    }
+
+    /// With `--publish-token`, publishing and deleting need the bearer token.
+    fn authorize(&self, head: &Head) -> Result<(), Reject> {
+        let Some(token) = &self.config.publish_token else {
+            return Ok(());
+        };
+        let given = head
+            .authorization
+            .as_deref()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        match constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            true => Ok(()),
+            false => Err(Reject::new(
+                401,
+                "publishing needs Authorization: Bearer <token>",
+            )),
+        }
+    }
+
+    /// Sends a complete response from bytes, then keeps the connection for the
+    /// next request or closes it.
+    pub(super) fn respond(
+        &mut self,
+        id: ConnId,
+        ask: Ask,
+        status: u16,
+        content_type: &str,
+        body: &[u8],
+        extra: &[&str],
+    ) {
+        let keep_alive = ask.keep_alive && !self.shutting_down;
+        self.scratch.clear();
+        let response_head = response::Head {
+            status,
+            content_type: Some(content_type),
+            framing: Framing::Length(body.len()),
+            keep_alive,
+            cors_origin: &self.config.cors_origin,
+            extra,
+        };
+        response::write_full(&mut self.scratch, response_head, body, !ask.head_only);
+        self.send_scratch(id);
+        self.finish_response(id, keep_alive);
+    }
+
+    /// Answers with `{"error": ...}`. Without `keep_alive` the connection
+    /// closes after it: the framing of anything that follows is not trusted.
+    pub(super) fn reject(&mut self, id: ConnId, reject: Reject, keep_alive: bool) {
+        self.counters.reject(reject.status);
+        let keep_alive = keep_alive && !self.shutting_down;
+        let allow = reject.allow.map(|a| format!("Allow: {a}"));
+        let mut extra: Vec<&str> = allow.iter().map(String::as_str).collect();
+        if reject.status == 401 {
+            extra.push("WWW-Authenticate: Bearer");
+        }
+        self.scratch.clear();
+        let head = response::Head {
+            status: reject.status,
+            content_type: Some(JSON),
+            framing: Framing::Length(0),
+            keep_alive,
+            cors_origin: &self.config.cors_origin,
+            extra: &extra,
+        };
+        response::write_full(
+            &mut self.scratch,
+            head,
+            &json::error_body(&reject.message),
+            true,
+        );
+        self.send_scratch(id);
+        self.finish_response(id, keep_alive);
+    }
+
+    pub(super) fn send_scratch(&mut self, id: ConnId) {
+        let max_queued = self.config.max_queued_bytes;
+        let Some(conn) = lookup(&mut self.conns, id) else {
+            return;
+        };
+        if let Err(e) = conn.send(&self.scratch, max_queued) {
+            note_send_error(&mut self.counters, id, &e);
+            self.close(id);
+        }
+    }
+
+    pub(super) fn finish_response(&mut self, id: ConnId, keep_alive: bool) {
+        let Some(conn) = lookup(&mut self.conns, id) else {
+            return;
+        };
+        after_response(
+            conn,
+            id,
+            keep_alive,
+            self.now,
+            &self.config,
+            &mut self.deadlines,
+        );
+    }
+
+    fn stats_json(&self) -> Vec<u8> {
+        let mut conns = ConnCounts::default();
+        let mut bytes_queued = 0;
+        for (_, conn) in &self.conns {
+            bytes_queued += conn.out.queued() as u64;
+            match &conn.state {
+                State::Streaming {
+                    transport: super::conn::Transport::Sse,
+                    ..
+                } => conns.sse += 1,
+                State::Streaming { .. } => conns.stream += 1,
+                State::Polling { .. } => conns.longpoll += 1,
+                _ => conns.other += 1,
+            }
+        }
+        Snapshot {
+            conns,
+            channels: self.hub.n_channels(),
+            published: self.hub.n_published,
+            bytes_queued,
+            rss_bytes: stats::rss_bytes(),
+            uptime_secs: self.now.duration_since(self.started).as_secs(),
+            counters: &self.counters,
+        }
+        .to_json()
+    }
+}
+
+/// What the request asked of its response's framing.
+#[derive(Clone, Copy)]
+pub(super) struct Ask {
+    pub keep_alive: bool,
+    /// A `HEAD` request: the head says what `GET` would send, without the body.
+    pub head_only: bool,
+}
+
+impl Ask {
+    pub fn of(head: &Head) -> Ask {
+        Ask {
+            keep_alive: head.keep_alive,
+            head_only: head.method == Method::Head,
+        }
+    }
+}
+
+/// After a response: back to reading the next request (which may already be
+/// buffered), or closing. Works on one connection's fields so the fan-out can
+/// call it while it holds the hub.
+pub(super) fn after_response(
+    conn: &mut Conn,
+    id: ConnId,
+    keep_alive: bool,
+    now: std::time::Instant,
+    config: &crate::config::Config,
+    deadlines: &mut Deadlines,
+) {
+    let (state, at) = if keep_alive {
+        let started = !conn.inbuf.is_empty();
+        let timeout = if started {
+            config.header_timeout
+        } else {
+            config.idle_timeout
+        };
+        (State::Head { started }, now + timeout)
+    } else {
+        if conn.out.is_empty() {
+            let _ = conn.socket.shutdown(Shutdown::Write);
+        }
+        (State::Closing, now + LINGER)
+    };
+    conn.state = state;
+    conn.deadline = Some(at);
+    deadlines.set(at, Timer::Conn(id));
+}
+
+pub(super) fn note_send_error(counters: &mut crate::stats::Counters, id: ConnId, e: &SendError) {
+    match e {
+        SendError::TooSlow => {
+            counters.slow_consumer_closes += 1;
+            info!("{id:?}: closing a slow consumer: its queued output passed --max-queued-bytes");
+        }
+        SendError::Io(e) => debug!("{id:?}: write failed: {e}"),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,169 @@
+//! Deadlines and shutdown. Every connection has at most one live deadline,
+//! whose meaning comes from its state: a header or idle timeout while reading,
+//! a heartbeat while streaming, the hold limit while long-polling, the linger
+//! limit while closing.
+
+use std::time::{Duration, Instant};
+
+use log::{debug, info};
+
+use super::conn::{State, Transport};
+use super::respond::{note_send_error, Ask};
+use super::{lookup, Server};
+use crate::conn_id::ConnId;
+use crate::deadline::Timer;
+use crate::encode::{SSE_HEARTBEAT, STREAM_HEARTBEAT};
+use crate::http::response::chunk_payload;
+use crate::http::Reject;
+
+/// How long shutdown waits for connections to take their last bytes.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
+
+impl Server {
+    pub(super) fn fire_deadlines(&mut self) {
+        while let Some((at, timer)) = self.deadlines.pop_due(self.now) {
+            match timer {
+                Timer::Conn(id) => self.on_deadline(id, at),
+                Timer::Expiry => {
+                    self.expiry_timer = None;
+                    self.hub.expire(self.now);
+                    self.schedule_expiry();
+                }
+                Timer::ResumeAccept => self.on_accept_backoff_over(),
+                Timer::ShutdownLimit => {
+                    let open: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
+                    info!("shutdown grace over; closing {} connections", open.len());
+                    for slot in open {
+                        let id = ConnId {
+                            slot: slot as u32,
+                            gen: self.conns[slot].gen,
+                        };
+                        self.close(id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes sure the deadline queue wakes the loop for the hub's next expiry.
+    pub(super) fn schedule_expiry(&mut self) {
+        let Some(at) = self.hub.next_expiry() else {
+            return;
+        };
+        if self.expiry_timer.is_none_or(|set| at < set) {
+            self.expiry_timer = Some(at);
+            self.deadlines.set(at, Timer::Expiry);
+        }
+    }
+
+    fn on_deadline(&mut self, id: ConnId, at: Instant) {
+        let Some(conn) = lookup(&mut self.conns, id) else {
+            return;
+        };
+        if conn.deadline != Some(at) {
+            return; // Superseded by a later deadline.
+        }
+        conn.deadline = None;
+        match &conn.state {
+            State::Head { started: false } => self.close(id),
+            State::Head { started: true } => {
+                self.counters.timeouts += 1;
+                debug!("{id:?}: header timeout while reading request head");
+                self.close(id);
+            }
+            State::Body { .. } => {
+                self.counters.timeouts += 1;
+                debug!("{id:?}: timeout while reading request body");
+                self.reject(
+                    id,
+                    Reject::new(408, "request body not received in time"),
+                    false,
+                );
+            }
+            &State::Streaming {
+                transport, http10, ..
+            } => {
+                let beat = match transport {
+                    Transport::Sse => SSE_HEARTBEAT,
+                    Transport::Stream => STREAM_HEARTBEAT,
+                };
+                let beat = if http10 {
+                    &beat[chunk_payload(beat)]
+                } else {
+                    beat
+                };
+                let max_queued = self.config.max_queued_bytes;
+                if let Err(e) = conn.send_static(beat, max_queued) {
+                    note_send_error(&mut self.counters, id, &e);
+                    return self.close(id);
+                }
+                self.set_deadline(id, self.now + self.config.heartbeat);
+            }
+            State::Polling { .. } => self.end_poll(id),
+            State::Closing => self.close(id),
+            State::Closed { .. } => {}
+        }
+    }
+
+    /// A long-poll that nothing arrived for: 204, with the cursor to poll from
+    /// next so nothing published meanwhile is missed.
+    fn end_poll(&mut self, id: ConnId) {
+        let conn = lookup(&mut self.conns, id).expect("polling connection is open");
+        let State::Polling { keep_alive, .. } = conn.state else {
+            unreachable!("called for a polling connection")
+        };
+        let (channel, kind, key) = conn.unpark().expect("a polling connection is subscribed");
+        let cursor = format!("Halley-Cursor: {}", self.hub.head_cursor(&channel));
+        self.hub.unsubscribe(&channel, kind, key, id, self.now);
+        let ask = Ask {
+            keep_alive,
+            head_only: false,
+        };
+        let extra = [cursor.as_str(), "Cache-Control: no-cache"];
+        self.respond(id, ask, 204, "application/json", b"", &extra);
+        self.to_resume.push(id);
+    }
+
+    pub(super) fn on_signal(&mut self) {
+        if self.signals.as_ref().is_some_and(|s| s.drain()) && !self.shutting_down {
+            self.begin_shutdown();
+        }
+    }
+
+    /// Stops accepting, answers held long-polls, ends streams properly and
+    /// lets in-flight requests finish with `Connection: close`; the loop exits
+    /// when the last connection is gone or the grace period is over.
+    pub fn begin_shutdown(&mut self) {
+        info!("shutting down: {} connections open", self.conns.len());
+        self.shutting_down = true;
+        self.listener = None;
+        let open: Vec<ConnId> = self
+            .conns
+            .iter()
+            .map(|(slot, c)| ConnId {
+                slot: slot as u32,
+                gen: c.gen,
+            })
+            .collect();
+        for id in open {
+            let Some(conn) = lookup(&mut self.conns, id) else {
+                continue;
+            };
+            match conn.state {
+                State::Head { started: false } => self.close(id),
+                State::Streaming { http10, .. } => {
+                    let (channel, kind, key) = conn.unpark().expect("a stream is subscribed");
+                    self.hub.unsubscribe(&channel, kind, key, id, self.now);
+                    self.end_stream(id, b"", http10);
+                }
+                State::Polling { .. } => self.end_poll(id),
+                State::Head { started: true }
+                | State::Body { .. }
+                | State::Closing
+                | State::Closed { .. } => {}
+            }
+        }
+        self.deadlines
+            .set(self.now + SHUTDOWN_GRACE, Timer::ShutdownLimit);
+    }
+}

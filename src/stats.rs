@@ -1,0 +1,140 @@
+//! Counters for every outcome the server has (deliveries, closes, rejections
+//! by status, accept errors) and the `/stats` JSON built from them.
+
+use std::collections::BTreeMap;
+
+use crate::json;
+
+#[derive(Default, Debug)]
+pub struct Counters {
+    pub accepted: u64,
+    pub delivered: u64,
+    pub slow_consumer_closes: u64,
+    pub accept_errors: u64,
+    pub timeouts: u64,
+    /// Error responses by status code.
+    pub rejections: BTreeMap<u16, u64>,
+}
+
+impl Counters {
+    pub fn reject(&mut self, status: u16) {
+        *self.rejections.entry(status).or_default() += 1;
+    }
+}
+
+/// Open connections by what they are doing.
+#[derive(Default, Debug, Clone, Copy)]
+pub struct ConnCounts {
+    pub sse: u64,
+    pub stream: u64,
+    pub longpoll: u64,
+    /// Reading requests, idle keep-alive, or closing.
+    pub other: u64,
+}
+
+/// Everything `/stats` reports, gathered by the server.
+pub struct Snapshot<'a> {
+    pub conns: ConnCounts,
+    pub channels: usize,
+    pub published: u64,
+    pub bytes_queued: u64,
+    pub rss_bytes: u64,
+    pub uptime_secs: u64,
+    pub counters: &'a Counters,
+}
+
+impl Snapshot<'_> {
+    pub fn to_json(&self) -> Vec<u8> {
+        let c = self.conns;
+        let mut out = Vec::with_capacity(512);
+        let field = |out: &mut Vec<u8>, name: &str, n: u64| {
+            json::push_str(out, name);
+            out.push(b':');
+            json::push_u64(out, n);
+            out.push(b',');
+        };
+        out.extend_from_slice(b"{\"connections\":{");
+        field(&mut out, "total", c.sse + c.stream + c.longpoll + c.other);
+        field(&mut out, "sse", c.sse);
+        field(&mut out, "stream", c.stream);
+        field(&mut out, "longpoll", c.longpoll);
+        field(&mut out, "other", c.other);
+        out.pop();
+        out.extend_from_slice(b"},");
+        field(&mut out, "channels", self.channels as u64);
+        field(&mut out, "messages_published", self.published);
+        field(&mut out, "messages_delivered", self.counters.delivered);
+        field(&mut out, "bytes_queued", self.bytes_queued);
+        field(
+            &mut out,
+            "slow_consumer_closes",
+            self.counters.slow_consumer_closes,
+        );
+        field(&mut out, "connections_accepted", self.counters.accepted);
+        field(&mut out, "accept_errors", self.counters.accept_errors);
+        field(&mut out, "timeouts", self.counters.timeouts);
+        field(&mut out, "rss_bytes", self.rss_bytes);
+        field(&mut out, "uptime_secs", self.uptime_secs);
+        out.extend_from_slice(b"\"rejections\":{");
+        for (status, n) in &self.counters.rejections {
+            field(&mut out, &status.to_string(), *n);
+        }
+        if !self.counters.rejections.is_empty() {
+            out.pop();
+        }
+        out.extend_from_slice(b"}}");
+        out
+    }
+}
+
+/// This process's resident set size, from `/proc/self/statm`.
+pub fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf only reads a system constant.
+    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(0) as u64;
+    pages * page_size
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_json() {
+        let mut counters = Counters {
+            delivered: 5,
+            ..Counters::default()
+        };
+        counters.reject(404);
+        counters.reject(404);
+        counters.reject(413);
+        let snap = Snapshot {
+            conns: ConnCounts {
+                sse: 1,
+                stream: 2,
+                longpoll: 3,
+                other: 4,
+            },
+            channels: 2,
+            published: 3,
+            bytes_queued: 0,
+            rss_bytes: 100,
+            uptime_secs: 7,
+            counters: &counters,
+        };
+        let text = String::from_utf8(snap.to_json()).unwrap();
+        assert!(text.starts_with(
+            r#"{"connections":{"total":10,"sse":1,"stream":2,"longpoll":3,"other":4},"channels":2,"#
+        ));
+        assert!(
+            text.ends_with(r#""uptime_secs":7,"rejections":{"404":2,"413":1}}"#),
+            "{text}"
+        );
+        assert!(rss_bytes() > 0);
+    }
+}
