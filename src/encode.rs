@@ -186,6 +186,7 @@ mod tests {
             "room".into(),
             event.map(Into::into),
             data.into(),
+            false,
             Instant::now(),
         )
     }

@@ -53,6 +53,18 @@ pub fn parse_post(
     Ok((parse_json(body)?, Framing::Json))
 }
 
+/// Whether an HTTP publish's body is JSON: sent as `application/json` and
+/// parsing as JSON. Bayeux subscribers then get the value itself as `data`;
+/// any other body reaches them as a JSON string.
+pub fn is_json_text(content_type: Option<&str>, text: &str) -> bool {
+    let is_json_type = content_type.is_some_and(|ct| {
+        ct.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+    });
+    is_json_type && serde_json::from_str::<Value>(text).is_ok()
+}
+
 /// Parses the query string of `GET /bayeux?message=...&jsonp=...` (without the `?`).
 pub fn parse_get(query: &str) -> Result<(Vec<Value>, Framing), BadRequest> {
     parse_form(query)
@@ -234,6 +246,21 @@ mod tests {
         for (query, want) in cases {
             let got = parse_get(query).map(|(_, f)| f).map_err(|e| e.0);
             assert_eq!(got, *want, "{query}");
+        }
+    }
+
+    #[test]
+    fn published_text_is_json_only_when_typed_and_parsing() {
+        let cases: &[(Option<&str>, &str, bool)] = &[
+            (Some("application/json"), r#"{"a":[1,2]}"#, true),
+            (Some("Application/JSON; charset=utf-8"), "3", true),
+            (Some("application/json"), "hello", false),
+            (Some("text/plain"), r#"{"a":1}"#, false),
+            (None, r#"{"a":1}"#, false),
+            (Some("application/json-seq"), "1", false),
+        ];
+        for (ct, text, want) in cases {
+            assert_eq!(is_json_text(*ct, text), *want, "{ct:?} {text}");
         }
     }
 

@@ -113,10 +113,11 @@ impl Server {
                 head.keep_alive,
             );
         };
+        let json = crate::bayeux::wire::is_json_text(head.content_type.as_deref(), &data);
         let subscribers = self.hub.channel(channel).map_or(0, |c| c.n_subscribers());
         let message = self
             .hub
-            .publish(channel, data.into(), event.map(Into::into), self.now);
+            .publish(channel, data.into(), json, event.map(Into::into), self.now);
         self.schedule_expiry();
         self.deliver(&message);
         let mut out = b"{\"id\":".to_vec();
