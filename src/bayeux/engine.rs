@@ -380,6 +380,19 @@ impl Engine {
         self.release(&id, now, true)
     }
 
+    /// Answers the connect held on `conn` now, whatever its deadline, with
+    /// what its session has queued: for a server shutting down.
+    pub fn release_conn(&mut self, conn: ConnId, now: Instant) -> Option<Response> {
+        let id = self.held.get(&conn)?.clone();
+        self.release(&id, now, true)
+    }
+
+    /// Whether `flush` has something to send: the server must then not sleep
+    /// before its next flush phase.
+    pub fn needs_flush(&self) -> bool {
+        !self.ready.is_empty() || !self.out.is_empty()
+    }
+
     /// The connection of a held connect closed. Its messages stay queued for
     /// the next connect and the session's expiry clock starts now.
     pub fn on_conn_closed(&mut self, conn: ConnId, now: Instant) {
