@@ -35,6 +35,10 @@ pub enum Route {
         mode: Mode,
         cursor: Cursor,
     },
+    /// Any path under `/bayeux`: one endpoint, whatever CometD appends
+    /// (`/bayeux/handshake`, `/bayeux/connect`, ...). The messages are in the
+    /// body (`POST`) or the query (`GET`, JSONP).
+    Bayeux,
 }
 
 /// How a subscriber wants messages.
@@ -46,6 +50,7 @@ pub enum Mode {
 
 const ALLOW_READ: &str = "GET, HEAD, OPTIONS";
 const ALLOW_PUB: &str = "GET, HEAD, POST, DELETE, OPTIONS";
+const ALLOW_BAYEUX: &str = "GET, HEAD, POST, OPTIONS";
 
 pub fn route(head: &Head) -> Result<Route, Reject> {
     let (path, query) = split_target(&head.target);
@@ -53,6 +58,8 @@ pub fn route(head: &Head) -> Result<Route, Reject> {
         (ALLOW_PUB, Endpoint::Pub(rest))
     } else if let Some(rest) = path.strip_prefix("/sub/") {
         (ALLOW_READ, Endpoint::Sub(rest))
+    } else if path == "/bayeux" || path.starts_with("/bayeux/") {
+        (ALLOW_BAYEUX, Endpoint::Bayeux)
     } else {
         match path {
             "/healthz" => (ALLOW_READ, Endpoint::Health),
@@ -66,7 +73,8 @@ pub fn route(head: &Head) -> Result<Route, Reject> {
     }
     let method_allowed = match head.method {
         Method::Get | Method::Head => true,
-        Method::Post | Method::Delete => allow == ALLOW_PUB,
+        Method::Post => allow.contains("POST"),
+        Method::Delete => allow.contains("DELETE"),
         Method::Options | Method::Other => false,
     };
     if !method_allowed {
@@ -79,6 +87,7 @@ pub fn route(head: &Head) -> Result<Route, Reject> {
         Endpoint::Health => Route::Health,
         Endpoint::Stats => Route::Stats,
         Endpoint::Index => Route::Index,
+        Endpoint::Bayeux => Route::Bayeux,
         Endpoint::Pub(raw) => {
             let channel = channel_name(raw)?;
             match head.method {
@@ -104,6 +113,7 @@ enum Endpoint<'a> {
     Index,
     Pub(&'a str),
     Sub(&'a str),
+    Bayeux,
 }
 
 fn channel_name(raw: &str) -> Result<String, Reject> {
@@ -250,6 +260,19 @@ mod tests {
                 Ok(Route::Preflight { allow: ALLOW_READ }),
             ),
             (Options, "/pub/a", Ok(Route::Preflight { allow: ALLOW_PUB })),
+            (Post, "/bayeux", Ok(Route::Bayeux)),
+            (Post, "/bayeux/", Ok(Route::Bayeux)),
+            (Post, "/bayeux/handshake", Ok(Route::Bayeux)),
+            (Get, "/bayeux?jsonp=cb&message=%5B%5D", Ok(Route::Bayeux)),
+            (
+                Options,
+                "/bayeux/connect",
+                Ok(Route::Preflight {
+                    allow: ALLOW_BAYEUX,
+                }),
+            ),
+            (Delete, "/bayeux", Err(405)),
+            (Post, "/bayeuxx", Err(404)),
         ];
         for (method, target, want) in cases {
             let got = route(&head(*method, target)).map_err(|r| r.status);

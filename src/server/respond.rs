@@ -92,6 +92,7 @@ impl Server {
                 mode,
                 cursor,
             } => self.on_subscribe(id, &head, &channel, mode, cursor),
+            Route::Bayeux => self.on_bayeux(id, &head, body),
         }
     }
 
@@ -262,6 +263,7 @@ impl Server {
                 } => conns.sse += 1,
                 State::Streaming { .. } => conns.stream += 1,
                 State::Polling { .. } => conns.longpoll += 1,
+                State::Held { .. } => conns.bayeux += 1,
                 _ => conns.other += 1,
             }
         }
@@ -273,6 +275,7 @@ impl Server {
             rss_bytes: stats::rss_bytes(),
             uptime_secs: self.now.duration_since(self.started).as_secs(),
             counters: &self.counters,
+            bayeux: self.bayeux_figures(),
         }
         .to_json()
     }
