@@ -2,7 +2,10 @@
 //! with its default and the outcome it controls listed in `--help`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::web::open_publish::{OpenPrefix, DEFAULT_OPEN_PREFIX};
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -30,6 +33,11 @@ pub struct Config {
     pub cors_origin: String,
     /// The reconnect delay SSE clients are told in the `retry:` line.
     pub sse_retry: Duration,
+    /// Serve files from this directory instead of the embedded demo page.
+    pub static_dir: Option<PathBuf>,
+    /// Channels under these prefixes take publishes without the token, with a
+    /// small body limit and a per-address rate limit.
+    pub open_publish: Vec<OpenPrefix>,
 }
 
 impl Default for Config {
@@ -49,6 +57,8 @@ impl Default for Config {
             publish_token: None,
             cors_origin: "*".into(),
             sse_retry: Duration::from_secs(2),
+            static_dir: None,
+            open_publish: vec![OpenPrefix::parse(DEFAULT_OPEN_PREFIX).expect("valid prefix")],
         }
     }
 }
@@ -91,6 +101,12 @@ USAGE: halley [FLAGS]
                            to publish and delete                  [none]
   --cors-origin ORIGIN     Access-Control-Allow-Origin            [*]
   --sse-retry MILLIS       reconnect delay told to SSE clients    [2000]
+  --static DIR             serve DIR's files instead of the demo
+                           page (/halley.js stays available)      [none]
+  --open-publish PREFIX    channels under PREFIX take publishes
+                           without the token: 4 KiB bodies, a burst
+                           of 10 then 1/s per address, else 429.
+                           Repeatable; 'none' opens nothing        [demo/]
   --help                   this text
 
 Logging: RUST_LOG=info (default), debug or warn.
@@ -105,6 +121,7 @@ pub enum Command {
 
 pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
     let mut config = Config::default();
+    let mut open_given = false;
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
         if flag == "--help" || flag == "-h" {
@@ -153,6 +170,17 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
                 config.sse_retry =
                     Duration::from_millis(value.parse().map_err(|_| bad("milliseconds"))?)
             }
+            "--static" => config.static_dir = Some(PathBuf::from(value)),
+            "--open-publish" => {
+                // The first one given replaces the default prefix.
+                if !open_given {
+                    config.open_publish.clear();
+                    open_given = true;
+                }
+                if value != "none" {
+                    config.open_publish.push(OpenPrefix::parse(&value)?);
+                }
+            }
             _ => return Err(format!("unknown flag {flag} (see --help)")),
         }
     }
@@ -191,6 +219,25 @@ mod tests {
     }
 
     #[test]
+    fn open_publish_replaces_the_default() {
+        let prefixes = |args: &[&str]| -> Vec<String> {
+            let config = run(args).unwrap();
+            config
+                .open_publish
+                .iter()
+                .map(|p| p.as_str().to_owned())
+                .collect()
+        };
+        assert_eq!(prefixes(&[]), ["demo/"]);
+        assert_eq!(
+            prefixes(&["--open-publish", "a", "--open-publish", "b/"]),
+            ["a/", "b/"]
+        );
+        assert!(prefixes(&["--open-publish", "none"]).is_empty());
+        assert!(run(&["--open-publish", "bad prefix"]).is_err());
+    }
+
+    #[test]
     fn rejects_bad_flags() {
         for args in [
             &["--buffer", "0"][..],
@@ -224,6 +271,8 @@ mod tests {
             "--publish-token",
             "--cors-origin",
             "--sse-retry",
+            "--static",
+            "--open-publish",
         ] {
             assert!(HELP.contains(flag), "{flag}");
         }

@@ -157,9 +157,18 @@ pub fn stream_deleted(channel: &str) -> Vec<u8> {
 }
 
 /// The first bytes of an SSE stream: the reconnect delay, then a comment, so
-/// that proxies and the browser see the stream open at once.
-pub fn sse_preamble(retry_ms: u64) -> Vec<u8> {
-    chunk(format!("retry: {retry_ms}\n: halley\n\n").as_bytes())
+/// that proxies and the browser see the stream open at once. With `cursor`, an
+/// event carrying only an `id:` follows: EventSource dispatches nothing for
+/// it but adopts the id, so a subscriber that drops before its first message
+/// still reconnects from where it started, not from "now".
+pub fn sse_preamble(retry_ms: u64, cursor: Option<&str>) -> Vec<u8> {
+    let mut text = format!("retry: {retry_ms}\n: halley\n\n");
+    if let Some(cursor) = cursor {
+        text.push_str("id: ");
+        text.push_str(cursor);
+        text.push_str("\n\n");
+    }
+    chunk(text.as_bytes())
 }
 
 /// An SSE comment, sent as a heartbeat.
@@ -256,6 +265,13 @@ mod tests {
     fn static_frames_are_valid_chunks() {
         assert_eq!(payload(SSE_HEARTBEAT), ":\n\n");
         assert_eq!(payload(STREAM_HEARTBEAT), "\n");
-        assert_eq!(payload(&sse_preamble(2000)), "retry: 2000\n: halley\n\n");
+        assert_eq!(
+            payload(&sse_preamble(2000, None)),
+            "retry: 2000\n: halley\n\n"
+        );
+        assert_eq!(
+            payload(&sse_preamble(10, Some("e-4"))),
+            "retry: 10\n: halley\n\nid: e-4\n\n"
+        );
     }
 }

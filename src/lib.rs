@@ -86,6 +86,7 @@ pub mod routes;
 pub mod server;
 pub mod signals;
 pub mod stats;
+pub mod web;
 
 pub use config::Config;
 pub use server::{spawn, Server};

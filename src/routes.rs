@@ -15,7 +15,8 @@ pub const MAX_EVENT_NAME: usize = 64;
 pub enum Route {
     Health,
     Stats,
-    Index,
+    /// A page or file: the server looks the target up.
+    Page,
     /// CORS preflight for a known path; `allow` lists its methods.
     Preflight {
         allow: &'static str,
@@ -48,6 +49,10 @@ pub enum Mode {
     LongPoll,
 }
 
+/// SSE event names halley sends itself, or that EventSource gives a meaning;
+/// a publisher could spoof those signals to every reader.
+const RESERVED_EVENTS: [&str; 4] = ["gap", "deleted", "open", "error"];
+
 const ALLOW_READ: &str = "GET, HEAD, OPTIONS";
 const ALLOW_PUB: &str = "GET, HEAD, POST, DELETE, OPTIONS";
 const ALLOW_BAYEUX: &str = "GET, HEAD, POST, OPTIONS";
@@ -64,8 +69,8 @@ pub fn route(head: &Head) -> Result<Route, Reject> {
         match path {
             "/healthz" => (ALLOW_READ, Endpoint::Health),
             "/stats" => (ALLOW_READ, Endpoint::Stats),
-            "/" => (ALLOW_READ, Endpoint::Index),
-            _ => return Err(Reject::new(404, format!("no route for {path}"))),
+            // Anything else is a page: the embedded demo, or a file under --static.
+            _ => (ALLOW_READ, Endpoint::Page),
         }
     };
     if head.method == Method::Options {
@@ -86,7 +91,7 @@ pub fn route(head: &Head) -> Result<Route, Reject> {
     Ok(match endpoint {
         Endpoint::Health => Route::Health,
         Endpoint::Stats => Route::Stats,
-        Endpoint::Index => Route::Index,
+        Endpoint::Page => Route::Page,
         Endpoint::Bayeux => Route::Bayeux,
         Endpoint::Pub(raw) => {
             let channel = channel_name(raw)?;
@@ -110,10 +115,15 @@ pub fn route(head: &Head) -> Result<Route, Reject> {
 enum Endpoint<'a> {
     Health,
     Stats,
-    Index,
+    Page,
     Pub(&'a str),
     Sub(&'a str),
     Bayeux,
+}
+
+/// The path of a request target, without its query.
+pub fn path(target: &str) -> &str {
+    split_target(target).0
 }
 
 fn channel_name(raw: &str) -> Result<String, Reject> {
@@ -133,6 +143,12 @@ fn event_name(query: &str) -> Result<Option<String>, Reject> {
     };
     if name.contains(['\r', '\n']) {
         return Err(Reject::new(400, "event name must not contain CR or LF"));
+    }
+    if RESERVED_EVENTS.contains(&name.as_str()) {
+        return Err(Reject::new(
+            400,
+            format!("event name {name:?} is reserved for halley's own signals"),
+        ));
     }
     if name.is_empty() || name.len() > MAX_EVENT_NAME {
         return Err(Reject::new(
@@ -193,6 +209,7 @@ mod tests {
             last_event_id: None,
             authorization: None,
             content_type: None,
+            if_none_match: None,
         }
     }
 
@@ -206,9 +223,13 @@ mod tests {
         let cases: &[(Method, &str, Result<Route, u16>)] = &[
             (Get, "/healthz", Ok(Route::Health)),
             (Head, "/stats", Ok(Route::Stats)),
-            (Get, "/", Ok(Route::Index)),
-            (Get, "/nope", Err(404)),
-            (Get, "/pub", Err(404)),
+            (Get, "/", Ok(Route::Page)),
+            (Head, "/halley.js", Ok(Route::Page)),
+            (Get, "/nope", Ok(Route::Page)),
+            (Post, "/nope", Err(405)),
+            (Get, "/pub", Ok(Route::Page)),
+            (Post, "/pub/a?event=gap", Err(400)),
+            (Post, "/pub/a?event=deleted", Err(400)),
             (
                 Post,
                 "/pub/a",
@@ -272,15 +293,15 @@ mod tests {
                 }),
             ),
             (Delete, "/bayeux", Err(405)),
-            (Post, "/bayeuxx", Err(404)),
+            (Post, "/bayeuxx", Err(405)),
         ];
         for (method, target, want) in cases {
             let got = route(&head(*method, target)).map_err(|r| r.status);
             assert_eq!(&got, want, "{method:?} {target}");
         }
         assert_eq!(
-            route(&head(Post, "/sub/a")).unwrap_err().allow,
-            Some(ALLOW_READ)
+            route(&head(Post, "/sub/a")).unwrap_err().header.as_deref(),
+            Some("Allow: GET, HEAD, OPTIONS")
         );
     }
 

@@ -13,8 +13,9 @@ pub mod response;
 pub struct Reject {
     pub status: u16,
     pub message: String,
-    /// The methods a 405 lists in its `Allow` header.
-    pub allow: Option<&'static str>,
+    /// A header line the answer needs: `Allow` for a 405, `Retry-After` for
+    /// a 429.
+    pub header: Option<String>,
 }
 
 impl Reject {
@@ -22,13 +23,20 @@ impl Reject {
         Reject {
             status,
             message: message.into(),
-            allow: None,
+            header: None,
         }
     }
 
-    pub fn with_allow(self, allow: &'static str) -> Reject {
+    pub fn with_allow(self, allow: &str) -> Reject {
         Reject {
-            allow: Some(allow),
+            header: Some(format!("Allow: {allow}")),
+            ..self
+        }
+    }
+
+    pub fn with_retry_after(self, secs: u64) -> Reject {
+        Reject {
+            header: Some(format!("Retry-After: {secs}")),
             ..self
         }
     }

@@ -41,6 +41,7 @@ pub struct Head {
     pub last_event_id: Option<String>,
     pub authorization: Option<String>,
     pub content_type: Option<String>,
+    pub if_none_match: Option<String>,
 }
 
 /// The outcome of looking at the start of a read buffer.
@@ -94,6 +95,7 @@ fn interpret(req: &httparse::Request) -> Result<Head, Reject> {
         last_event_id: None,
         authorization: None,
         content_type: None,
+        if_none_match: None,
     };
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
@@ -140,6 +142,8 @@ fn interpret(req: &httparse::Request) -> Result<Head, Reject> {
             head.authorization = Some(value.to_owned());
         } else if name.eq_ignore_ascii_case("content-type") {
             head.content_type = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("if-none-match") {
+            head.if_none_match = Some(value.to_owned());
         }
     }
     if !http10 && hosts != 1 {

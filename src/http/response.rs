@@ -46,7 +46,7 @@ impl Head<'_> {
         });
         let _ = write!(
             out,
-            "Access-Control-Allow-Origin: {}\r\nAccess-Control-Expose-Headers: Halley-Cursor\r\n",
+            "Access-Control-Allow-Origin: {}\r\nAccess-Control-Expose-Headers: Halley-Cursor, Retry-After\r\n",
             self.cors_origin
         );
         for line in self.extra {
@@ -132,7 +132,7 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\
              Connection: keep-alive\r\nAccess-Control-Allow-Origin: *\r\n\
-             Access-Control-Expose-Headers: Halley-Cursor\r\nAllow: GET\r\n\r\n{}"
+             Access-Control-Expose-Headers: Halley-Cursor, Retry-After\r\nAllow: GET\r\n\r\n{}"
         );
     }
 

@@ -64,8 +64,14 @@ pub enum State {
 pub type Subscription = (Rc<str>, Kind, u32);
 
 pub enum BodyReader {
-    Length { left: usize },
-    Chunked(chunked::Decoder),
+    Length {
+        left: usize,
+    },
+    /// A chunked body, refused once it decodes to more than `limit` bytes.
+    Chunked {
+        decoder: chunked::Decoder,
+        limit: usize,
+    },
 }
 
 pub struct Conn {
@@ -109,6 +115,17 @@ impl Conn {
 
     pub fn is_closed(&self) -> bool {
         matches!(self.state, State::Closed { .. })
+    }
+
+    /// How a parked stream encodes messages, if this is one: its transport,
+    /// and whether it is HTTP/1.0 (frames without chunk framing).
+    pub fn stream_kind(&self) -> Option<(Transport, bool)> {
+        match self.state {
+            State::Streaming {
+                transport, http10, ..
+            } => Some((transport, http10)),
+            _ => None,
+        }
     }
 
     /// Moves to `Closed`, keeping the hub subscription to undo at reaping.

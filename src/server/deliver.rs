@@ -104,10 +104,12 @@ impl Server {
             };
             scratch.extend_from_slice(&chunk[range]);
         };
+        let nothing_to_replay = replay.gap.is_none() && replay.messages.is_empty();
+        let starts_at = nothing_to_replay.then_some(replay.next.as_str());
         if transport == Transport::Sse {
             push_chunk(
                 &mut self.scratch,
-                &encode::sse_preamble(self.config.sse_retry.as_millis() as u64),
+                &encode::sse_preamble(self.config.sse_retry.as_millis() as u64, starts_at),
             );
         }
         if let Some(gap) = &replay.gap {
@@ -164,17 +166,10 @@ impl Server {
         };
         let max_queued = self.config.max_queued_bytes;
         for (_, &id) in channel.streams.iter() {
-            let Some(conn) = self
-                .conns
-                .get_mut(id.slot as usize)
-                .filter(|c| c.gen == id.gen)
-            else {
+            let Some(conn) = lookup(&mut self.conns, id) else {
                 continue;
             };
-            let State::Streaming {
-                transport, http10, ..
-            } = conn.state
-            else {
+            let Some((transport, http10)) = conn.stream_kind() else {
                 continue;
             };
             let frame = match transport {
@@ -200,11 +195,7 @@ impl Server {
         }
         let body = message.poll_body();
         for id in channel.polls.drain() {
-            let Some(conn) = self
-                .conns
-                .get_mut(id.slot as usize)
-                .filter(|c| c.gen == id.gen)
-            else {
+            let Some(conn) = lookup(&mut self.conns, id) else {
                 continue;
             };
             let State::Polling { keep_alive, .. } = conn.state else {
@@ -254,10 +245,7 @@ impl Server {
             let Some(conn) = lookup(&mut self.conns, id) else {
                 continue;
             };
-            let State::Streaming {
-                transport, http10, ..
-            } = conn.state
-            else {
+            let Some((transport, http10)) = conn.stream_kind() else {
                 continue;
             };
             // The subscription went with the channel; nothing to undo later.

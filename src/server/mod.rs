@@ -5,7 +5,8 @@
 //! The rest of the server is split by event: `accept` (new connections),
 //! `read` (the request state machine), `respond` (turning routes into
 //! replies), `deliver` (fan-out and parking), `timers` (deadlines and
-//! shutdown) and `bayeux` (the `/bayeux` endpoint around the Bayeux engine).
+//! shutdown), `web` (pages and the publishing rules for browsers) and
+//! `bayeux` (the `/bayeux` endpoint around the Bayeux engine).
 
 mod accept;
 mod bayeux;
@@ -14,6 +15,7 @@ mod deliver;
 mod read;
 mod respond;
 mod timers;
+mod web;
 
 use std::io;
 use std::net::SocketAddr;
@@ -75,6 +77,7 @@ pub struct Server {
     /// The same for the Bayeux engine's session expiry.
     session_expiry_timer: Option<Instant>,
     shutting_down: bool,
+    web: web::Web,
 }
 
 impl Server {
@@ -85,6 +88,7 @@ impl Server {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let now = Instant::now();
+        let web = web::Web::new(&config, now)?;
         let limits = Limits {
             buffer: config.buffer,
             ttl: config.message_ttl,
@@ -111,6 +115,7 @@ impl Server {
             expiry_timer: None,
             session_expiry_timer: None,
             shutting_down: false,
+            web,
         })
     }
 

@@ -85,22 +85,24 @@ impl Server {
 
     /// A head is complete: answer it now, or start reading its body.
     fn on_head(&mut self, id: ConnId, head: Head) {
-        let max_body = self.config.max_body;
+        let limit = self.body_limit(&head);
         let max_queued = self.config.max_queued_bytes;
         let reader = match head.body {
             BodyKind::None => return self.on_request(id, head, Vec::new()),
-            BodyKind::Length(n) if n > max_body as u64 => {
-                let reject = Reject::new(413, format!("request body exceeds {max_body} bytes"));
-                return self.reject(id, reject, false);
+            BodyKind::Length(n) if n > limit as u64 => {
+                return self.reject(id, too_large(limit), false)
             }
             BodyKind::Length(n) => BodyReader::Length { left: n as usize },
-            BodyKind::Chunked => BodyReader::Chunked(chunked::Decoder::default()),
+            BodyKind::Chunked => BodyReader::Chunked {
+                decoder: chunked::Decoder::default(),
+                limit,
+            },
         };
         let conn = lookup(&mut self.conns, id).expect("driven connection is open");
         let wants_continue = head.expect_continue && conn.inbuf.is_empty();
         let capacity = match reader {
             BodyReader::Length { left } => left,
-            BodyReader::Chunked(_) => 0,
+            BodyReader::Chunked { .. } => 0,
         };
         conn.state = State::Body {
             head: Box::new(head),
@@ -114,7 +116,6 @@ impl Server {
     }
 
     fn read_body(&mut self, id: ConnId) -> Step {
-        let max_body = self.config.max_body;
         let conn = lookup(&mut self.conns, id).expect("driven connection is open");
         let State::Body { body, reader, .. } = &mut conn.state else {
             unreachable!("in Body state")
@@ -126,25 +127,27 @@ impl Server {
                 *left -= take;
                 *left == 0
             }
-            BodyReader::Chunked(decoder) => match decoder.decode(&conn.inbuf, body, max_body) {
-                Ok(used) => {
-                    conn.inbuf.drain(..used);
-                    decoder.is_done()
+            BodyReader::Chunked { decoder, limit } => {
+                match decoder.decode(&conn.inbuf, body, *limit) {
+                    Ok(used) => {
+                        conn.inbuf.drain(..used);
+                        decoder.is_done()
+                    }
+                    Err(chunked::Error::TooLarge) => {
+                        let reject = too_large(*limit);
+                        self.reject(id, reject, false);
+                        return Step::Again;
+                    }
+                    Err(chunked::Error::Malformed(what)) => {
+                        self.reject(
+                            id,
+                            Reject::new(400, format!("malformed chunked body: {what}")),
+                            false,
+                        );
+                        return Step::Again;
+                    }
                 }
-                Err(chunked::Error::TooLarge) => {
-                    let reject = Reject::new(413, format!("request body exceeds {max_body} bytes"));
-                    self.reject(id, reject, false);
-                    return Step::Again;
-                }
-                Err(chunked::Error::Malformed(what)) => {
-                    self.reject(
-                        id,
-                        Reject::new(400, format!("malformed chunked body: {what}")),
-                        false,
-                    );
-                    return Step::Again;
-                }
-            },
+            }
         };
         if !done {
             return self.read_more(id);
@@ -222,4 +225,8 @@ impl Server {
         }
         Step::Wait
     }
+}
+
+fn too_large(limit: usize) -> Reject {
+    Reject::new(413, format!("request body exceeds {limit} bytes"))
 }

@@ -23,10 +23,6 @@ pub(super) const LINGER: Duration = Duration::from_secs(2);
 
 const JSON: &str = "application/json";
 
-const INDEX: &str = "<!doctype html><meta charset=utf-8><title>halley</title>\
-<p>halley is running. Subscribe with <code>GET /sub/{channel}</code>, publish with \
-<code>POST /pub/{channel}</code>; see the README.</p>\n";
-
 impl Server {
     pub(super) fn on_request(&mut self, id: ConnId, head: Head, body: Vec<u8>) {
         let route = match routes::route(&head) {
@@ -42,14 +38,7 @@ impl Server {
                 b"ok",
                 &[],
             ),
-            Route::Index => self.respond(
-                id,
-                Ask::of(&head),
-                200,
-                "text/html; charset=utf-8",
-                INDEX.as_bytes(),
-                &[],
-            ),
+            Route::Page => self.on_page(id, &head),
             Route::Stats => {
                 let body = self.stats_json();
                 self.respond(id, Ask::of(&head), 200, JSON, &body, &[]);
@@ -104,7 +93,7 @@ impl Server {
         event: Option<String>,
         body: Vec<u8>,
     ) {
-        if let Err(reject) = self.authorize(head) {
+        if let Err(reject) = self.check_publish(id, head, channel, body.len()) {
             return self.reject(id, reject, head.keep_alive);
         }
         let Ok(data) = String::from_utf8(body) else {
@@ -132,7 +121,7 @@ impl Server {
     }
 
     fn on_delete(&mut self, id: ConnId, head: &Head, channel: &str) {
-        if let Err(reject) = self.authorize(head) {
+        if let Err(reject) = self.check_delete(head) {
             return self.reject(id, reject, head.keep_alive);
         }
         match self.hub.delete(channel, self.now) {
@@ -149,25 +138,6 @@ impl Server {
                 self.end_subscriptions(deleted);
                 self.respond(id, Ask::of(head), 204, JSON, b"", &[]);
             }
-        }
-    }
-
-    /// With `--publish-token`, publishing and deleting need the bearer token.
-    fn authorize(&self, head: &Head) -> Result<(), Reject> {
-        let Some(token) = &self.config.publish_token else {
-            return Ok(());
-        };
-        let given = head
-            .authorization
-            .as_deref()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        match constant_time_eq(given.as_bytes(), token.as_bytes()) {
-            true => Ok(()),
-            false => Err(Reject::new(
-                401,
-                "publishing needs Authorization: Bearer <token>",
-            )),
         }
     }
 
@@ -202,8 +172,7 @@ impl Server {
     pub(super) fn reject(&mut self, id: ConnId, reject: Reject, keep_alive: bool) {
         self.counters.reject(reject.status);
         let keep_alive = keep_alive && !self.shutting_down;
-        let allow = reject.allow.map(|a| format!("Allow: {a}"));
-        let mut extra: Vec<&str> = allow.iter().map(String::as_str).collect();
+        let mut extra: Vec<&str> = reject.header.iter().map(String::as_str).collect();
         if reject.status == 401 {
             extra.push("WWW-Authenticate: Bearer");
         }
@@ -336,8 +305,4 @@ pub(super) fn note_send_error(counters: &mut crate::stats::Counters, id: ConnId,
         }
         SendError::Io(e) => debug!("{id:?}: write failed: {e}"),
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -1,0 +1,323 @@
+/*
+ * halley.js: the browser client for halley, a COMET server. No dependencies; load it with a script tag.
+ *
+ *   <script src="http://127.0.0.1:8080/halley.js"></script>
+ *   <script>
+ *     const sub = halley.subscribe('demo/post-1', {
+ *       since: 'earliest',                       // omit to get only messages published from now on
+ *       onMessage: (msg) => console.log(msg.id, msg.data),   // { id, channel, data, event? }
+ *       onGap: (gap) => console.warn('missed messages', gap),
+ *       onState: (state, transport) => console.log(state, transport),
+ *     });
+ *     halley.publish('demo/post-1', 'hello').catch((err) => console.log(err.status, err.retryAfter));
+ *     // later: sub.close();
+ *   </script>
+ *
+ * States: 'connecting', then 'live' (EventSource) or 'fallback' (long-polling), 'reconnecting' while it
+ * waits to try again, 'closed' after close() or when the channel is deleted.
+ *
+ * How it keeps delivery exact: it remembers the id of the last message (or the cursor the server gave
+ * it) and every reconnect, on either transport, resumes from there, so a message is delivered once
+ * across drops. When the server can no longer resume (it restarted, or the messages expired) it says
+ * so, and onGap is called instead of missing messages silently.
+ */
+(function (global) {
+  'use strict';
+
+  // An EventSource that has not opened by then is assumed blocked or buffered by something in between.
+  var SSE_OPEN_TIMEOUT_MS = 4000;
+  // An open EventSource that has delivered nothing by then is checked for a proxy buffering it.
+  var SSE_STALL_CHECK_MS = 5000;
+  // EventSource failures before it ever worked, after which this subscription switches to long-polling.
+  var SSE_FAILURES_BEFORE_FALLBACK = 2;
+  // A long-poll request still pending after this long has reached the server, which is holding it.
+  var LONGPOLL_SETTLED_MS = 1000;
+  // Reconnect delays grow from BASE to MAX, each drawn at random from the upper half of its range so
+  // that many pages cut off at once do not come back at once.
+  var BACKOFF_BASE_MS = 500;
+  var BACKOFF_MAX_MS = 15000;
+
+  var CHANNEL = /^[A-Za-z0-9_.:\/-]{1,128}$/;
+
+  // URLs are relative to where this script was loaded from, so a page on another origin, or behind a
+  // proxy that mounts halley under a path, talks to the right server without configuration.
+  var scriptBase = (function () {
+    var script = global.document && global.document.currentScript;
+    return script && script.src ? new URL('.', script.src).href : null;
+  })();
+
+  function baseUrl(url) {
+    return url || scriptBase || global.location.origin + '/';
+  }
+
+  function checkChannel(channel) {
+    if (!CHANNEL.test(channel)) {
+      throw new Error('halley: a channel is 1 to 128 characters of [A-Za-z0-9_.:/-], not ' + channel);
+    }
+  }
+
+  function call(callback) {
+    if (typeof callback !== 'function') return;
+    try {
+      callback.apply(null, Array.prototype.slice.call(arguments, 1));
+    } catch (err) {
+      // A bug in the page's callback must not break delivery to it.
+      setTimeout(function () { throw err; });
+    }
+  }
+
+  function backoff(attempt) {
+    var ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * Math.pow(2, attempt));
+    return ceiling / 2 + Math.random() * ceiling / 2;
+  }
+
+  function parseJson(text) {
+    try {
+      return JSON.parse(text);
+    } catch (err) {
+      return { raw: text };
+    }
+  }
+
+  /**
+   * Subscribes to a channel. Options: onMessage(msg), onGap(gap), onState(state, transport),
+   * onError(err) for failures retrying cannot fix, since ('earliest' or a message id), transport
+   * ('sse' or 'longpoll'; default: EventSource when the browser has it), events (names of custom
+   * event types to receive over EventSource), url (the server's base URL). Returns { close() }.
+   */
+  function subscribe(channel, opts) {
+    opts = opts || {};
+    checkChannel(channel);
+    var base = baseUrl(opts.url);
+    var wantsSse = opts.transport !== 'longpoll' && typeof global.EventSource === 'function';
+    var transport = wantsSse ? 'sse' : 'longpoll';
+
+    // Where to resume: the last message id or server cursor seen. Until there is one, `since`.
+    var cursor = null;
+    var since = opts.since;
+    var state = null;
+    var closed = false;
+    var attempt = 0; // failed attempts in a row, for the backoff
+    var sseWorked = false; // an EventSource of this subscription has opened at least once
+    var sseFailures = 0;
+    var source = null; // the open EventSource, if any
+    var poll = null; // the AbortController of the pending long-poll, if any
+    var timer = null; // the pending reconnect or watchdog
+
+    function setState(next) {
+      if (next === state) return;
+      state = next;
+      call(opts.onState, next, transport);
+    }
+
+    function subUrl() {
+      var url = new URL('sub/' + channel, base);
+      url.searchParams.set('transport', transport);
+      if (cursor !== null) url.searchParams.set('last_event_id', cursor);
+      else if (since != null) url.searchParams.set('since', since);
+      return url.href;
+    }
+
+    function deliver(msg) {
+      // Resuming from a cursor never repeats a message; this only guards against a server that
+      // replays the cursor's own message.
+      if (msg.id && msg.id === cursor) return;
+      if (msg.id) cursor = msg.id;
+      call(opts.onMessage, msg);
+    }
+
+    // After a gap the old cursor is worthless: sending it again would report the same gap again. The
+    // server goes on from the oldest message it holds, so until a new cursor arrives, "everything
+    // held" is exactly what comes after the gap.
+    function gap(info, resumeFrom) {
+      cursor = resumeFrom || null;
+      since = 'earliest';
+      call(opts.onGap, info);
+    }
+
+    function connect() {
+      timer = null;
+      if (closed) return;
+      if (transport === 'sse') connectSse();
+      else connectLongPoll();
+    }
+
+    function retry() {
+      setState('reconnecting');
+      timer = setTimeout(connect, backoff(attempt++));
+    }
+
+    function stop(finalState) {
+      closed = true;
+      clearTimeout(timer);
+      if (source) source.close();
+      if (poll) poll.abort();
+      source = poll = null;
+      setState(finalState);
+    }
+
+    function fail(err) {
+      stop('closed');
+      call(opts.onError, err);
+    }
+
+    function connectSse() {
+      var es = new global.EventSource(subUrl());
+      var opened = false;
+      var delivered = false;
+      source = es;
+      if (state === null) setState('connecting');
+      timer = setTimeout(function () { dropSse(es, 'blocked'); }, SSE_OPEN_TIMEOUT_MS);
+
+      es.onopen = function () {
+        opened = sseWorked = true;
+        sseFailures = attempt = 0;
+        clearTimeout(timer);
+        timer = setTimeout(function () { if (!delivered) checkStalled(es); }, SSE_STALL_CHECK_MS);
+        setState('live');
+      };
+      var onMessage = function (e) {
+        delivered = true;
+        var msg = { id: e.lastEventId, channel: channel, data: e.data };
+        if (e.type !== 'message') msg.event = e.type;
+        deliver(msg);
+      };
+      es.onmessage = onMessage;
+      (opts.events || []).forEach(function (name) { es.addEventListener(name, onMessage); });
+      es.addEventListener('gap', function (e) {
+        delivered = true;
+        // The event's own id, if the server gave it one, is where to resume; lastEventId otherwise
+        // still holds the stale cursor.
+        gap(parseJson(e.data), e.lastEventId !== cursor ? e.lastEventId : null);
+      });
+      es.addEventListener('deleted', function () { stop('closed'); });
+      es.onerror = function (e) {
+        // A message published with ?event=error arrives here too, as a MessageEvent; it is data,
+        // not a failure.
+        if (typeof MessageEvent === 'function' && e instanceof MessageEvent) return;
+        dropSse(es, opened ? 'dropped' : 'refused');
+      };
+    }
+
+    // EventSource opens on the response headers and never shows the comment the server sends first,
+    // so a proxy that passes the headers and buffers the body looks like a quiet channel. The
+    // channel's own record tells the two apart: if it holds a message this stream should have
+    // delivered by now, the stream is being held.
+    function checkStalled(es) {
+      fetch(new URL('pub/' + channel, base).href, { cache: 'no-store' })
+        .then(function (res) { return res.ok ? res.json() : null; })
+        .then(function (info) {
+          if (es !== source || !info || !info.last_id || !info.messages) return;
+          var behind = cursor !== null ? info.last_id !== cursor : since === 'earliest';
+          if (behind) dropSse(es, 'blocked');
+        }, function () { /* the probe is a hint; its failure proves nothing */ });
+    }
+
+    // Every EventSource failure is handled here, with our own backoff and cursor, instead of letting
+    // the browser reconnect on its own: the browser retries at a fixed pace and cannot fall back.
+    // 'blocked' (never opened, or opened and held) is the work of something in between, which
+    // retrying will not change, so that falls back at once; 'refused' may be a server restarting, so
+    // that falls back only if EventSource never worked; 'dropped' reconnects.
+    function dropSse(es, why) {
+      if (es !== source) return;
+      es.close();
+      source = null;
+      clearTimeout(timer);
+      if (closed) return;
+      var refusedForGood = why === 'refused' && !sseWorked &&
+        ++sseFailures >= SSE_FAILURES_BEFORE_FALLBACK;
+      if (why === 'blocked' || refusedForGood) {
+        transport = 'longpoll';
+        attempt = 0;
+        connect();
+        return;
+      }
+      retry();
+    }
+
+    function connectLongPoll() {
+      var controller = new AbortController();
+      poll = controller;
+      if (state === null) setState('connecting');
+      var settled = setTimeout(function () { setState('fallback'); }, LONGPOLL_SETTLED_MS);
+
+      var sent = cursor !== null ? cursor : since;
+      fetch(subUrl(), { signal: controller.signal, cache: 'no-store' })
+        .then(function (res) { return readAnswer(res, sent); })
+        .catch(function (err) {
+          // The request or the reading of its body failed: that is the network, so try again.
+          return err.name === 'AbortError' ? 'aborted' : 'retry';
+        })
+        .then(function (outcome) {
+          clearTimeout(settled);
+          if (closed || controller !== poll || outcome === 'aborted') return;
+          poll = null;
+          if (outcome instanceof Error) return fail(outcome);
+          if (outcome === 'deleted') return stop('closed');
+          if (outcome === 'retry') return retry();
+          attempt = 0;
+          setState('fallback');
+          connect();
+        });
+    }
+
+    // Handles one long-poll answer and says what to do next: poll 'again', 'retry' after a backoff,
+    // stop because the channel was 'deleted', or give up with an Error that retrying cannot fix.
+    function readAnswer(res, sent) {
+      if (res.status === 200) {
+        return res.json().then(function (body) {
+          if (body.gap) gap(body.gap, null);
+          (body.messages || []).forEach(deliver);
+          // A `next` equal to the cursor that was sent is the stale one the gap is about.
+          if (body.next && !(body.gap && body.next === sent)) cursor = body.next;
+          return 'again';
+        });
+      }
+      if (res.status === 204) {
+        // Reading this header from another origin needs the server to expose it through CORS.
+        cursor = res.headers.get('Halley-Cursor') || cursor;
+        return 'again';
+      }
+      if (res.status === 410) return 'deleted';
+      if (res.status === 408 || res.status === 429 || res.status >= 500) return 'retry';
+      return res.text().then(function (text) {
+        var err = new Error(parseJson(text).error || 'HTTP ' + res.status);
+        err.status = res.status;
+        return err;
+      });
+    }
+
+    connect();
+    return {
+      close: function () { if (!closed) stop('closed'); },
+    };
+  }
+
+  /**
+   * Publishes text on a channel; resolves with { id, channel, subscribers }. A refusal rejects with an
+   * Error carrying status (429 when publishing too fast, with retryAfter in seconds; 413 too large;
+   * 401 not an open channel) and the server's message. Options: event, token, url.
+   */
+  function publish(channel, text, opts) {
+    opts = opts || {};
+    checkChannel(channel);
+    var url = new URL('pub/' + channel, baseUrl(opts.url));
+    if (opts.event) url.searchParams.set('event', opts.event);
+    // text/plain keeps the request "simple", so a cross-origin page needs no CORS preflight.
+    var headers = { 'Content-Type': 'text/plain;charset=UTF-8' };
+    if (opts.token) headers.Authorization = 'Bearer ' + opts.token;
+    return fetch(url.href, { method: 'POST', body: String(text), headers: headers }).then(function (res) {
+      return res.text().then(function (body) {
+        var json = parseJson(body);
+        if (res.ok) return json;
+        var err = new Error(json.error || 'HTTP ' + res.status);
+        err.status = res.status;
+        var retryAfter = parseInt(res.headers.get('Retry-After'), 10);
+        if (retryAfter >= 0) err.retryAfter = retryAfter;
+        throw err;
+      });
+    });
+  }
+
+  global.halley = { subscribe: subscribe, publish: publish };
+})(typeof window !== 'undefined' ? window : this);
