@@ -141,10 +141,17 @@ fn event_name(query: &str) -> Result<Option<String>, Reject> {
     let Some(name) = param(query, "event")? else {
         return Ok(None);
     };
+    check_event_name(&name)?;
+    Ok(Some(name))
+}
+
+/// The rules for an SSE event name, wherever a publish sets it (`?event=`, or
+/// a Bayeux publish's `ext.halley.event`).
+pub fn check_event_name(name: &str) -> Result<(), Reject> {
     if name.contains(['\r', '\n']) {
         return Err(Reject::new(400, "event name must not contain CR or LF"));
     }
-    if RESERVED_EVENTS.contains(&name.as_str()) {
+    if RESERVED_EVENTS.contains(&name) {
         return Err(Reject::new(
             400,
             format!("event name {name:?} is reserved for halley's own signals"),
@@ -156,7 +163,7 @@ fn event_name(query: &str) -> Result<Option<String>, Reject> {
             format!("event name must be 1 to {MAX_EVENT_NAME} bytes"),
         ));
     }
-    Ok(Some(name))
+    Ok(())
 }
 
 /// An explicit `?transport=` wins over `Accept`; long-poll is the default.

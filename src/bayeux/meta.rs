@@ -226,7 +226,9 @@ impl Engine {
         }
         let event = match msg.halley_field("event") {
             None => None,
-            Some(Value::String(e)) if !e.is_empty() && !e.contains(['\r', '\n']) => Some(e.clone()),
+            // The same rules as `?event=` on `POST /pub`, so Bayeux is no way
+            // around them (a reserved name would spoof halley's own signals).
+            Some(Value::String(e)) if crate::routes::check_event_name(e).is_ok() => Some(e.clone()),
             Some(_) => {
                 return Err(BayeuxError::Refused {
                     arg: name.to_string(),

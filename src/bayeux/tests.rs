@@ -194,6 +194,10 @@ fn message_validation() {
             "400:/chat/x:event_invalid",
         ),
         (
+            json!({"channel": "/chat/x", "clientId": cid, "data": 1, "ext": {"halley": {"event": "gap"}}}),
+            "400:/chat/x:event_invalid",
+        ),
+        (
             json!({"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": ["websocket"]}),
             "400:websocket:connection_type_mismatch",
         ),
