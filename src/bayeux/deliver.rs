@@ -20,6 +20,11 @@ impl Engine {
     /// are answered by the next `flush`, so a burst of publishes in one loop
     /// iteration goes out in one reply.
     pub fn on_publish(&mut self, msg: &HubMessage) -> usize {
+        // Every hub publish comes here; with no Bayeux subscriber at all it
+        // costs nothing, not even the channel name's allocation.
+        if self.routes.is_empty() {
+            return 0;
+        }
         let Some(name) = channel::from_hub(msg.channel) else {
             return 0;
         };
