@@ -1,9 +1,9 @@
 //! The one deadline queue: header and idle timeouts, long-poll timeouts, SSE
 //! heartbeats, held Bayeux connects, message and session expiry and accept
-//! back-off all wait here. It is a
-//! min-heap; ties fire in the order they were set. Cancelling is lazy: an owner
-//! that moves its deadline just pushes a new entry, and the old one is skipped
-//! when it comes up because it no longer matches (see `Server::on_deadline`).
+//! back-off all wait here. It is a min-heap; ties fire in the order they were
+//! set. Cancelling is lazy: an owner that moves its deadline just pushes a new
+//! entry, and the old one is skipped when it comes up because it no longer
+//! matches (see `Server::on_deadline`).
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;

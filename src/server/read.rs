@@ -192,9 +192,9 @@ impl Server {
         }
     }
 
-    /// A held long-poll (or Bayeux connect) keeps reading, to notice the client leaving, but
-    /// keeps what arrives (a pipelined request) for after the answer, up to a
-    /// limit; past it the bytes wait in the kernel.
+    /// A held long-poll or Bayeux connect keeps reading, to notice the client
+    /// leaving, but keeps what arrives (a pipelined request) for after the
+    /// answer, up to a limit; past it the bytes wait in the kernel.
     fn hold_input(&mut self, id: ConnId) -> Step {
         loop {
             let conn = lookup(&mut self.conns, id).expect("driven connection is open");

@@ -132,9 +132,10 @@ impl Server {
         }
     }
 
-    /// Stops accepting, answers held long-polls and Bayeux connects, ends streams properly and
-    /// lets in-flight requests finish with `Connection: close`; the loop exits
-    /// when the last connection is gone or the grace period is over.
+    /// Stops accepting, answers held long-polls and Bayeux connects, ends
+    /// streams properly and lets in-flight requests finish with
+    /// `Connection: close`; the loop exits when the last connection is gone or
+    /// the grace period is over.
     pub fn begin_shutdown(&mut self) {
         info!("shutting down: {} connections open", self.conns.len());
         self.shutting_down = true;
