@@ -40,6 +40,12 @@ use conn::{BufPool, Conn};
 const LISTENER: Token = Token(usize::MAX);
 const SIGNALS: Token = Token(usize::MAX - 1);
 
+/// Connections the kernel may hold completed but not yet accepted. mio binds
+/// with 128, which a burst of connecting subscribers overflows, and an
+/// overflowed SYN is retried only after a second. The kernel caps this at
+/// `net.core.somaxconn`.
+const LISTEN_BACKLOG: libc::c_int = 4096;
+
 /// Readiness events taken from the kernel per poll.
 const EVENTS_PER_POLL: usize = 1024;
 
@@ -85,6 +91,7 @@ impl Server {
     pub fn bind(config: Config) -> io::Result<Server> {
         let poll = Poll::new()?;
         let mut listener = TcpListener::bind(config.listen)?;
+        deepen_backlog(&listener)?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let now = Instant::now();
@@ -236,6 +243,16 @@ impl Server {
         }
         // A session whose connect closed starts its expiry clock.
         self.schedule_session_expiry();
+    }
+}
+
+/// Calling `listen` again on a listening socket sets its backlog anew.
+fn deepen_backlog(listener: &TcpListener) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen(2) on a socket we own, with no pointers involved.
+    match unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
     }
 }
 

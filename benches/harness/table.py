@@ -1,0 +1,85 @@
+"""Turns repeated generator results into the table scripts/bench prints and records: the median
+of each figure with its min-max, and each server's median as a ratio to the floor's."""
+
+import statistics
+
+# (result key, row label, how to scale the raw value, digits); rows whose key no result has are left out.
+SSE_ROWS = [
+    ("held", "subscribers held", 1, 0),
+    ("connect_s", "connect all (s)", 1, 2),
+    ("pss_per_conn_b", "server Pss per conn (B)", 1, 0),
+    ("rss_per_conn_b", "server RSS per conn (B)", 1, 0),
+    ("slab_per_conn_b", "kernel slab per conn, both ends (B)", 1, 0),
+    ("fanout_p50_us", "fan-out latency p50 (ms)", 1e-3, 2),
+    ("fanout_p90_us", "fan-out latency p90 (ms)", 1e-3, 2),
+    ("fanout_p99_us", "fan-out latency p99 (ms)", 1e-3, 2),
+    ("fanout_max_us", "fan-out latency max (ms)", 1e-3, 2),
+    ("to_last_p50_us", "one broadcast, until the last has it, p50 (ms)", 1e-3, 2),
+    ("to_last_max_us", "one broadcast, until the last has it, max (ms)", 1e-3, 2),
+    ("deliveries_per_s", "deliveries/s, one broadcast at a time", 1, 0),
+    ("server_cpu_ms_per_1k", "server CPU per 1,000 deliveries (ms)", 1, 3),
+    ("open_p50_us", "open-loop latency p50 (ms)", 1e-3, 2),
+    ("open_p99_us", "open-loop latency p99 (ms)", 1e-3, 2),
+    ("open_server_cpu_ms_per_1k", "open-loop server CPU per 1,000 deliveries (ms)", 1, 3),
+    ("server_cpu_share", "server CPU, share of its core", 1, 2),
+    ("gen_cpu_share", "generator CPU, share of its core", 1, 2),
+    ("lost", "missing + duplicate + out-of-order", 1, 0),
+]
+LONGPOLL_ROWS = [
+    ("ready_cycles_per_s", "long-poll cycles/s, message ready", 1, 0),
+    ("ready_server_cpu_ms_per_1k", "server CPU per 1,000 cycles (ms)", 1, 3),
+    ("held_p50_us", "held long-poll latency p50 (ms)", 1e-3, 2),
+    ("held_p99_us", "held long-poll latency p99 (ms)", 1e-3, 2),
+    ("held_late", "held long-polls parked too late, answered by the next message", 1, 0),
+    ("held_missing", "held long-polls never answered", 1, 0),
+]
+
+
+def with_derived(result):
+    r = dict(result)
+    if "missing" in r:
+        r["lost"] = r["missing"] + r["duplicate"] + r["out_of_order"] + r.get("dropped", 0)
+    return r
+
+
+def fmt(x, digits):
+    return f"{x:,.{digits}f}"
+
+
+def cell(values, scale, digits, floor_median):
+    vals = [v * scale for v in values]
+    med = statistics.median(vals)
+    s = fmt(med, digits)
+    if len(vals) > 1:
+        s += f" ({fmt(min(vals), digits)}–{fmt(max(vals), digits)})"
+    if floor_median not in (None, 0) and med != 0:
+        s += f" ×{med / (floor_median * scale):.2f}"
+    return s
+
+
+def markdown(title, results, servers, rows):
+    """results: {server: [result dict, ...]}. Returns a Markdown table as a string."""
+    results = {s: [with_derived(r) for r in rs] for s, rs in results.items()}
+    cols = [s for s in servers if results.get(s)]
+    lines = [f"**{title}**", "", "| | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for key, label, scale, digits in rows:
+        if not any(key in r for s in cols for r in results[s]):
+            continue
+        floor = [r[key] for r in results.get("floor", []) if key in r]
+        floor_med = statistics.median(floor) if floor and key not in ("held", "lost", "held_missing", "held_late", "gen_cpu_share", "server_cpu_share") else None
+        cells = []
+        for s in cols:
+            vals = [r[key] for r in results[s] if key in r]
+            cells.append(cell(vals, scale, digits, None if s == "floor" else floor_med) if vals else "n/a")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def medians(results, key):
+    """{server: median of key} over the servers that have it."""
+    out = {}
+    for s, rs in results.items():
+        vals = [with_derived(r)[key] for r in rs if key in with_derived(r)]
+        if vals:
+            out[s] = statistics.median(vals)
+    return out

@@ -1,0 +1,179 @@
+//! The benchmark's generator against the floor at small N: if `halley-load` stopped holding,
+//! counting or timing subscribers correctly, the numbers in BENCHMARKS.md would silently lie,
+//! so this fails first. Every child process is bounded by a deadline.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The floor on an OS-chosen port; killed when dropped.
+struct Floor {
+    child: Child,
+    port: u16,
+}
+
+impl Floor {
+    fn start() -> Floor {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_halley-floor"))
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start halley-floor");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("floor announces its port");
+        let port = line
+            .trim()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .expect("listening on ADDR:PORT");
+        Floor { child, port }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/{path}/{{channel}}", self.port)
+    }
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs halley-load and returns its JSON line, failing the test after `limit`.
+fn load(args: &[String], limit: Duration) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_halley-load"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start halley-load");
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("halley-load took longer than {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "halley-load failed: {stderr}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The number after `"key":` in a flat JSON object.
+fn field(json: &str, key: &str) -> f64 {
+    let pat = format!("\"{key}\":");
+    let at = json
+        .find(&pat)
+        .unwrap_or_else(|| panic!("{key} missing from {json}"))
+        + pat.len();
+    let end = json[at..].find([',', '}']).unwrap() + at;
+    json[at..end]
+        .parse()
+        .unwrap_or_else(|_| panic!("{key} is not a number in {json}"))
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn holds_every_subscriber_over_several_processes_and_loses_nothing() {
+    let floor = Floor::start();
+    let pid = floor.child.id().to_string();
+    let mut args = strings(&[
+        "sse",
+        "-n",
+        "300",
+        "--warmup",
+        "1",
+        "--messages",
+        "5",
+        "--rate",
+        "50",
+    ]);
+    args.extend(strings(&[
+        "--rate-messages",
+        "5",
+        "--per-process",
+        "128",
+        "--server-pid",
+        &pid,
+    ]));
+    args.extend([
+        "--sub-url".into(),
+        floor.url("sub"),
+        "--pub-url".into(),
+        floor.url("pub"),
+    ]);
+    let json = load(&args, Duration::from_secs(60));
+    assert_eq!(field(&json, "held"), 300.0, "{json}");
+    assert_eq!(field(&json, "workers"), 3.0, "{json}");
+    for key in [
+        "failed",
+        "missing",
+        "duplicate",
+        "out_of_order",
+        "unknown",
+        "dropped",
+        "timeouts",
+    ] {
+        assert_eq!(field(&json, key), 0.0, "{key}: {json}");
+    }
+    assert_eq!(field(&json, "fanout_count"), 1500.0, "{json}");
+    assert_eq!(field(&json, "open_count"), 1500.0, "{json}");
+    assert_eq!(field(&json, "to_last_count"), 5.0, "{json}");
+    assert!(field(&json, "fanout_p50_us") > 0.0, "{json}");
+    assert!(field(&json, "fanout_max_us") < 5e6, "{json}");
+    assert!(field(&json, "server_pss_kb") > 0.0, "{json}");
+}
+
+#[test]
+fn drives_ready_and_held_long_polls() {
+    let floor = Floor::start();
+    let pid = floor.child.id().to_string();
+    let mut args = strings(&[
+        "longpoll",
+        "--duration-s",
+        "0.3",
+        "--conns",
+        "4",
+        "--held",
+        "50",
+        "--rounds",
+        "3",
+    ]);
+    args.extend(strings(&["--settle-ms", "50", "--server-pid", &pid]));
+    args.extend([
+        "--pub-url".into(),
+        floor.url("pub"),
+        "--ready-url".into(),
+        floor.url("lp"),
+        "--wait-url".into(),
+        floor.url("lpw"),
+    ]);
+    let json = load(&args, Duration::from_secs(30));
+    assert!(field(&json, "ready_cycles") > 100.0, "{json}");
+    assert_eq!(field(&json, "ready_errors"), 0.0, "{json}");
+    assert_eq!(field(&json, "held_count"), 150.0, "{json}");
+    assert_eq!(field(&json, "held_missing"), 0.0, "{json}");
+}
