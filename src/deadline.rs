@@ -1,8 +1,9 @@
 //! The one deadline queue: header and idle timeouts, long-poll timeouts, SSE
-//! heartbeats, message expiry and accept back-off all wait here. It is a
-//! min-heap; ties fire in the order they were set. Cancelling is lazy: an owner
-//! that moves its deadline just pushes a new entry, and the old one is skipped
-//! when it comes up because it no longer matches (see `Server::on_deadline`).
+//! heartbeats, held Bayeux connects, message and session expiry and accept
+//! back-off all wait here. It is a min-heap; ties fire in the order they were
+//! set. Cancelling is lazy: an owner that moves its deadline just pushes a new
+//! entry, and the old one is skipped when it comes up because it no longer
+//! matches (see `Server::on_deadline`).
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -17,6 +18,8 @@ pub enum Timer {
     Conn(ConnId),
     /// The hub's oldest message may have expired.
     Expiry,
+    /// A Bayeux session may have gone too long without connecting.
+    SessionExpiry,
     /// Try accepting again after running out of file descriptors.
     ResumeAccept,
     /// Stop waiting for connections to drain during shutdown.

@@ -195,6 +195,7 @@ mod tests {
             "room".into(),
             event.map(Into::into),
             data.into(),
+            false,
             Instant::now(),
         )
     }

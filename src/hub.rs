@@ -159,11 +159,12 @@ impl Hub {
     }
 
     /// Appends a message to a channel (creating it) and returns it; the caller
-    /// delivers it to the channel's subscribers.
+    /// delivers it to the channel's subscribers. `data_is_json` says `data` is JSON text.
     pub fn publish(
         &mut self,
         name: &str,
         data: Box<str>,
+        data_is_json: bool,
         event: Option<Box<str>>,
         now: Instant,
     ) -> Rc<Message> {
@@ -177,6 +178,7 @@ impl Hub {
             channel.name.clone(),
             event,
             data,
+            data_is_json,
             now,
         ));
         if channel.buffer.len() >= limits.buffer {

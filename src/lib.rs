@@ -3,8 +3,8 @@
 //! # Bird's-eye view
 //!
 //! Browsers subscribe to named channels and wait, over Server-Sent Events, an
-//! NDJSON HTTP stream, or long-polling; publishers `POST` messages, and every
-//! waiting subscriber gets them at once. Nearly all connections are idle most
+//! NDJSON HTTP stream, long-polling, or Bayeux (CometD and Faye clients);
+//! publishers `POST` messages, and every waiting subscriber gets them at once. Nearly all connections are idle most
 //! of the time, so halley keeps each parked connection down to a few hundred
 //! bytes (an enum in a slab, a hub key, one deadline) and never gives one a
 //! thread. One loop does everything:
@@ -13,17 +13,19 @@
 //!            +--------------------------------------------------------+
 //!            |                    Server::run                         |
 //!            |                                                        |
-//!   kernel   |  1 poll(timeout = earliest deadline)                   |
+//!   kernel   |  1 poll(timeout = earliest deadline; 0 if flush due)   |
 //!   epoll -->|  2 now = Instant::now()                                |
 //!            |  3 dispatch events:  listener -> accept                |
 //!            |                      signal pipe -> begin_shutdown     |
 //!            |                      conn -> write queued / read+parse |
 //!            |        request --> routes --> respond | park | publish|
+//!            |                 (/bayeux --> bayeux::Engine::handle)   |
 //!            |                                          |             |
-//!            |                     hub.publish --> deliver (fan-out)  |
-//!            |  4 fire due deadlines (timeouts, heartbeats, expiry)   |
-//!            |  5 resume connections unparked in this iteration       |
-//!            |  6 reap connections closed in this iteration           |
+//!            |     hub.publish --> deliver (fan-out, Bayeux sessions) |
+//!            |  4 flush: answer held Bayeux connects messages reached |
+//!            |  5 fire due deadlines (timeouts, heartbeats, expiry)   |
+//!            |  6 resume connections unparked in this iteration       |
+//!            |  7 reap connections closed in this iteration           |
 //!            +--------------------------------------------------------+
 //! ```
 //!
@@ -32,7 +34,11 @@
 //! it. Follow one publish: `server::respond::on_publish` appends the message
 //! to its channel in the `hub`, and `server::deliver::deliver` writes the
 //! message's shared, once-encoded frame (`message`, `encode`) to each
-//! subscriber the hub lists.
+//! subscriber the hub lists, and hands it to the Bayeux engine, which queues
+//! it for every session whose subscriptions match. Follow one Bayeux request:
+//! `server::bayeux::on_bayeux` parses it with `bayeux::wire`, and
+//! `bayeux::Engine::handle` says what to do: answer now, publish into the hub,
+//! or hold the connect (`State::Held`) until the flush phase or its deadline.
 //!
 //! # Code map
 //!
@@ -45,10 +51,14 @@
 //!   transport, message ids.
 //! - `deadline`: the one deadline queue. `outq`: a connection's pending output.
 //! - `config`, `stats`: flags and counters.
+//! - `bayeux`: Bayeux 1.0 as an engine of sessions, subscriptions and held
+//!   connects that takes messages and `now` and returns what to answer,
+//!   publish and hold; it knows connections only by an opaque id.
 //!
 //! IO edge (the only code that touches sockets and `mio::Poll`):
 //! - `server`: the loop (`mod.rs`), `accept`, `read`, `respond`, `deliver`,
-//!   `timers`; `server::conn` is the connection and its state enum.
+//!   `timers`, `web`, `bayeux`; `server::conn` is the connection and its
+//!   state enum.
 //! - `signals`: SIGTERM/SIGINT through a self-pipe.
 //!
 //! # Invariants
@@ -67,10 +77,14 @@
 //!   queue past `--max-queued-bytes` closes its connection (a slow consumer).
 //! - A published message is encoded at most once per transport; subscribers
 //!   share those bytes.
-//! - The hub holds ids, never connections, and never does IO.
+//! - The hub holds ids, never connections, and never does IO; so does the
+//!   Bayeux engine, whose only IO is reading `/dev/urandom` for clientIds.
+//! - Every hub publish, from `/pub` or Bayeux, goes through `deliver`, so all
+//!   transports see the same messages with the same ids.
 //! - Deliberately absent: threads, an async runtime, an HTTP framework,
 //!   per-connection timers, per-subscriber copies of a message.
 
+pub mod bayeux;
 pub mod config;
 pub mod conn_id;
 pub mod cursor;

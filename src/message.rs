@@ -16,6 +16,10 @@ pub struct Message {
     /// The SSE event type, if the publisher named one.
     pub event: Option<Box<str>>,
     pub data: Box<str>,
+    /// `data` is JSON text (published as `application/json` and known to
+    /// parse): Bayeux delivers it as that value rather than as a string. The
+    /// HTTP transports send the text either way.
+    pub data_is_json: bool,
     pub published: Instant,
     sse: OnceCell<Rc<[u8]>>,
     stream: OnceCell<Rc<[u8]>>,
@@ -30,6 +34,7 @@ impl Message {
         channel: Rc<str>,
         event: Option<Box<str>>,
         data: Box<str>,
+        data_is_json: bool,
         published: Instant,
     ) -> Message {
         Message {
@@ -38,6 +43,7 @@ impl Message {
             channel,
             event,
             data,
+            data_is_json,
             published,
             sse: OnceCell::new(),
             stream: OnceCell::new(),

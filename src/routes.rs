@@ -36,6 +36,10 @@ pub enum Route {
         mode: Mode,
         cursor: Cursor,
     },
+    /// Any path under `/bayeux`: one endpoint, whatever CometD appends
+    /// (`/bayeux/handshake`, `/bayeux/connect`, ...). The messages are in the
+    /// body (`POST`) or the query (`GET`, JSONP).
+    Bayeux,
 }
 
 /// How a subscriber wants messages.
@@ -51,6 +55,7 @@ const RESERVED_EVENTS: [&str; 4] = ["gap", "deleted", "open", "error"];
 
 const ALLOW_READ: &str = "GET, HEAD, OPTIONS";
 const ALLOW_PUB: &str = "GET, HEAD, POST, DELETE, OPTIONS";
+const ALLOW_BAYEUX: &str = "GET, HEAD, POST, OPTIONS";
 
 pub fn route(head: &Head) -> Result<Route, Reject> {
     let (path, query) = split_target(&head.target);
@@ -58,6 +63,8 @@ pub fn route(head: &Head) -> Result<Route, Reject> {
         (ALLOW_PUB, Endpoint::Pub(rest))
     } else if let Some(rest) = path.strip_prefix("/sub/") {
         (ALLOW_READ, Endpoint::Sub(rest))
+    } else if path == "/bayeux" || path.starts_with("/bayeux/") {
+        (ALLOW_BAYEUX, Endpoint::Bayeux)
     } else {
         match path {
             "/healthz" => (ALLOW_READ, Endpoint::Health),
@@ -71,7 +78,8 @@ pub fn route(head: &Head) -> Result<Route, Reject> {
     }
     let method_allowed = match head.method {
         Method::Get | Method::Head => true,
-        Method::Post | Method::Delete => allow == ALLOW_PUB,
+        Method::Post => allow.contains("POST"),
+        Method::Delete => allow.contains("DELETE"),
         Method::Options | Method::Other => false,
     };
     if !method_allowed {
@@ -84,6 +92,7 @@ pub fn route(head: &Head) -> Result<Route, Reject> {
         Endpoint::Health => Route::Health,
         Endpoint::Stats => Route::Stats,
         Endpoint::Page => Route::Page,
+        Endpoint::Bayeux => Route::Bayeux,
         Endpoint::Pub(raw) => {
             let channel = channel_name(raw)?;
             match head.method {
@@ -109,6 +118,7 @@ enum Endpoint<'a> {
     Page,
     Pub(&'a str),
     Sub(&'a str),
+    Bayeux,
 }
 
 /// The path of a request target, without its query.
@@ -131,10 +141,17 @@ fn event_name(query: &str) -> Result<Option<String>, Reject> {
     let Some(name) = param(query, "event")? else {
         return Ok(None);
     };
+    check_event_name(&name)?;
+    Ok(Some(name))
+}
+
+/// The rules for an SSE event name, wherever a publish sets it (`?event=`, or
+/// a Bayeux publish's `ext.halley.event`).
+pub fn check_event_name(name: &str) -> Result<(), Reject> {
     if name.contains(['\r', '\n']) {
         return Err(Reject::new(400, "event name must not contain CR or LF"));
     }
-    if RESERVED_EVENTS.contains(&name.as_str()) {
+    if RESERVED_EVENTS.contains(&name) {
         return Err(Reject::new(
             400,
             format!("event name {name:?} is reserved for halley's own signals"),
@@ -146,7 +163,7 @@ fn event_name(query: &str) -> Result<Option<String>, Reject> {
             format!("event name must be 1 to {MAX_EVENT_NAME} bytes"),
         ));
     }
-    Ok(Some(name))
+    Ok(())
 }
 
 /// An explicit `?transport=` wins over `Accept`; long-poll is the default.
@@ -271,6 +288,19 @@ mod tests {
                 Ok(Route::Preflight { allow: ALLOW_READ }),
             ),
             (Options, "/pub/a", Ok(Route::Preflight { allow: ALLOW_PUB })),
+            (Post, "/bayeux", Ok(Route::Bayeux)),
+            (Post, "/bayeux/", Ok(Route::Bayeux)),
+            (Post, "/bayeux/handshake", Ok(Route::Bayeux)),
+            (Get, "/bayeux?jsonp=cb&message=%5B%5D", Ok(Route::Bayeux)),
+            (
+                Options,
+                "/bayeux/connect",
+                Ok(Route::Preflight {
+                    allow: ALLOW_BAYEUX,
+                }),
+            ),
+            (Delete, "/bayeux", Err(405)),
+            (Post, "/bayeuxx", Err(405)),
         ];
         for (method, target, want) in cases {
             let got = route(&head(*method, target)).map_err(|r| r.status);

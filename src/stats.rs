@@ -28,6 +28,8 @@ pub struct ConnCounts {
     pub sse: u64,
     pub stream: u64,
     pub longpoll: u64,
+    /// Held Bayeux connects.
+    pub bayeux: u64,
     /// Reading requests, idle keep-alive, or closing.
     pub other: u64,
 }
@@ -41,6 +43,15 @@ pub struct Snapshot<'a> {
     pub rss_bytes: u64,
     pub uptime_secs: u64,
     pub counters: &'a Counters,
+    pub bayeux: BayeuxFigures<'a>,
+}
+
+/// What the Bayeux engine reports: live sessions, connects held now, and its
+/// counters.
+pub struct BayeuxFigures<'a> {
+    pub sessions: usize,
+    pub held_connects: usize,
+    pub stats: &'a crate::bayeux::Stats,
 }
 
 impl Snapshot<'_> {
@@ -54,10 +65,15 @@ impl Snapshot<'_> {
             out.push(b',');
         };
         out.extend_from_slice(b"{\"connections\":{");
-        field(&mut out, "total", c.sse + c.stream + c.longpoll + c.other);
+        field(
+            &mut out,
+            "total",
+            c.sse + c.stream + c.longpoll + c.bayeux + c.other,
+        );
         field(&mut out, "sse", c.sse);
         field(&mut out, "stream", c.stream);
         field(&mut out, "longpoll", c.longpoll);
+        field(&mut out, "bayeux", c.bayeux);
         field(&mut out, "other", c.other);
         out.pop();
         out.extend_from_slice(b"},");
@@ -73,6 +89,18 @@ impl Snapshot<'_> {
         field(&mut out, "connections_accepted", self.counters.accepted);
         field(&mut out, "accept_errors", self.counters.accept_errors);
         field(&mut out, "timeouts", self.counters.timeouts);
+        let b = &self.bayeux;
+        out.extend_from_slice(b"\"bayeux\":{");
+        field(&mut out, "sessions", b.sessions as u64);
+        field(&mut out, "held_connects", b.held_connects as u64);
+        field(&mut out, "handshakes", b.stats.handshakes);
+        field(&mut out, "disconnects", b.stats.disconnects);
+        field(&mut out, "expired", b.stats.expired);
+        field(&mut out, "slow_sessions", b.stats.slow_sessions);
+        field(&mut out, "unknown_session", b.stats.unknown_session);
+        field(&mut out, "delivered", b.stats.delivered);
+        out.pop();
+        out.extend_from_slice(b"},");
         field(&mut out, "rss_bytes", self.rss_bytes);
         field(&mut out, "uptime_secs", self.uptime_secs);
         out.extend_from_slice(b"\"rejections\":{");
@@ -118,6 +146,7 @@ mod tests {
                 sse: 1,
                 stream: 2,
                 longpoll: 3,
+                bayeux: 5,
                 other: 4,
             },
             channels: 2,
@@ -126,11 +155,23 @@ mod tests {
             rss_bytes: 100,
             uptime_secs: 7,
             counters: &counters,
+            bayeux: BayeuxFigures {
+                sessions: 2,
+                held_connects: 1,
+                stats: &crate::bayeux::Stats {
+                    handshakes: 3,
+                    ..Default::default()
+                },
+            },
         };
         let text = String::from_utf8(snap.to_json()).unwrap();
         assert!(text.starts_with(
-            r#"{"connections":{"total":10,"sse":1,"stream":2,"longpoll":3,"other":4},"channels":2,"#
+            r#"{"connections":{"total":15,"sse":1,"stream":2,"longpoll":3,"bayeux":5,"other":4},"channels":2,"#
         ));
+        assert!(
+            text.contains(r#""bayeux":{"sessions":2,"held_connects":1,"handshakes":3,"#),
+            "{text}"
+        );
         assert!(
             text.ends_with(r#""uptime_secs":7,"rejections":{"404":2,"413":1}}"#),
             "{text}"

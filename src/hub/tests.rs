@@ -9,7 +9,7 @@ fn hub(buffer: usize) -> Hub {
 fn publish_n(hub: &mut Hub, name: &str, n: usize, now: Instant) -> Vec<String> {
     (0..n)
         .map(|i| {
-            hub.publish(name, format!("m{i}").into(), None, now)
+            hub.publish(name, format!("m{i}").into(), false, None, now)
                 .id
                 .to_string()
         })
@@ -114,7 +114,7 @@ fn expires_messages_and_frees_the_channel() {
     let t0 = Instant::now();
     let mut hub = hub(10);
     publish_n(&mut hub, "c", 2, t0);
-    hub.publish("c", "late".into(), None, t0 + TTL / 2);
+    hub.publish("c", "late".into(), false, None, t0 + TTL / 2);
     assert_eq!(hub.next_expiry(), Some(t0 + TTL));
 
     hub.expire(t0 + TTL);
@@ -127,7 +127,11 @@ fn expires_messages_and_frees_the_channel() {
     // Its position survives: the old cursor learns exactly what it missed.
     let gap = hub.replay("c", at(&hub, 1), 100).unwrap().gap.unwrap();
     assert_eq!(gap.missed, Some(2));
-    assert_eq!(hub.publish("c", "again".into(), None, t0 + 2 * TTL).seq, 4);
+    assert_eq!(
+        hub.publish("c", "again".into(), false, None, t0 + 2 * TTL)
+            .seq,
+        4
+    );
 }
 
 #[test]
@@ -141,7 +145,11 @@ fn an_old_cursor_of_a_forgotten_channel_gets_a_gap_of_unknown_size() {
     let gap = hub.replay("c", at(&hub, 2), 100).unwrap().gap.unwrap();
     assert_eq!(gap.missed, None);
     assert!(hub.replay("c", at(&hub, 5), 100).unwrap().gap.is_none());
-    assert_eq!(hub.publish("c", "new".into(), None, t0 + 3 * TTL).seq, 6);
+    assert_eq!(
+        hub.publish("c", "new".into(), false, None, t0 + 3 * TTL)
+            .seq,
+        6
+    );
 }
 
 #[test]
@@ -184,5 +192,5 @@ fn deleting_keeps_the_position() {
     assert_eq!(deleted.n_messages(), 2);
     assert!(hub.channel("c").is_none());
     assert_eq!(hub.head_cursor("c"), hub.id_of(2));
-    assert_eq!(hub.publish("c", "x".into(), None, now).seq, 3);
+    assert_eq!(hub.publish("c", "x".into(), false, None, now).seq, 3);
 }

@@ -44,12 +44,20 @@ pub enum State {
         key: u32,
         keep_alive: bool,
     },
+    /// A Bayeux `/meta/connect` the engine holds until its session has
+    /// messages, its deadline, or shutdown; the engine keeps what the reply
+    /// needs, keyed by this connection's id.
+    Held { keep_alive: bool },
     /// Sending a last response; then the write side is shut and input is
     /// drained until the client closes, so it reads the response before any RST.
     Closing,
     /// Finished, waiting to be reaped after this batch of events; `sub` is the
-    /// hub subscription still to be removed then.
-    Closed { sub: Option<Subscription> },
+    /// hub subscription still to be removed then, and `held_connect` says the
+    /// Bayeux engine still holds a connect on it, to be forgotten then.
+    Closed {
+        sub: Option<Subscription>,
+        held_connect: bool,
+    },
 }
 
 /// A hub subscription: channel, kind and key.
@@ -126,8 +134,9 @@ impl Conn {
         if self.is_closed() {
             return false;
         }
+        let held_connect = matches!(self.state, State::Held { .. });
         let sub = self.unpark();
-        self.state = State::Closed { sub };
+        self.state = State::Closed { sub, held_connect };
         true
     }
 

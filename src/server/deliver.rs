@@ -173,8 +173,11 @@ impl Server {
 
     /// Fan-out: writes `message` to every subscriber of its channel. Streams
     /// get the shared frame; parked long-polls, which all wait at the head of
-    /// the channel, get the same shared answer and leave the channel.
+    /// the channel, get the same shared answer and leave the channel. Bayeux
+    /// sessions whose subscriptions match get it queued, and their held
+    /// connects are answered in the flush phase.
     pub(super) fn deliver(&mut self, message: &Rc<Message>) {
+        self.bayeux.on_publish(&super::bayeux::hub_message(message));
         let Some(channel) = self.hub.channel_mut(&message.channel) else {
             return;
         };

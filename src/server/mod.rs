@@ -5,9 +5,11 @@
 //! The rest of the server is split by event: `accept` (new connections),
 //! `read` (the request state machine), `respond` (turning routes into
 //! replies), `deliver` (fan-out and parking), `timers` (deadlines and
-//! shutdown) and `web` (pages and the publishing rules for browsers).
+//! shutdown), `web` (pages and the publishing rules for browsers) and
+//! `bayeux` (the `/bayeux` endpoint around the Bayeux engine).
 
 mod accept;
+mod bayeux;
 pub mod conn;
 mod deliver;
 mod read;
@@ -25,6 +27,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use crate::bayeux::Engine;
 use crate::config::Config;
 use crate::conn_id::ConnId;
 use crate::cursor;
@@ -55,6 +58,8 @@ pub struct Server {
     conns: Slab<Conn>,
     next_gen: u32,
     hub: Hub,
+    /// Bayeux sessions; it names connections by `bayeux::engine_conn(id)`.
+    bayeux: Engine,
     deadlines: Deadlines,
     config: Config,
     counters: Counters,
@@ -75,6 +80,8 @@ pub struct Server {
     accept_backoff: Option<Duration>,
     /// When the hub's expiry timer is set for, so it is set only once.
     expiry_timer: Option<Instant>,
+    /// The same for the Bayeux engine's session expiry.
+    session_expiry_timer: Option<Instant>,
     shutting_down: bool,
     web: web::Web,
 }
@@ -101,6 +108,7 @@ impl Server {
             conns: Slab::new(),
             next_gen: 0,
             hub: Hub::new(cursor::new_epoch(), limits),
+            bayeux: bayeux::new_engine(&config)?,
             deadlines: Deadlines::default(),
             config,
             counters: Counters::default(),
@@ -112,6 +120,7 @@ impl Server {
             bufs: BufPool::default(),
             accept_backoff: None,
             expiry_timer: None,
+            session_expiry_timer: None,
             shutting_down: false,
             web,
         })
@@ -136,11 +145,7 @@ impl Server {
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
         loop {
             // 1. Sleep until readiness or the earliest deadline.
-            let timeout = self
-                .deadlines
-                .next()
-                .map(|at| at.saturating_duration_since(Instant::now()));
-            match self.poll.poll(&mut events, timeout) {
+            match self.poll.poll(&mut events, self.poll_timeout()) {
                 Err(e) if e.kind() != io::ErrorKind::Interrupted => return Err(e),
                 _ => {}
             }
@@ -150,17 +155,31 @@ impl Server {
             for event in events.iter() {
                 self.dispatch(event);
             }
-            // 4. Fire due deadlines: timeouts, heartbeats, expiry.
+            // 4. Answer held Bayeux connects that messages reached: a burst
+            //    of publishes goes out in one reply per session.
+            self.flush_bayeux();
+            // 5. Fire due deadlines: timeouts, heartbeats, expiry.
             self.fire_deadlines();
-            // 5. Run requests that waited behind a parked one.
+            // 6. Run requests that waited behind a parked one.
             self.resume();
-            // 6. Free connections closed during this iteration.
+            // 7. Free connections closed during this iteration.
             self.reap();
             if self.shutting_down && self.conns.is_empty() {
                 info!("shutdown complete");
                 return Ok(());
             }
         }
+    }
+
+    /// Until the earliest deadline; not at all while Bayeux replies wait for
+    /// the flush phase (a request run by `resume` may have queued them).
+    fn poll_timeout(&self) -> Option<Duration> {
+        if self.bayeux.needs_flush() {
+            return Some(Duration::ZERO);
+        }
+        self.deadlines
+            .next()
+            .map(|at| at.saturating_duration_since(Instant::now()))
     }
 
     fn dispatch(&mut self, event: &Event) {
@@ -210,14 +229,20 @@ impl Server {
             let Some(conn) = self.conns.get(id.slot as usize).filter(|c| c.gen == id.gen) else {
                 continue;
             };
-            if let conn::State::Closed { sub } = &conn.state {
+            if let conn::State::Closed { sub, held_connect } = &conn.state {
                 if let Some((channel, kind, key)) = sub {
                     self.hub.unsubscribe(channel, *kind, *key, id, self.now);
+                }
+                if *held_connect {
+                    self.bayeux
+                        .on_conn_closed(bayeux::engine_conn(id), self.now);
                 }
                 // Dropping the socket closes it, which also removes it from epoll.
                 self.conns.remove(id.slot as usize);
             }
         }
+        // A session whose connect closed starts its expiry clock.
+        self.schedule_session_expiry();
     }
 }
 

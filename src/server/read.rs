@@ -60,7 +60,7 @@ impl Server {
             let step = match conn.state {
                 State::Head { .. } => self.read_head(id),
                 State::Body { .. } => self.read_body(id),
-                State::Polling { .. } => self.hold_input(id),
+                State::Polling { .. } | State::Held { .. } => self.hold_input(id),
                 State::Streaming { .. } | State::Closing => self.discard_input(id),
                 State::Closed { .. } => Step::Wait,
             };
@@ -202,9 +202,9 @@ impl Server {
         }
     }
 
-    /// A held long-poll keeps reading, to notice the client leaving, but
-    /// keeps what arrives (a pipelined request) for after the answer, up to a
-    /// limit; past it the bytes wait in the kernel.
+    /// A held long-poll or Bayeux connect keeps reading, to notice the client
+    /// leaving, but keeps what arrives (a pipelined request) for after the
+    /// answer, up to a limit; past it the bytes wait in the kernel.
     fn hold_input(&mut self, id: ConnId) -> Step {
         loop {
             let conn = lookup(&mut self.conns, id).expect("driven connection is open");

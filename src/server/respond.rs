@@ -81,6 +81,7 @@ impl Server {
                 mode,
                 cursor,
             } => self.on_subscribe(id, &head, &channel, mode, cursor),
+            Route::Bayeux => self.on_bayeux(id, &head, body),
         }
     }
 
@@ -102,10 +103,11 @@ impl Server {
                 Ask::of(head),
             );
         };
+        let json = crate::bayeux::wire::is_json_text(head.content_type.as_deref(), &data);
         let subscribers = self.hub.channel(channel).map_or(0, |c| c.n_subscribers());
         let message = self
             .hub
-            .publish(channel, data.into(), event.map(Into::into), self.now);
+            .publish(channel, data.into(), json, event.map(Into::into), self.now);
         self.schedule_expiry();
         self.deliver(&message);
         let mut out = b"{\"id\":".to_vec();
@@ -230,6 +232,7 @@ impl Server {
                 } => conns.sse += 1,
                 State::Streaming { .. } => conns.stream += 1,
                 State::Polling { .. } => conns.longpoll += 1,
+                State::Held { .. } => conns.bayeux += 1,
                 _ => conns.other += 1,
             }
         }
@@ -241,6 +244,7 @@ impl Server {
             rss_bytes: stats::rss_bytes(),
             uptime_secs: self.now.duration_since(self.started).as_secs(),
             counters: &self.counters,
+            bayeux: self.bayeux_figures(),
         }
         .to_json()
     }

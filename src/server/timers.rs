@@ -1,7 +1,7 @@
 //! Deadlines and shutdown. Every connection has at most one live deadline,
 //! whose meaning comes from its state: a header or idle timeout while reading,
-//! a heartbeat while streaming, the hold limit while long-polling, the linger
-//! limit while closing.
+//! a heartbeat while streaming, the hold limit while long-polling or holding a
+//! Bayeux connect, the linger limit while closing.
 
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,7 @@ impl Server {
                     self.hub.expire(self.now);
                     self.schedule_expiry();
                 }
+                Timer::SessionExpiry => self.on_session_expiry(),
                 Timer::ResumeAccept => self.on_accept_backoff_over(),
                 Timer::ShutdownLimit => {
                     let open: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
@@ -100,6 +101,7 @@ impl Server {
                 self.set_deadline(id, self.now + self.config.heartbeat);
             }
             State::Polling { .. } => self.end_poll(id),
+            State::Held { .. } => self.on_connect_timeout(id),
             State::Closing => self.close(id),
             State::Closed { .. } => {}
         }
@@ -130,9 +132,10 @@ impl Server {
         }
     }
 
-    /// Stops accepting, answers held long-polls, ends streams properly and
-    /// lets in-flight requests finish with `Connection: close`; the loop exits
-    /// when the last connection is gone or the grace period is over.
+    /// Stops accepting, answers held long-polls and Bayeux connects, ends
+    /// streams properly and lets in-flight requests finish with
+    /// `Connection: close`; the loop exits when the last connection is gone or
+    /// the grace period is over.
     pub fn begin_shutdown(&mut self) {
         info!("shutting down: {} connections open", self.conns.len());
         self.shutting_down = true;
@@ -157,6 +160,7 @@ impl Server {
                     self.end_stream(id, b"", http10);
                 }
                 State::Polling { .. } => self.end_poll(id),
+                State::Held { .. } => self.end_held_connect(id),
                 State::Head { started: true }
                 | State::Body { .. }
                 | State::Closing

@@ -1,0 +1,155 @@
+//! Delivery: fanning a hub message out to the sessions whose patterns match
+//! it, replaying a resumed channel's history, and answering held connects
+//! that have messages. A message is encoded once here and the same `Rc<str>`
+//! is queued in every session it reaches.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use super::channel;
+use super::engine::{Data, Engine, HubMessage, Replay, Response};
+use super::message::{error_reply, BayeuxError, Message};
+use super::session::Push;
+
+impl Engine {
+    /// Fans a hub message out to every session whose subscriptions match its
+    /// channel. The server calls this for every hub publish, from `/pub` and
+    /// from Bayeux alike. Returns how many sessions it reached. Held connects
+    /// are answered by the next `flush`, so a burst of publishes in one loop
+    /// iteration goes out in one reply.
+    pub fn on_publish(&mut self, msg: &HubMessage) -> usize {
+        // Every hub publish comes here; with no Bayeux subscriber at all it
+        // costs nothing, not even the channel name's allocation.
+        if self.routes.is_empty() {
+            return 0;
+        }
+        let Some(name) = channel::from_hub(msg.channel) else {
+            return 0;
+        };
+        if channel::is_meta(&name) || channel::is_service(&name) {
+            return 0;
+        }
+        self.fanout_seq += 1;
+        let seq = self.fanout_seq;
+        let mut targets = std::mem::take(&mut self.scratch);
+        channel::for_each_matching_pattern(&name, |key| {
+            for id in self.routes.get(key).into_iter().flatten() {
+                let session = self
+                    .sessions
+                    .get_mut(id)
+                    .expect("routes name live sessions");
+                if session.last_fanout != seq {
+                    session.last_fanout = seq;
+                    targets.push(id.clone());
+                }
+            }
+        });
+        let reached = targets.len();
+        if reached > 0 {
+            let encoded = encode_delivery(&name, msg);
+            for id in targets.drain(..) {
+                self.queue_one(&id, encoded.clone());
+            }
+        }
+        self.scratch = targets;
+        reached
+    }
+
+    /// Delivers a resumed subscription's history (what the hub's buffer holds
+    /// after the cursor), with `gap` set when the cursor was too old or from
+    /// another epoch: the client then gets a message with `data: null` and
+    /// `ext.halley.gap` (the server's description of what was lost) first.
+    pub fn on_replay(&mut self, replay: &Replay, gap: Option<Value>, history: &[HubMessage]) {
+        let Some(id) = self
+            .sessions
+            .get_key_value(replay.client_id.as_str())
+            .map(|(k, _)| k.clone())
+        else {
+            return;
+        };
+        let Some(name) = channel::from_hub(&replay.channel) else {
+            return;
+        };
+        if let Some(gap) = gap {
+            let gap_msg = json!({"channel": name, "data": null, "ext": {"halley": {"gap": gap}}});
+            self.queue_one(&id, Rc::from(gap_msg.to_string()));
+        }
+        for msg in history {
+            self.queue_one(&id, encode_delivery(&name, msg));
+        }
+    }
+
+    fn queue_one(&mut self, id: &Rc<str>, encoded: Rc<str>) {
+        let max = self.config.max_queued_bytes;
+        let Some(session) = self.sessions.get_mut(id) else {
+            return;
+        };
+        match session.push(encoded, max) {
+            Push::Queued => {
+                self.stats.delivered += 1;
+                // A held connect's queue was empty when it was parked, so the
+                // first message is the one that makes the session ready.
+                if session.held.is_some() && session.n_queued() == 1 {
+                    self.ready.push(id.clone());
+                }
+            }
+            Push::Overflow => {
+                self.stats.slow_sessions += 1;
+                log::info!("bayeux session {id} ended: its queue passed {max} bytes");
+                let resp = self.end_session(id, |held| {
+                    let m = Message {
+                        channel: "/meta/connect".into(),
+                        id: held.reply_id.clone(),
+                        ..Message::default()
+                    };
+                    error_reply(&m, &BayeuxError::SessionUnknown)
+                });
+                self.out.extend(resp);
+            }
+        }
+    }
+
+    /// Answers every held connect that has messages waiting, and any session
+    /// ended since the last call. The server calls this once per loop
+    /// iteration, in its "flush pending writes" phase.
+    pub fn flush(&mut self, now: Instant) -> Vec<Response> {
+        let mut out = std::mem::take(&mut self.out);
+        let ready = std::mem::take(&mut self.ready);
+        for id in &ready {
+            if self.sessions.get(id).is_some_and(|s| s.has_pending()) {
+                out.extend(self.release(id, now, true));
+            }
+        }
+        self.ready = ready;
+        self.ready.clear();
+        out
+    }
+}
+
+/// Appends `s` as a JSON string literal.
+fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
+}
+
+/// The Bayeux form of a hub message, encoded once and shared by every session.
+fn encode_delivery(name: &str, msg: &HubMessage) -> Rc<str> {
+    let mut out = Vec::with_capacity(name.len() + msg.id.len() + 48);
+    out.extend_from_slice(b"{\"channel\":");
+    push_json_str(&mut out, name);
+    out.extend_from_slice(b",\"id\":");
+    push_json_str(&mut out, msg.id);
+    out.extend_from_slice(b",\"data\":");
+    match msg.data {
+        Data::Text(t) => push_json_str(&mut out, t),
+        Data::Json(j) => out.extend_from_slice(j.as_bytes()),
+    }
+    if let Some(event) = msg.event {
+        out.extend_from_slice(b",\"ext\":{\"halley\":{\"event\":");
+        push_json_str(&mut out, event);
+        out.extend_from_slice(b"}}");
+    }
+    out.push(b'}');
+    Rc::from(String::from_utf8(out).expect("built from str pieces"))
+}

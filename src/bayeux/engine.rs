@@ -1,0 +1,452 @@
+//! The Bayeux engine: every session, the routing index from subscription
+//! patterns to sessions, the held connects, and the entry points the server
+//! calls. It never touches a socket: it takes messages and `now`, and returns
+//! what to answer, what to publish and what to hold. The handlers for each
+//! meta channel and for publishing live in `meta.rs`, fan-out and the
+//! answering of held connects in `deliver.rs`.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+
+use super::channel;
+use super::message::{error_reply, BayeuxError, Message};
+use super::session::{ConnId, Held, Session};
+use super::wire::{encode_body, Framing};
+
+/// The engine's settings; the server fills them from its flags.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How long a connect is held when nothing is pending (`--longpoll-timeout`).
+    pub timeout: Duration,
+    /// How long a session lives without a connect in progress. CometD's default is 10 s.
+    pub max_interval: Duration,
+    /// Bound on one session's queue, in bytes (`--max-queued-bytes`).
+    pub max_queued_bytes: usize,
+    /// With `--publish-token T`, only sessions whose handshake carried
+    /// `ext.halley.token == T` may publish.
+    pub publish_token: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            timeout: Duration::from_secs(30),
+            max_interval: Duration::from_secs(10),
+            max_queued_bytes: 1 << 20,
+            publish_token: None,
+        }
+    }
+}
+
+/// A message the hub has accepted, as the server hands it to `on_publish`.
+#[derive(Debug, Clone, Copy)]
+pub struct HubMessage<'a> {
+    pub id: &'a str,
+    /// The hub's channel name (`chat/room1`).
+    pub channel: &'a str,
+    pub data: Data<'a>,
+    pub event: Option<&'a str>,
+}
+
+/// How a message's data reaches Bayeux: text becomes a JSON string, JSON
+/// (published as `application/json` and known to parse) is inserted as is.
+#[derive(Debug, Clone, Copy)]
+pub enum Data<'a> {
+    Text(&'a str),
+    Json(&'a str),
+}
+
+/// A Bayeux publish for the server to put into the hub, then hand back to
+/// `on_publish` like any other hub message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Publish {
+    /// Hub channel name (`chat/room1`).
+    pub channel: String,
+    /// The message's `data` as JSON text: publish it as `application/json`,
+    /// so HTTP transports carry this text and Bayeux gets the value back.
+    pub json: String,
+    /// `ext.halley.event`, the SSE event name (checked free of CR and LF).
+    pub event: Option<String>,
+}
+
+/// Where a resumed subscription starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Since {
+    Id(String),
+    Earliest,
+}
+
+/// A subscribe that asked to resume: the server reads the hub's buffer for
+/// `channel` after `since` and passes it to `on_replay` before anything else
+/// happens on the loop, so history comes before live messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replay {
+    pub client_id: String,
+    pub channel: String,
+    pub since: Since,
+}
+
+/// A complete HTTP 200 response for one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub conn: ConnId,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+/// What to do with the request that `handle` was given.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// Answer at once: HTTP 200 with this content type and body.
+    Now {
+        content_type: &'static str,
+        body: Vec<u8>,
+    },
+    /// Park the connection. The engine answers it later through `flush`, or
+    /// `on_connect_timeout` when the server's deadline queue reaches `deadline`.
+    Hold { deadline: Instant },
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub reply: Reply,
+    /// Messages to publish into the hub, in order.
+    pub publishes: Vec<Publish>,
+    /// Resumed subscriptions to fill from the hub's buffers.
+    pub replays: Vec<Replay>,
+    /// Earlier held connects that this request released; answer them now.
+    pub released: Vec<Response>,
+}
+
+/// Counters for `/stats`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stats {
+    pub handshakes: u64,
+    pub expired: u64,
+    pub disconnects: u64,
+    /// Sessions ended because their queue passed `max_queued_bytes`.
+    pub slow_sessions: u64,
+    /// `402::session_unknown` answers.
+    pub unknown_session: u64,
+    /// Messages queued into sessions (one per session reached).
+    pub delivered: u64,
+}
+
+pub struct Engine {
+    pub(super) config: Config,
+    pub(super) sessions: HashMap<Rc<str>, Session>,
+    /// Pattern text (`/a/b`, `/a/*`, `/a/**`) to the sessions subscribed with it.
+    pub(super) routes: HashMap<String, HashSet<Rc<str>>>,
+    /// Held connects by connection, so a timeout or close finds its session.
+    pub(super) held: HashMap<ConnId, Rc<str>>,
+    /// Sessions holding a connect that have messages since the last `flush`.
+    pub(super) ready: Vec<Rc<str>>,
+    /// Responses produced outside a request (slow-session ends), sent by `flush`.
+    pub(super) out: Vec<Response>,
+    /// Expiry candidates, earliest first. Entries go stale when a session
+    /// connects again or ends; `expire` skips those, as ae.c does with timers.
+    expiries: BinaryHeap<Reverse<(Instant, Rc<str>)>>,
+    pub(super) new_id: Box<dyn FnMut() -> u128>,
+    pub(super) fanout_seq: u64,
+    /// Reused by `on_publish` so a publish allocates only its encoding.
+    pub(super) scratch: Vec<Rc<str>>,
+    pub stats: Stats,
+}
+
+impl Engine {
+    /// An engine whose clientIds come from `new_id` (use `Urandom::into_source`).
+    pub fn new(config: Config, new_id: Box<dyn FnMut() -> u128>) -> Engine {
+        Engine {
+            config,
+            sessions: HashMap::new(),
+            routes: HashMap::new(),
+            held: HashMap::new(),
+            ready: Vec::new(),
+            out: Vec::new(),
+            expiries: BinaryHeap::new(),
+            new_id,
+            fanout_seq: 0,
+            scratch: Vec::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn n_sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn n_held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Handles one request's messages (from `wire::parse_post` or `parse_get`)
+    /// arriving on `conn`.
+    pub fn handle(
+        &mut self,
+        conn: ConnId,
+        messages: Vec<Value>,
+        framing: Framing,
+        now: Instant,
+    ) -> Outcome {
+        let mut req = Request::default();
+        for value in messages {
+            let msg = Message::from_value(value);
+            self.dispatch(&msg, &mut req, now);
+        }
+        let reply = match req.hold {
+            // A connect to park: the replies to the request's other messages
+            // wait with it, since one HTTP response carries them all.
+            Some(pending) => {
+                let session = self
+                    .sessions
+                    .get_mut(&pending.session)
+                    .expect("hold is for a live session");
+                session.held = Some(Held {
+                    conn,
+                    reply_id: pending.reply_id,
+                    framing,
+                    prefix: req.replies,
+                    deadline: pending.deadline,
+                });
+                self.held.insert(conn, pending.session);
+                Reply::Hold {
+                    deadline: pending.deadline,
+                }
+            }
+            None => Reply::Now {
+                content_type: framing.content_type(),
+                body: encode_body(&req.replies, &framing),
+            },
+        };
+        Outcome {
+            reply,
+            publishes: req.publishes,
+            replays: req.replays,
+            released: req.released,
+        }
+    }
+
+    fn dispatch(&mut self, msg: &Message, req: &mut Request, now: Instant) {
+        let result = match msg.channel.as_str() {
+            "" => Err(BayeuxError::Missing("channel_missing")),
+            "/meta/handshake" => self.on_handshake(msg, req, now),
+            "/meta/connect" => self.on_connect(msg, req, now),
+            "/meta/subscribe" => self.on_subscribe(msg, req),
+            "/meta/unsubscribe" => self.on_unsubscribe(msg, req),
+            "/meta/disconnect" => self.on_disconnect(msg, req, now),
+            c if channel::is_meta(c) => Err(BayeuxError::ChannelInvalid(c.to_string())),
+            _ => self.on_message(msg, req),
+        };
+        if let Err(err) = result {
+            if err == BayeuxError::SessionUnknown {
+                self.stats.unknown_session += 1;
+            }
+            req.replies.push(error_reply(msg, &err));
+        }
+    }
+
+    /// The session a message names, or the 402 that sends the client back to handshake.
+    pub(super) fn session_of(&mut self, msg: &Message) -> Result<&mut Session, BayeuxError> {
+        let id = msg
+            .client_id
+            .as_deref()
+            .ok_or(BayeuxError::SessionUnknown)?;
+        self.sessions.get_mut(id).ok_or(BayeuxError::SessionUnknown)
+    }
+
+    /// The advice on every successful handshake and connect reply. It always
+    /// names `reconnect`, because Faye keeps the last `reconnect` it saw: after
+    /// one 402 it would otherwise handshake again on every later reply.
+    pub(super) fn advice(&self) -> Value {
+        json!({
+            "reconnect": "retry",
+            "interval": 0,
+            "timeout": self.config.timeout.as_millis() as u64,
+            "maxInterval": self.config.max_interval.as_millis() as u64,
+        })
+    }
+
+    pub(super) fn expiries_push(&mut self, at: Instant, id: &Rc<str>) {
+        self.expiries.push(Reverse((at, id.clone())));
+    }
+
+    /// Builds the answer to a connect: pending messages first (unless
+    /// `with_messages` is false), then the connect reply, and restarts the
+    /// session's expiry clock.
+    pub(super) fn connect_reply(
+        &mut self,
+        id: &Rc<str>,
+        reply_id: Option<Value>,
+        now: Instant,
+        with_messages: bool,
+    ) -> Vec<String> {
+        let advice = self.advice();
+        let expires_at = now + self.config.max_interval;
+        let session = self.sessions.get_mut(id).expect("live session");
+        let (msgs, batch) = if with_messages {
+            session.take_for_reply()
+        } else {
+            (Vec::new(), None)
+        };
+        session.expires_at = expires_at;
+        self.expiries_push(expires_at, id);
+        let mut parts: Vec<String> = msgs.iter().map(|m| m.to_string()).collect();
+        let mut reply = Map::new();
+        reply.insert("channel".into(), "/meta/connect".into());
+        if let Some(rid) = reply_id {
+            reply.insert("id".into(), rid);
+        }
+        reply.insert("clientId".into(), Value::String(id.to_string()));
+        reply.insert("successful".into(), true.into());
+        reply.insert("advice".into(), advice);
+        if let Some(b) = batch {
+            reply.insert("ext".into(), json!({ "ack": b }));
+        }
+        parts.push(Value::Object(reply).to_string());
+        parts
+    }
+
+    /// Answers the connect `id` holds, if any, with whatever it has queued
+    /// (or nothing, when `with_messages` is false).
+    pub(super) fn release(
+        &mut self,
+        id: &Rc<str>,
+        now: Instant,
+        with_messages: bool,
+    ) -> Option<Response> {
+        let held = self.sessions.get_mut(id)?.held.take()?;
+        self.held.remove(&held.conn);
+        let mut parts = held.prefix;
+        parts.extend(self.connect_reply(id, held.reply_id, now, with_messages));
+        Some(Response {
+            conn: held.conn,
+            content_type: held.framing.content_type(),
+            body: encode_body(&parts, &held.framing),
+        })
+    }
+
+    /// Removes a session and its routes. A connect it was holding is answered
+    /// with `held_reply` (its error or final reply), which the caller sends.
+    pub(super) fn end_session(
+        &mut self,
+        id: &Rc<str>,
+        held_reply: impl FnOnce(&Held) -> String,
+    ) -> Option<Response> {
+        let session = self.sessions.remove(id)?;
+        for p in &session.subscriptions {
+            self.unroute(&p.text(), id);
+        }
+        let held = session.held?;
+        self.held.remove(&held.conn);
+        let mut parts = held.prefix.clone();
+        parts.push(held_reply(&held));
+        Some(Response {
+            conn: held.conn,
+            content_type: held.framing.content_type(),
+            body: encode_body(&parts, &held.framing),
+        })
+    }
+
+    pub(super) fn route(&mut self, pattern: String, id: &Rc<str>) {
+        self.routes.entry(pattern).or_default().insert(id.clone());
+    }
+
+    pub(super) fn unroute(&mut self, pattern: &str, id: &Rc<str>) {
+        if let Some(set) = self.routes.get_mut(pattern) {
+            set.remove(id);
+            if set.is_empty() {
+                self.routes.remove(pattern);
+            }
+        }
+    }
+
+    /// The server's deadline for a held connect passed. Returns the reply, or
+    /// `None` when the connect was already answered (a stale deadline).
+    pub fn on_connect_timeout(&mut self, conn: ConnId, now: Instant) -> Option<Response> {
+        let id = self.held.get(&conn)?.clone();
+        let due = self
+            .sessions
+            .get(&id)?
+            .held
+            .as_ref()
+            .is_some_and(|h| h.conn == conn && h.deadline <= now);
+        if !due {
+            return None;
+        }
+        self.release(&id, now, true)
+    }
+
+    /// Answers the connect held on `conn` now, whatever its deadline, with
+    /// what its session has queued: for a server shutting down.
+    pub fn release_conn(&mut self, conn: ConnId, now: Instant) -> Option<Response> {
+        let id = self.held.get(&conn)?.clone();
+        self.release(&id, now, true)
+    }
+
+    /// Whether `flush` has something to send: the server must then not sleep
+    /// before its next flush phase.
+    pub fn needs_flush(&self) -> bool {
+        !self.ready.is_empty() || !self.out.is_empty()
+    }
+
+    /// The connection of a held connect closed. Its messages stay queued for
+    /// the next connect and the session's expiry clock starts now.
+    pub fn on_conn_closed(&mut self, conn: ConnId, now: Instant) {
+        let Some(id) = self.held.remove(&conn) else {
+            return;
+        };
+        if let Some(session) = self.sessions.get_mut(&id) {
+            session.held = None;
+            session.expires_at = now + self.config.max_interval;
+            self.expiries.push(Reverse((session.expires_at, id)));
+        }
+    }
+
+    /// Ends sessions that have held no connect for `max_interval`, freeing
+    /// their queues. Returns how many ended.
+    pub fn expire(&mut self, now: Instant) -> usize {
+        let mut n = 0;
+        while let Some(Reverse((at, _))) = self.expiries.peek() {
+            if *at > now {
+                break;
+            }
+            let Reverse((_, id)) = self.expiries.pop().expect("peeked");
+            let due = self
+                .sessions
+                .get(&id)
+                .is_some_and(|s| s.held.is_none() && s.expires_at <= now);
+            if due {
+                self.end_session(&id, |_| unreachable!("a holding session never expires"));
+                self.stats.expired += 1;
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// When `expire` next has something to do: for the server's deadline queue.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.expiries.peek().map(|Reverse((at, _))| *at)
+    }
+}
+
+/// What one request accumulates while its messages are handled.
+#[derive(Default)]
+pub(super) struct Request {
+    pub replies: Vec<String>,
+    pub hold: Option<PendingHold>,
+    pub publishes: Vec<Publish>,
+    pub replays: Vec<Replay>,
+    pub released: Vec<Response>,
+}
+
+/// A connect in this request that will be held unless a later message answers it.
+pub(super) struct PendingHold {
+    pub session: Rc<str>,
+    pub reply_id: Option<Value>,
+    pub deadline: Instant,
+}

@@ -1,0 +1,299 @@
+//! The handler for each kind of message: the five meta channels and
+//! publishing. Each one checks the message, changes the engine's state and
+//! pushes its reply onto the request; an `Err` becomes an error reply.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::channel::{self, NameError, Pattern};
+use super::engine::{Engine, PendingHold, Publish, Replay, Request, Since};
+use super::ids::format_id;
+use super::message::{reply_to, BayeuxError, Message};
+use super::session::Session;
+
+/// The transports halley serves at `/bayeux`. No `websocket`: CometD and Faye
+/// then stay on long-polling (CometD in Node tries a WebSocket upgrade first
+/// and falls back when it is refused).
+const CONNECTION_TYPES: [&str; 2] = ["long-polling", "callback-polling"];
+
+type Handled = Result<(), BayeuxError>;
+
+impl Engine {
+    pub(super) fn on_handshake(
+        &mut self,
+        msg: &Message,
+        req: &mut Request,
+        now: Instant,
+    ) -> Handled {
+        if let Some(types) = &msg.supported_connection_types {
+            if !types.iter().any(|t| CONNECTION_TYPES.contains(&t.as_str())) {
+                return Err(BayeuxError::Refused {
+                    arg: types.join(","),
+                    reason: "connection_type_mismatch",
+                });
+            }
+        }
+        let may_publish = match (&self.config.publish_token, msg.halley_field("token")) {
+            (None, _) => true,
+            (Some(want), Some(Value::String(given))) => {
+                if !constant_time_eq(want.as_bytes(), given.as_bytes()) {
+                    // A wrong token is a misconfigured client: tell it to stop
+                    // rather than retry the same handshake forever.
+                    let mut reply = reply_to(msg);
+                    reply.insert("successful".into(), false.into());
+                    reply.insert("error".into(), "403::handshake_denied".into());
+                    reply.insert("advice".into(), json!({"reconnect": "none"}));
+                    req.replies.push(Value::Object(reply).to_string());
+                    return Ok(());
+                }
+                true
+            }
+            // Without the token a session may subscribe but not publish.
+            (Some(_), _) => false,
+        };
+        let acks = msg.ext_field("ack") == Some(&Value::Bool(true));
+        let id: Rc<str> = Rc::from(format_id((self.new_id)()));
+        let expires_at = now + self.config.max_interval;
+        self.sessions.insert(
+            id.clone(),
+            Session::new(id.clone(), expires_at, may_publish, acks),
+        );
+        self.expiries_push(expires_at, &id);
+        self.stats.handshakes += 1;
+
+        let mut reply = reply_to(msg);
+        reply.insert("version".into(), "1.0".into());
+        reply.insert("supportedConnectionTypes".into(), json!(CONNECTION_TYPES));
+        reply.insert("clientId".into(), Value::String(id.to_string()));
+        reply.insert("successful".into(), true.into());
+        reply.insert("advice".into(), self.advice());
+        if acks {
+            // The plain `true` form: the AckExtension of CometD's JavaScript
+            // client then starts from batch 0, and halley never delivers
+            // messages on the handshake reply itself.
+            reply.insert("ext".into(), json!({"ack": true}));
+        }
+        req.replies.push(Value::Object(reply).to_string());
+        Ok(())
+    }
+
+    /// A connect is answered at once when it is the session's first, when the
+    /// client's own advice asks for `timeout: 0` (CometD's first connect after
+    /// a handshake or a network failure), or when messages are waiting;
+    /// otherwise it is held until messages arrive or the timeout passes.
+    pub(super) fn on_connect(&mut self, msg: &Message, req: &mut Request, now: Instant) -> Handled {
+        let session = self.session_of(msg)?;
+        let id = session.id.clone();
+        if let Some(ack) = msg.ext_field("ack").and_then(Value::as_u64) {
+            session.ack(ack);
+        }
+        let immediate =
+            !session.connected || msg.advice_timeout_ms == Some(0) || session.has_pending();
+        session.connected = true;
+        // One outstanding connect per session: an earlier one, held by another
+        // request or earlier in this one, is answered now, without messages.
+        // A client sends a second connect when it gave the first up for lost,
+        // so the messages go with the connect it is waiting for.
+        req.released.extend(self.release(&id, now, false));
+        if let Some(earlier) = req.hold.take_if(|h| h.session == id) {
+            req.replies
+                .extend(self.connect_reply(&id, earlier.reply_id, now, false));
+        }
+        if immediate {
+            req.replies
+                .extend(self.connect_reply(&id, msg.id.clone(), now, true));
+            return Ok(());
+        }
+        let mut timeout = self.config.timeout;
+        if let Some(ms) = msg.advice_timeout_ms {
+            timeout = timeout.min(Duration::from_millis(ms));
+        }
+        if let Some(other) = req.hold.replace(PendingHold {
+            session: id,
+            reply_id: msg.id.clone(),
+            deadline: now + timeout,
+        }) {
+            // Two sessions' connects in one request: only one request can be
+            // parked, so the other session's connect is answered now.
+            req.replies
+                .extend(self.connect_reply(&other.session, other.reply_id, now, true));
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_subscribe(&mut self, msg: &Message, req: &mut Request) -> Handled {
+        let since = match msg.halley_field("since") {
+            None => None,
+            Some(Value::String(s)) if s == "earliest" => Some(Since::Earliest),
+            Some(Value::String(s)) => Some(Since::Id(s.clone())),
+            Some(_) => {
+                return Err(BayeuxError::Refused {
+                    arg: String::new(),
+                    reason: "since_must_be_a_string",
+                })
+            }
+        };
+        let session = self.session_of(msg)?;
+        let patterns = check_subscription(msg, since.is_some())?;
+        let id = session.id.clone();
+        let mut added = Vec::new();
+        for p in patterns {
+            if !session.is_subscribed(&p) {
+                added.push(p.text());
+                session.subscriptions.push(p.clone());
+            }
+            if let (Some(since), Some(name)) = (&since, p.exact()) {
+                let hub = channel::to_hub(name).expect("checked").to_string();
+                req.replays.push(Replay {
+                    client_id: id.to_string(),
+                    channel: hub,
+                    since: since.clone(),
+                });
+            }
+        }
+        for text in added {
+            self.route(text, &id);
+        }
+        req.replies.push(subscription_reply(msg, &id));
+        Ok(())
+    }
+
+    pub(super) fn on_unsubscribe(&mut self, msg: &Message, req: &mut Request) -> Handled {
+        let session = self.session_of(msg)?;
+        let patterns = check_subscription(msg, false)?;
+        let id = session.id.clone();
+        let mut removed = Vec::new();
+        for p in patterns {
+            if let Some(i) = session.subscriptions.iter().position(|s| *s == p) {
+                session.subscriptions.swap_remove(i);
+                removed.push(p.text());
+            }
+        }
+        for text in removed {
+            self.unroute(&text, &id);
+        }
+        req.replies.push(subscription_reply(msg, &id));
+        Ok(())
+    }
+
+    pub(super) fn on_disconnect(
+        &mut self,
+        msg: &Message,
+        req: &mut Request,
+        _now: Instant,
+    ) -> Handled {
+        let id = self.session_of(msg)?.id.clone();
+        if req.hold.as_ref().is_some_and(|h| h.session == id) {
+            req.hold = None;
+        }
+        // A connect still held is answered with `reconnect: none`: the client
+        // is going away and must not connect again with this clientId.
+        let released = self.end_session(&id, |held| {
+            json!({"channel": "/meta/connect", "id": held.reply_id, "clientId": &*id,
+                   "successful": true, "advice": {"reconnect": "none"}})
+            .to_string()
+        });
+        req.released.extend(released);
+        self.stats.disconnects += 1;
+        let mut reply = reply_to(msg);
+        reply.insert("clientId".into(), Value::String(id.to_string()));
+        reply.insert("successful".into(), true.into());
+        req.replies.push(Value::Object(reply).to_string());
+        Ok(())
+    }
+
+    /// Publishing to a non-meta channel. The session must exist (the publish
+    /// token is checked at handshake, so this is what keeps Bayeux from being
+    /// a way around it). `/service/**` messages are for the server alone, and
+    /// halley runs no services, so they are acknowledged and go nowhere.
+    pub(super) fn on_message(&mut self, msg: &Message, req: &mut Request) -> Handled {
+        let name = msg.channel.as_str();
+        let session = self.session_of(msg)?;
+        if channel::check_name(name).is_err() {
+            return Err(BayeuxError::ChannelInvalid(name.to_string()));
+        }
+        let data = msg
+            .data
+            .as_ref()
+            .ok_or(BayeuxError::Missing("data_missing"))?;
+        if !session.may_publish {
+            return Err(BayeuxError::Forbidden {
+                arg: name.to_string(),
+                reason: "publish_forbidden",
+            });
+        }
+        let event = match msg.halley_field("event") {
+            None => None,
+            // The same rules as `?event=` on `POST /pub`, so Bayeux is no way
+            // around them (a reserved name would spoof halley's own signals).
+            Some(Value::String(e)) if crate::routes::check_event_name(e).is_ok() => Some(e.clone()),
+            Some(_) => {
+                return Err(BayeuxError::Refused {
+                    arg: name.to_string(),
+                    reason: "event_invalid",
+                })
+            }
+        };
+        if !channel::is_service(name) {
+            let hub = channel::to_hub(name).expect("checked").to_string();
+            req.publishes.push(Publish {
+                channel: hub,
+                json: data.to_string(),
+                event,
+            });
+        }
+        let mut reply = reply_to(msg);
+        reply.insert("successful".into(), true.into());
+        req.replies.push(Value::Object(reply).to_string());
+        Ok(())
+    }
+}
+
+/// Checks every channel of a (un)subscribe before any takes effect, so a
+/// request is applied whole or not at all.
+fn check_subscription(msg: &Message, resuming: bool) -> Result<Vec<Pattern>, BayeuxError> {
+    if msg.subscription.is_empty() {
+        return Err(BayeuxError::Missing("subscription_missing"));
+    }
+    msg.subscription
+        .iter()
+        .map(|text| {
+            let p = Pattern::parse(text).map_err(|e| match e {
+                NameError::Missing => BayeuxError::Missing("subscription_missing"),
+                NameError::Invalid => BayeuxError::ChannelInvalid(text.clone()),
+            })?;
+            if p.is_reserved() {
+                return Err(BayeuxError::Forbidden {
+                    arg: text.clone(),
+                    reason: "channel_forbidden",
+                });
+            }
+            if resuming && p.exact().is_none() {
+                // The hub keeps history per channel; a pattern has no single cursor.
+                return Err(BayeuxError::Refused {
+                    arg: text.clone(),
+                    reason: "since_needs_a_channel",
+                });
+            }
+            Ok(p)
+        })
+        .collect()
+}
+
+fn subscription_reply(msg: &Message, id: &str) -> String {
+    let mut reply = reply_to(msg);
+    reply.insert("clientId".into(), Value::String(id.to_string()));
+    reply.insert(
+        "subscription".into(),
+        msg.subscription_raw.clone().unwrap_or(Value::Null),
+    );
+    reply.insert("successful".into(), true.into());
+    Value::Object(reply).to_string()
+}
+
+/// Compares secrets without stopping at the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,717 @@
+//! Engine scenarios: whole requests through `Engine::handle` and the other
+//! entry points, with `now` passed in so nothing sleeps.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::*;
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn engine(config: Config) -> Engine {
+    let mut n = 0u128;
+    Engine::new(
+        config,
+        Box::new(move || {
+            n += 1;
+            n
+        }),
+    )
+}
+
+fn handle(e: &mut Engine, conn: ConnId, msgs: Value, now: Instant) -> Outcome {
+    let (msgs, framing) =
+        wire::parse_post(Some("application/json"), msgs.to_string().as_bytes()).unwrap();
+    e.handle(conn, msgs, framing, now)
+}
+
+fn json_body(body: &[u8]) -> Value {
+    serde_json::from_slice(body).unwrap()
+}
+
+/// The replies of a request answered at once.
+fn now_replies(o: &Outcome) -> Value {
+    match &o.reply {
+        Reply::Now { body, content_type } => {
+            assert_eq!(*content_type, "application/json");
+            json_body(body)
+        }
+        Reply::Hold { .. } => panic!("held, expected an answer"),
+    }
+}
+
+fn handshake(e: &mut Engine, now: Instant) -> String {
+    handshake_with(e, json!({}), now)
+}
+
+fn handshake_with(e: &mut Engine, ext: Value, now: Instant) -> String {
+    let o = handle(
+        e,
+        1,
+        json!([{"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": ["long-polling"], "id": "1", "ext": ext}]),
+        now,
+    );
+    now_replies(&o)[0]["clientId"].as_str().unwrap().to_string()
+}
+
+fn connect(e: &mut Engine, conn: ConnId, cid: &str, now: Instant) -> Outcome {
+    handle(
+        e,
+        conn,
+        json!([{"channel": "/meta/connect", "clientId": cid, "connectionType": "long-polling", "id": "c"}]),
+        now,
+    )
+}
+
+fn subscribe(e: &mut Engine, cid: &str, sub: &str, now: Instant) -> Value {
+    now_replies(&handle(
+        e,
+        9,
+        json!([{"channel": "/meta/subscribe", "clientId": cid, "subscription": sub, "id": "s"}]),
+        now,
+    ))
+}
+
+/// A session whose first connect is done, so the next connect is held.
+fn connected(e: &mut Engine, now: Instant) -> String {
+    let cid = handshake(e, now);
+    now_replies(&connect(e, 2, &cid, now));
+    cid
+}
+
+fn hub_publish(e: &mut Engine, id: &str, channel: &str, data: Data) -> usize {
+    e.on_publish(&HubMessage {
+        id,
+        channel,
+        data,
+        event: None,
+    })
+}
+
+/// The `data` of every delivered message in a reply body, in order.
+fn delivered(replies: &Value) -> Vec<Value> {
+    replies
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| !m["channel"].as_str().unwrap().starts_with("/meta/"))
+        .map(|m| m["data"].clone())
+        .collect()
+}
+
+#[test]
+fn handshake_reply_has_what_clients_need() {
+    let mut e = engine(Config::default());
+    let t0 = Instant::now();
+    let o = handle(
+        &mut e,
+        1,
+        json!([{"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": ["long-polling"], "id": "1"}]),
+        t0,
+    );
+    let r = &now_replies(&o)[0];
+    assert_eq!(r["successful"], true);
+    assert_eq!(r["id"], "1");
+    assert_eq!(r["version"], "1.0");
+    assert_eq!(
+        r["supportedConnectionTypes"],
+        json!(["long-polling", "callback-polling"])
+    );
+    assert_eq!(
+        r["advice"],
+        json!({"reconnect": "retry", "interval": 0, "timeout": 30000, "maxInterval": 10000})
+    );
+    let cid = r["clientId"].as_str().unwrap();
+    assert_eq!(cid.len(), 32, "128 bits as hex");
+    assert!(cid.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(e.n_sessions(), 1);
+}
+
+/// Per-message validation: each row is one message and the error it gets.
+#[test]
+fn message_validation() {
+    let mut e = engine(Config::default());
+    let t0 = Instant::now();
+    let cid = handshake(&mut e, t0);
+    let cases = [
+        (json!({"id": "1"}), "400::channel_missing"),
+        (
+            json!({"channel": "/meta/connect", "clientId": "forged"}),
+            "402::session_unknown",
+        ),
+        (json!({"channel": "/meta/connect"}), "402::session_unknown"),
+        (
+            json!({"channel": "/meta/subscribe", "clientId": "forged", "subscription": "/a"}),
+            "402::session_unknown",
+        ),
+        (
+            json!({"channel": "/chat/x", "clientId": "forged", "data": 1}),
+            "402::session_unknown",
+        ),
+        (
+            json!({"channel": "/meta/disconnect", "clientId": "forged"}),
+            "402::session_unknown",
+        ),
+        (
+            json!({"channel": "/meta/subscribe", "clientId": cid}),
+            "400::subscription_missing",
+        ),
+        (
+            json!({"channel": "/meta/subscribe", "clientId": cid, "subscription": "/a b"}),
+            "405:/a b:channel_invalid",
+        ),
+        (
+            json!({"channel": "/meta/subscribe", "clientId": cid, "subscription": "/meta/**"}),
+            "403:/meta/**:channel_forbidden",
+        ),
+        (
+            json!({"channel": "/meta/subscribe", "clientId": cid, "subscription": "/service/x"}),
+            "403:/service/x:channel_forbidden",
+        ),
+        (
+            json!({"channel": "/meta/subscribe", "clientId": cid, "subscription": "/a/*", "ext": {"halley": {"since": "earliest"}}}),
+            "400:/a/*:since_needs_a_channel",
+        ),
+        (
+            json!({"channel": "/meta/unsubscribe", "clientId": cid, "subscription": "/a/*/b"}),
+            "405:/a/*/b:channel_invalid",
+        ),
+        (
+            json!({"channel": "/meta/bogus", "clientId": cid}),
+            "405:/meta/bogus:channel_invalid",
+        ),
+        (
+            json!({"channel": "/chat/*", "clientId": cid, "data": 1}),
+            "405:/chat/*:channel_invalid",
+        ),
+        (
+            json!({"channel": "/chat/x", "clientId": cid}),
+            "400::data_missing",
+        ),
+        (
+            json!({"channel": "/chat/x", "clientId": cid, "data": 1, "ext": {"halley": {"event": "a\nb"}}}),
+            "400:/chat/x:event_invalid",
+        ),
+        (
+            json!({"channel": "/chat/x", "clientId": cid, "data": 1, "ext": {"halley": {"event": "gap"}}}),
+            "400:/chat/x:event_invalid",
+        ),
+        (
+            json!({"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": ["websocket"]}),
+            "400:websocket:connection_type_mismatch",
+        ),
+    ];
+    for (msg, want) in cases {
+        let o = handle(&mut e, 1, json!([msg.clone()]), t0);
+        let r = &now_replies(&o)[0];
+        assert_eq!(r["successful"], false, "{msg}");
+        assert_eq!(r["error"], want, "{msg}");
+        assert_eq!(
+            r["channel"],
+            msg.get("channel")
+                .cloned()
+                .unwrap_or(Value::String(String::new())),
+            "{msg}"
+        );
+        if want.starts_with("402") {
+            assert_eq!(r["advice"]["reconnect"], "handshake", "{msg}");
+        }
+        assert!(o.publishes.is_empty() && o.replays.is_empty(), "{msg}");
+    }
+    assert_eq!(e.stats.unknown_session, 5);
+}
+
+#[test]
+fn connects_are_answered_at_once_then_held() {
+    let mut e = engine(Config::default());
+    let t0 = Instant::now();
+    let cid = handshake(&mut e, t0);
+    // The first connect is answered at once.
+    let r = now_replies(&connect(&mut e, 2, &cid, t0));
+    assert_eq!(r[0]["successful"], true);
+    assert_eq!(r[0]["advice"]["reconnect"], "retry");
+    // The next one is held for the advised timeout.
+    let o = connect(&mut e, 3, &cid, t0);
+    assert_eq!(
+        o.reply,
+        Reply::Hold {
+            deadline: t0 + 30 * SEC
+        }
+    );
+    assert_eq!(e.n_held(), 1);
+    // A connect whose own advice says timeout 0 (CometD after a failure) is not held.
+    let o = handle(
+        &mut e,
+        4,
+        json!([{"channel": "/meta/connect", "clientId": cid, "advice": {"timeout": 0}, "id": "z"}]),
+        t0,
+    );
+    assert_eq!(now_replies(&o)[0]["id"], "z");
+    // ...and it released the held one: one outstanding connect per session.
+    assert_eq!(o.released.len(), 1);
+    assert_eq!(o.released[0].conn, 3);
+    assert_eq!(json_body(&o.released[0].body)[0]["successful"], true);
+    assert_eq!(e.n_held(), 0);
+    // A client asking for a shorter hold gets it.
+    let o = handle(
+        &mut e,
+        5,
+        json!([{"channel": "/meta/connect", "clientId": cid, "advice": {"timeout": 5000}}]),
+        t0,
+    );
+    assert_eq!(
+        o.reply,
+        Reply::Hold {
+            deadline: t0 + 5 * SEC
+        }
+    );
+}
+
+#[test]
+fn held_connect_times_out_with_an_empty_reply() {
+    let mut e = engine(Config::default());
+    let t0 = Instant::now();
+    let cid = connected(&mut e, t0);
+    assert!(matches!(
+        connect(&mut e, 3, &cid, t0).reply,
+        Reply::Hold { .. }
+    ));
+    assert_eq!(e.on_connect_timeout(3, t0 + 29 * SEC), None, "not due yet");
+    let resp = e.on_connect_timeout(3, t0 + 30 * SEC).unwrap();
+    assert_eq!(resp.conn, 3);
+    let r = json_body(&resp.body);
+    assert_eq!(r.as_array().unwrap().len(), 1);
+    assert_eq!(r[0]["channel"], "/meta/connect");
+    assert_eq!(r[0]["id"], "c");
+    assert_eq!(
+        e.on_connect_timeout(3, t0 + 31 * SEC),
+        None,
+        "stale deadline"
+    );
+}
+
+#[test]
+fn publish_reaches_a_held_connect_on_flush() {
+    let mut e = engine(Config::default());
+    let t0 = Instant::now();
+    let cid = connected(&mut e, t0);
+    subscribe(&mut e, &cid, "/chat/room1", t0);
+    assert!(matches!(
+        connect(&mut e, 3, &cid, t0).reply,
+        Reply::Hold { .. }
+    ));
+    // Text from POST /pub arrives as a JSON string, JSON as its value.
+    assert_eq!(
+        hub_publish(&mut e, "e1-1", "chat/room1", Data::Text("hello")),
+        1
+    );
+    assert_eq!(
+        hub_publish(&mut e, "e1-2", "chat/room1", Data::Json(r#"{"n":2}"#)),
+        1
+    );
+    assert_eq!(
+        hub_publish(&mut e, "e1-3", "chat/other", Data::Text("x")),
+        0
+    );
+    let out = e.flush(t0);
+    assert_eq!(out.len(), 1, "both messages in one reply");
+    let r = json_body(&out[0].body);
+    assert_eq!(
+        r[0],
+        json!({"channel": "/chat/room1", "id": "e1-1", "data": "hello"})
+    );
+    assert_eq!(
+        r[1],
+        json!({"channel": "/chat/room1", "id": "e1-2", "data": {"n": 2}})
+    );
+    assert_eq!(r[2]["channel"], "/meta/connect");
+    assert!(e.flush(t0).is_empty());
+    // Queued while no connect is held: the next connect is answered at once.
+    hub_publish(&mut e, "e1-4", "chat/room1", Data::Text("later"));
+    assert!(e.flush(t0).is_empty());
+    assert_eq!(
+        delivered(&now_replies(&connect(&mut e, 4, &cid, t0))),
+        [json!("later")]
+    );
+}
+
+#[test]
+fn bayeux_publish_goes_to_the_hub() {
+    let mut e = engine(Config::default());
+    let t0 = Instant::now();
+    let cid = handshake(&mut e, t0);
+    let o = handle(
+        &mut e,
+        1,
+        json!([
+            {"channel": "/chat/room1", "clientId": cid, "data": {"text": "hi"}, "id": "p1", "ext": {"halley": {"event": "note"}}},
+            {"channel": "/service/echo", "clientId": cid, "data": 1, "id": "p2"},
+        ]),
+        t0,
+    );
+    let r = now_replies(&o);
+    assert_eq!(
+        r[0],
+        json!({"channel": "/chat/room1", "id": "p1", "successful": true})
+    );
+    assert_eq!(
+        r[1],
+        json!({"channel": "/service/echo", "id": "p2", "successful": true})
+    );
+    assert_eq!(
+        o.publishes,
+        [Publish {
+            channel: "chat/room1".into(),
+            json: r#"{"text":"hi"}"#.into(),
+            event: Some("note".into())
+        }],
+        "service messages stay on the server"
+    );
+}
+
+#[test]
+fn wildcards_unsubscribe_and_dedup() {
+    let mut e = engine(Config::default());
+    let t0 = Instant::now();
+    let one = connected(&mut e, t0);
+    let deep = connected(&mut e, t0);
+    let both = connected(&mut e, t0);
+    subscribe(&mut e, &one, "/a/*", t0);
+    subscribe(&mut e, &deep, "/a/**", t0);
+    let r = now_replies(&handle(
+        &mut e,
+        9,
+        json!([{"channel": "/meta/subscribe", "clientId": both, "subscription": ["/a/*", "/a/**", "/a/b"]}]),
+        t0,
+    ));
+    assert_eq!(
+        r[0]["subscription"],
+        json!(["/a/*", "/a/**", "/a/b"]),
+        "Faye's array form echoed"
+    );
+    // (hub channel, sessions reached)
+    let cases = [
+        ("a/b", 3),
+        ("a/b/c", 2),
+        ("a", 0),
+        ("ab/c", 0),
+        ("meta/x", 0),
+    ];
+    for (i, (channel, want)) in cases.into_iter().enumerate() {
+        assert_eq!(
+            hub_publish(&mut e, &format!("id{i}"), channel, Data::Text("x")),
+            want,
+            "{channel}"
+        );
+    }
+    // `both` got a/b once although three of its patterns match.
+    assert_eq!(
+        delivered(&now_replies(&connect(&mut e, 5, &both, t0))).len(),
+        2
+    );
+    let r = now_replies(&handle(
+        &mut e,
+        9,
+        json!([{"channel": "/meta/unsubscribe", "clientId": deep, "subscription": "/a/**", "id": "u"}]),
+        t0,
+    ));
+    assert_eq!(r[0]["successful"], true);
+    assert_eq!(
+        hub_publish(&mut e, "z", "a/b/c", Data::Text("x")),
+        1,
+        "only `both` still matches a/b/c"
+    );
+}
+
+#[test]
+fn sessions_expire_after_max_interval_without_a_connect() {
+    let config = Config {
+        max_interval: 10 * SEC,
+        ..Config::default()
+    };
+    let mut e = engine(config);
+    let t0 = Instant::now();
+    let idle = handshake(&mut e, t0);
+    let held = connected(&mut e, t0);
+    subscribe(&mut e, &idle, "/a", t0);
+    assert!(matches!(
+        connect(&mut e, 7, &held, t0 + 5 * SEC).reply,
+        Reply::Hold { .. }
+    ));
+    // (time, sessions ended by expire)
+    let steps = [(9, 0), (10, 1), (20, 0)];
+    for (secs, want) in steps {
+        assert_eq!(e.expire(t0 + secs * SEC), want, "at {secs}s");
+    }
+    assert_eq!(
+        e.n_sessions(),
+        1,
+        "a session holding a connect never expires"
+    );
+    assert_eq!(
+        hub_publish(&mut e, "x", "a", Data::Text("x")),
+        0,
+        "the expired session's routes are gone"
+    );
+    let r = now_replies(&connect(&mut e, 8, &idle, t0 + 20 * SEC));
+    assert_eq!(r[0]["error"], "402::session_unknown");
+    // The held connect's client goes away: the clock starts when the connection closes.
+    e.on_conn_closed(7, t0 + 21 * SEC);
+    assert_eq!(e.n_held(), 0);
+    assert_eq!(e.expire(t0 + 30 * SEC), 0);
+    assert_eq!(e.expire(t0 + 31 * SEC), 1);
+    assert_eq!(e.n_sessions(), 0);
+    assert_eq!(e.stats.expired, 2);
+}
+
+#[test]
+fn disconnect_ends_the_session_and_its_held_connect() {
+    let mut e = engine(Config::default());
+    let t0 = Instant::now();
+    let cid = connected(&mut e, t0);
+    subscribe(&mut e, &cid, "/a", t0);
+    assert!(matches!(
+        connect(&mut e, 3, &cid, t0).reply,
+        Reply::Hold { .. }
+    ));
+    let o = handle(
+        &mut e,
+        4,
+        json!([{"channel": "/meta/disconnect", "clientId": cid, "id": "d"}]),
+        t0,
+    );
+    assert_eq!(now_replies(&o)[0]["successful"], true);
+    assert_eq!(o.released.len(), 1);
+    assert_eq!(
+        json_body(&o.released[0].body)[0]["advice"]["reconnect"],
+        "none"
+    );
+    assert_eq!((e.n_sessions(), e.n_held()), (0, 0));
+    assert_eq!(hub_publish(&mut e, "x", "a", Data::Text("x")), 0);
+}
+
+#[test]
+fn publish_token_from_the_handshake_ext() {
+    let config = Config {
+        publish_token: Some("s3cret".into()),
+        ..Config::default()
+    };
+    let mut e = engine(config);
+    let t0 = Instant::now();
+    let publish = |e: &mut Engine, cid: &str| {
+        now_replies(&handle(
+            e,
+            1,
+            json!([{"channel": "/a", "clientId": cid, "data": 1}]),
+            t0,
+        ))[0]
+            .clone()
+    };
+    let with = handshake_with(&mut e, json!({"halley": {"token": "s3cret"}}), t0);
+    assert_eq!(publish(&mut e, &with)["successful"], true);
+    let without = handshake(&mut e, t0);
+    assert_eq!(
+        publish(&mut e, &without)["error"],
+        "403:/a:publish_forbidden"
+    );
+    assert_eq!(
+        subscribe(&mut e, &without, "/a", t0)[0]["successful"],
+        true,
+        "reading needs no token"
+    );
+    let o = handle(
+        &mut e,
+        1,
+        json!([{"channel": "/meta/handshake", "ext": {"halley": {"token": "wrong"}}}]),
+        t0,
+    );
+    let r = &now_replies(&o)[0];
+    assert_eq!(
+        (
+            r["successful"].clone(),
+            r["error"].clone(),
+            r["advice"]["reconnect"].clone()
+        ),
+        (json!(false), json!("403::handshake_denied"), json!("none"))
+    );
+    assert_eq!(e.n_sessions(), 2);
+}
+
+/// CometD's AckExtension: a connect reply lost with its connection is sent again.
+#[test]
+fn ack_extension_redelivers_after_a_dropped_connect() {
+    let mut e = engine(Config::default());
+    let t0 = Instant::now();
+    let o = handle(
+        &mut e,
+        1,
+        json!([{"channel": "/meta/handshake", "version": "1.0", "ext": {"ack": true}}]),
+        t0,
+    );
+    let r = &now_replies(&o)[0];
+    assert_eq!(r["ext"]["ack"], true);
+    let cid = r["clientId"].as_str().unwrap().to_string();
+    subscribe(&mut e, &cid, "/a", t0);
+    let ack_connect = |e: &mut Engine, conn: ConnId, ack: u64| {
+        handle(
+            e,
+            conn,
+            json!([{"channel": "/meta/connect", "clientId": cid, "ext": {"ack": ack}}]),
+            t0,
+        )
+    };
+    let r = now_replies(&ack_connect(&mut e, 2, 0));
+    assert_eq!(r[0]["ext"]["ack"], 1);
+    assert!(matches!(
+        ack_connect(&mut e, 3, 1).reply,
+        Reply::Hold { .. }
+    ));
+    hub_publish(&mut e, "m1", "a", Data::Text("m1"));
+    let out = e.flush(t0);
+    let r = json_body(&out[0].body);
+    assert_eq!(delivered(&r), [json!("m1")]);
+    assert_eq!(r[1]["ext"]["ack"], 2);
+    // That reply never reached the client: it connects again acknowledging batch 1 only,
+    // and is answered at once with m1 again.
+    let r = now_replies(&ack_connect(&mut e, 4, 1));
+    assert_eq!(delivered(&r), [json!("m1")]);
+    assert_eq!(r[1]["ext"]["ack"], 3);
+    // Acknowledged now: the next connect is held with nothing to send.
+    assert!(matches!(
+        ack_connect(&mut e, 5, 3).reply,
+        Reply::Hold { .. }
+    ));
+}
+
+#[test]
+fn a_full_queue_ends_the_session() {
+    let config = Config {
+        max_queued_bytes: 400,
+        ..Config::default()
+    };
+    let mut e = engine(config);
+    let t0 = Instant::now();
+    let slow = handshake(&mut e, t0);
+    let held = connected(&mut e, t0);
+    subscribe(&mut e, &slow, "/a", t0);
+    subscribe(&mut e, &held, "/a", t0);
+    assert!(matches!(
+        connect(&mut e, 3, &held, t0).reply,
+        Reply::Hold { .. }
+    ));
+    let big = "x".repeat(150);
+    for i in 0..3 {
+        hub_publish(&mut e, &format!("m{i}"), "a", Data::Text(&big));
+    }
+    assert_eq!(e.stats.slow_sessions, 2);
+    assert_eq!(e.n_sessions(), 0);
+    // The held connect learns at once, with the 402 that makes its client handshake again.
+    let out = e.flush(t0);
+    assert_eq!(out.len(), 1);
+    assert_eq!(json_body(&out[0].body)[0]["error"], "402::session_unknown");
+    assert_eq!(
+        now_replies(&connect(&mut e, 4, &slow, t0))[0]["error"],
+        "402::session_unknown"
+    );
+}
+
+#[test]
+fn jsonp_held_connect_keeps_its_framing() {
+    let mut e = engine(Config::default());
+    let t0 = Instant::now();
+    let cid = connected(&mut e, t0);
+    subscribe(&mut e, &cid, "/a", t0);
+    let query = format!(
+        "jsonp=cb_1&message={}",
+        json!([{"channel": "/meta/connect", "clientId": cid}])
+            .to_string()
+            .replace('/', "%2F")
+    );
+    let (msgs, framing) = wire::parse_get(&query).unwrap();
+    assert!(matches!(
+        e.handle(3, msgs, framing, t0).reply,
+        Reply::Hold { .. }
+    ));
+    hub_publish(&mut e, "m", "a", Data::Text("x"));
+    let out = e.flush(t0);
+    assert_eq!(out[0].content_type, "text/javascript; charset=utf-8");
+    let body = String::from_utf8(out[0].body.clone()).unwrap();
+    assert!(
+        body.starts_with("cb_1([{\"channel\":\"/a\"") && body.ends_with("]);"),
+        "{body}"
+    );
+}
+
+/// Faye batches a publish with its connect; the publish reply waits with the held connect.
+#[test]
+fn replies_batched_with_a_held_connect_wait_for_it() {
+    let mut e = engine(Config::default());
+    let t0 = Instant::now();
+    let cid = connected(&mut e, t0);
+    let o = handle(
+        &mut e,
+        3,
+        json!([
+            {"channel": "/chat/x", "clientId": cid, "data": "d", "id": "p"},
+            {"channel": "/meta/connect", "clientId": cid, "id": "c"},
+        ]),
+        t0,
+    );
+    assert!(matches!(o.reply, Reply::Hold { .. }));
+    assert_eq!(o.publishes.len(), 1);
+    let r = json_body(&e.on_connect_timeout(3, t0 + 30 * SEC).unwrap().body);
+    assert_eq!(
+        (r[0]["id"].clone(), r[1]["id"].clone()),
+        (json!("p"), json!("c"))
+    );
+}
+
+#[test]
+fn resume_asks_the_hub_and_delivers_history_first() {
+    let mut e = engine(Config::default());
+    let t0 = Instant::now();
+    let cid = connected(&mut e, t0);
+    let o = handle(
+        &mut e,
+        9,
+        json!([{"channel": "/meta/subscribe", "clientId": cid, "subscription": "/chat/room1", "ext": {"halley": {"since": "e1-5"}}}]),
+        t0,
+    );
+    let replay = Replay {
+        client_id: cid.clone(),
+        channel: "chat/room1".into(),
+        since: Since::Id("e1-5".into()),
+    };
+    assert_eq!(o.replays, std::slice::from_ref(&replay));
+    let history = [
+        HubMessage {
+            id: "e1-6",
+            channel: "chat/room1",
+            data: Data::Text("six"),
+            event: None,
+        },
+        HubMessage {
+            id: "e1-7",
+            channel: "chat/room1",
+            data: Data::Text("seven"),
+            event: Some("ev"),
+        },
+    ];
+    e.on_replay(
+        &replay,
+        Some(json!({"lost_after": "e1-5", "resumed_from": "e1-6"})),
+        &history,
+    );
+    hub_publish(&mut e, "e1-8", "chat/room1", Data::Text("live"));
+    let r = now_replies(&connect(&mut e, 4, &cid, t0));
+    assert_eq!(
+        r[0],
+        json!({"channel": "/chat/room1", "data": null, "ext": {"halley": {"gap": {"lost_after": "e1-5", "resumed_from": "e1-6"}}}})
+    );
+    assert_eq!(r[2]["ext"]["halley"]["event"], "ev");
+    assert_eq!(
+        delivered(&r)[1..],
+        [json!("six"), json!("seven"), json!("live")]
+    );
+}

@@ -1,0 +1,277 @@
+//! The HTTP framing of Bayeux: turning a request body or query string into a
+//! list of JSON messages, and a list of encoded replies into a response body.
+//!
+//! Three framings reach `/bayeux`: a JSON body (an array of messages, or one
+//! object), a form-encoded body `message=<json>`, and the JSONP transport
+//! (`callback-polling`): `GET /bayeux?jsonp=CB&message=<json>`, answered with
+//! `CB([...])`. A body that is not Bayeux at all (not JSON, no messages) is an
+//! HTTP-level `400`: there is no message `id` to answer in Bayeux form.
+
+use serde_json::Value;
+
+/// How the reply must be framed: plain JSON, or wrapped in a JSONP callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Framing {
+    Json,
+    /// The callback name, already checked to be a safe JavaScript identifier path.
+    Jsonp(String),
+}
+
+impl Framing {
+    pub fn content_type(&self) -> &'static str {
+        match self {
+            Framing::Json => "application/json",
+            Framing::Jsonp(_) => "text/javascript; charset=utf-8",
+        }
+    }
+}
+
+/// A request that is not Bayeux; the server answers it with HTTP 400 and
+/// `{"error": <the message>}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRequest(pub &'static str);
+
+/// Longest JSONP callback name accepted. Real clients use `_cometd_jsonp_N`
+/// or `__jsonp5__`; a bound keeps the echo from being a reflection vector.
+const MAX_CALLBACK: usize = 64;
+
+/// Parses a `POST /bayeux` body. `content_type` is the request's header, if any.
+pub fn parse_post(
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<(Vec<Value>, Framing), BadRequest> {
+    let is_form = content_type.is_some_and(|ct| {
+        ct.split(';').next().is_some_and(|m| {
+            m.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+    });
+    if is_form {
+        let body = std::str::from_utf8(body).map_err(|_| BadRequest("form body is not UTF-8"))?;
+        return parse_form(body);
+    }
+    Ok((parse_json(body)?, Framing::Json))
+}
+
+/// Whether an HTTP publish's body is JSON: sent as `application/json` and
+/// parsing as JSON. Bayeux subscribers then get the value itself as `data`;
+/// any other body reaches them as a JSON string.
+pub fn is_json_text(content_type: Option<&str>, text: &str) -> bool {
+    let is_json_type = content_type.is_some_and(|ct| {
+        ct.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+    });
+    is_json_type && serde_json::from_str::<Value>(text).is_ok()
+}
+
+/// Parses the query string of `GET /bayeux?message=...&jsonp=...` (without the `?`).
+pub fn parse_get(query: &str) -> Result<(Vec<Value>, Framing), BadRequest> {
+    parse_form(query)
+}
+
+/// Both the form body and the JSONP query carry `message=` and an optional `jsonp=`.
+fn parse_form(form: &str) -> Result<(Vec<Value>, Framing), BadRequest> {
+    let mut message = None;
+    let mut framing = Framing::Json;
+    for pair in form.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "message" => message = Some(percent_decode(value)?),
+            "jsonp" => {
+                let cb = percent_decode(value)?;
+                if !valid_callback(&cb) {
+                    return Err(BadRequest("jsonp callback must be a JavaScript identifier"));
+                }
+                framing = Framing::Jsonp(cb);
+            }
+            _ => {}
+        }
+    }
+    let message = message.ok_or(BadRequest("missing message= parameter"))?;
+    Ok((parse_json(message.as_bytes())?, framing))
+}
+
+/// A JSON body: an array of message objects, or a single object.
+pub fn parse_json(body: &[u8]) -> Result<Vec<Value>, BadRequest> {
+    let value: Value = serde_json::from_slice(body).map_err(|_| BadRequest("body is not JSON"))?;
+    let messages = match value {
+        Value::Array(items) => items,
+        obj @ Value::Object(_) => vec![obj],
+        _ => return Err(BadRequest("Bayeux messages must be JSON objects")),
+    };
+    if messages.is_empty() {
+        return Err(BadRequest("no Bayeux messages"));
+    }
+    if !messages.iter().all(Value::is_object) {
+        return Err(BadRequest("Bayeux messages must be JSON objects"));
+    }
+    Ok(messages)
+}
+
+/// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte.
+fn percent_decode(s: &str) -> Result<String, BadRequest> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .ok_or(BadRequest("truncated %-escape"))?;
+                let hex = std::str::from_utf8(hex).map_err(|_| BadRequest("bad %-escape"))?;
+                out.push(u8::from_str_radix(hex, 16).map_err(|_| BadRequest("bad %-escape"))?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| BadRequest("parameter is not UTF-8"))
+}
+
+/// A callback is a dotted path of identifiers (`cb`, `jQuery.cb_1`, `a.$b`).
+/// Anything else could inject script into the response.
+fn valid_callback(cb: &str) -> bool {
+    !cb.is_empty()
+        && cb.len() <= MAX_CALLBACK
+        && cb.split('.').all(|part| {
+            let mut chars = part.chars();
+            chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '$')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+        })
+}
+
+/// Joins already-encoded JSON messages into one response body, framed as asked.
+pub fn encode_body<S: AsRef<str>>(parts: &[S], framing: &Framing) -> Vec<u8> {
+    let len: usize = parts.iter().map(|p| p.as_ref().len() + 1).sum::<usize>() + 2;
+    let mut out = Vec::with_capacity(len + 40);
+    if let Framing::Jsonp(cb) = framing {
+        out.extend_from_slice(cb.as_bytes());
+        out.push(b'(');
+    }
+    out.push(b'[');
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(part.as_ref().as_bytes());
+    }
+    out.push(b']');
+    if let Framing::Jsonp(_) = framing {
+        out.extend_from_slice(b");");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn post_bodies() {
+        let json_ct = Some("application/json;charset=UTF-8");
+        let form_ct = Some("application/x-www-form-urlencoded");
+        let one = json!([{"channel": "/meta/handshake"}]);
+        // (content type, body, expected messages or error)
+        let cases: &[(Option<&str>, &str, Result<Value, &str>)] = &[
+            (
+                json_ct,
+                r#"[{"channel":"/meta/handshake"}]"#,
+                Ok(one.clone()),
+            ),
+            (json_ct, r#"{"channel":"/meta/handshake"}"#, Ok(one.clone())),
+            (None, r#"{"channel":"/meta/handshake"}"#, Ok(one.clone())),
+            (
+                form_ct,
+                "message=%5B%7B%22channel%22%3A%22%2Fmeta%2Fhandshake%22%7D%5D",
+                Ok(one.clone()),
+            ),
+            (
+                form_ct,
+                "message={\"channel\":\"/meta/handshake\"}",
+                Ok(one.clone()),
+            ),
+            (json_ct, "[]", Err("no Bayeux messages")),
+            (json_ct, "[1]", Err("Bayeux messages must be JSON objects")),
+            (
+                json_ct,
+                "\"x\"",
+                Err("Bayeux messages must be JSON objects"),
+            ),
+            (json_ct, "[{", Err("body is not JSON")),
+            (form_ct, "jsonp=cb", Err("missing message= parameter")),
+            (form_ct, "message=%2", Err("truncated %-escape")),
+            (form_ct, "message=%zz", Err("bad %-escape")),
+        ];
+        for (ct, body, want) in cases {
+            let got = parse_post(*ct, body.as_bytes())
+                .map(|(m, _)| Value::Array(m))
+                .map_err(|e| e.0);
+            assert_eq!(got, want.clone(), "{ct:?} {body}");
+        }
+    }
+
+    #[test]
+    fn jsonp_queries() {
+        let cases: &[(&str, Result<Framing, &str>)] = &[
+            (
+                "jsonp=_cometd_jsonp_0&message=%5B%7B%7D%5D",
+                Ok(Framing::Jsonp("_cometd_jsonp_0".into())),
+            ),
+            (
+                "message=%5B%7B%7D%5D&jsonp=jQuery.cb_1",
+                Ok(Framing::Jsonp("jQuery.cb_1".into())),
+            ),
+            ("message=%5B%7B%7D%5D", Ok(Framing::Json)),
+            (
+                "jsonp=alert(1)&message=%5B%7B%7D%5D",
+                Err("jsonp callback must be a JavaScript identifier"),
+            ),
+            (
+                "jsonp=a..b&message=%5B%7B%7D%5D",
+                Err("jsonp callback must be a JavaScript identifier"),
+            ),
+            (
+                "jsonp=1a&message=%5B%7B%7D%5D",
+                Err("jsonp callback must be a JavaScript identifier"),
+            ),
+            ("jsonp=cb", Err("missing message= parameter")),
+        ];
+        for (query, want) in cases {
+            let got = parse_get(query).map(|(_, f)| f).map_err(|e| e.0);
+            assert_eq!(got, *want, "{query}");
+        }
+    }
+
+    #[test]
+    fn published_text_is_json_only_when_typed_and_parsing() {
+        let cases: &[(Option<&str>, &str, bool)] = &[
+            (Some("application/json"), r#"{"a":[1,2]}"#, true),
+            (Some("Application/JSON; charset=utf-8"), "3", true),
+            (Some("application/json"), "hello", false),
+            (Some("text/plain"), r#"{"a":1}"#, false),
+            (None, r#"{"a":1}"#, false),
+            (Some("application/json-seq"), "1", false),
+        ];
+        for (ct, text, want) in cases {
+            assert_eq!(is_json_text(*ct, text), *want, "{ct:?} {text}");
+        }
+    }
+
+    #[test]
+    fn bodies_are_framed() {
+        let parts = [r#"{"a":1}"#, r#"{"b":2}"#];
+        assert_eq!(encode_body(&parts, &Framing::Json), br#"[{"a":1},{"b":2}]"#);
+        assert_eq!(
+            encode_body(&parts[..1], &Framing::Jsonp("cb".into())),
+            br#"cb([{"a":1}]);"#
+        );
+        assert_eq!(encode_body::<&str>(&[], &Framing::Json), b"[]");
+    }
+}

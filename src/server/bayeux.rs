@@ -1,0 +1,258 @@
+//! The `/bayeux` endpoint: hands each request's messages to the pure Bayeux
+//! engine and carries out what it returns (answer now, hold the connect on
+//! the loop, publish into the hub, replay history). Held connects are
+//! answered from the flush phase, their deadline, or shutdown.
+
+use std::io;
+use std::time::Instant;
+
+use log::debug;
+use serde_json::{json, Value};
+
+use super::conn::State;
+use super::respond::Ask;
+use super::{lookup, Server};
+use crate::bayeux::ids::Urandom;
+use crate::bayeux::{self, wire, BadRequest, Data, Engine, HubMessage, Reply, Response, Since};
+use crate::config::Config;
+use crate::conn_id::ConnId;
+use crate::cursor::{self, Cursor};
+use crate::deadline::Timer;
+use crate::encode::Gap;
+use crate::http::query::split_target;
+use crate::http::request::{Head, Method};
+use crate::http::Reject;
+use crate::message::Message;
+use crate::stats::BayeuxFigures;
+
+/// Bayeux replies are answers to one request each; no cache may keep them.
+const NO_CACHE: [&str; 1] = ["Cache-Control: no-cache"];
+
+/// The engine, set from the server's flags: connects are held for
+/// `--longpoll-timeout`, session queues bounded by `--max-queued-bytes`, and
+/// `--publish-token` applies to Bayeux publishes too.
+pub(super) fn new_engine(config: &Config) -> io::Result<Engine> {
+    let settings = bayeux::Config {
+        timeout: config.longpoll_timeout,
+        max_queued_bytes: config.max_queued_bytes,
+        publish_token: config.publish_token.clone(),
+        ..bayeux::Config::default()
+    };
+    Ok(Engine::new(settings, Urandom::open()?.into_source()))
+}
+
+/// How the engine names a connection: its mio token, which carries the
+/// generation, so an id the engine kept never names a later connection.
+pub(super) fn engine_conn(id: ConnId) -> bayeux::ConnId {
+    id.token().0 as u64
+}
+
+fn server_conn(conn: bayeux::ConnId) -> ConnId {
+    ConnId::from_token(mio::Token(conn as usize))
+}
+
+/// A hub message as the engine reads it: JSON data goes to Bayeux as the
+/// value, text as a string.
+pub(super) fn hub_message(message: &Message) -> HubMessage<'_> {
+    HubMessage {
+        id: &message.id,
+        channel: &message.channel,
+        data: match message.data_is_json {
+            true => Data::Json(&message.data),
+            false => Data::Text(&message.data),
+        },
+        event: message.event.as_deref(),
+    }
+}
+
+impl Server {
+    /// One request to `/bayeux`: messages in a `POST` body (JSON or form
+    /// `message=`) or a `GET` query (JSONP). Only a request that is not
+    /// Bayeux at all gets an HTTP error; Bayeux errors are answered with 200.
+    pub(super) fn on_bayeux(&mut self, id: ConnId, head: &Head, body: Vec<u8>) {
+        let parsed = match head.method {
+            Method::Post => wire::parse_post(head.content_type.as_deref(), &body),
+            _ => wire::parse_get(split_target(&head.target).1),
+        };
+        let (messages, framing) = match parsed {
+            Ok(parsed) => parsed,
+            Err(BadRequest(why)) => {
+                debug!("{id:?}: {why} while reading a Bayeux request");
+                return self.reject(id, Reject::new(400, why), head.keep_alive);
+            }
+        };
+        let outcome = self
+            .bayeux
+            .handle(engine_conn(id), messages, framing, self.now);
+        for response in outcome.released {
+            self.answer_held(response);
+        }
+        // History before this request's publishes, so a resumed subscription
+        // gets each message once and in order.
+        for replay in &outcome.replays {
+            self.replay_to_session(replay);
+        }
+        for publish in outcome.publishes {
+            self.publish_from_bayeux(publish);
+        }
+        match outcome.reply {
+            Reply::Now { content_type, body } => {
+                self.respond(id, Ask::of(head), 200, content_type, &body, &NO_CACHE)
+            }
+            Reply::Hold { deadline } => self.hold_connect(id, head.keep_alive, deadline),
+        }
+        self.schedule_session_expiry();
+    }
+
+    /// Parks a connect the engine holds. The engine keeps the reply's makings;
+    /// the connection keeps only whether to stay open after it.
+    fn hold_connect(&mut self, id: ConnId, keep_alive: bool, deadline: Instant) {
+        let conn = lookup(&mut self.conns, id).expect("a connection being answered is open");
+        conn.state = State::Held { keep_alive };
+        self.set_deadline(id, deadline);
+        if self.shutting_down {
+            self.end_held_connect(id);
+        }
+    }
+
+    /// A Bayeux publish goes into the hub like `POST /pub` with JSON data, so
+    /// every transport gets it with the same id; `deliver` hands it back to
+    /// the engine for Bayeux subscribers.
+    fn publish_from_bayeux(&mut self, publish: bayeux::Publish) {
+        let message = self.hub.publish(
+            &publish.channel,
+            publish.json.into(),
+            true,
+            publish.event.map(Into::into),
+            self.now,
+        );
+        self.schedule_expiry();
+        self.deliver(&message);
+    }
+
+    /// Fills a subscription that asked for `ext.halley.since` from the hub's
+    /// buffer. A cursor the hub cannot place (malformed, or ahead of the
+    /// channel) is never skipped silently: the session is told with a gap, and
+    /// delivery goes on from now.
+    fn replay_to_session(&mut self, replay: &bayeux::Replay) {
+        let cursor = match &replay.since {
+            Since::Earliest => Ok(Cursor::Earliest),
+            Since::Id(text) => cursor::parse(text),
+        };
+        let found = cursor
+            .ok()
+            .and_then(|c| self.hub.replay(&replay.channel, c, usize::MAX).ok());
+        let (gap, messages) = match found {
+            Some(found) => (found.gap.as_ref().map(gap_value), found.messages),
+            None => {
+                let gap = Gap {
+                    reason: "unknown",
+                    missed: None,
+                    cursor: match &replay.since {
+                        Since::Id(text) => text.clone(),
+                        Since::Earliest => "earliest".into(),
+                    },
+                    next: self.hub.head_cursor(&replay.channel),
+                };
+                (Some(gap_value(&gap)), Vec::new())
+            }
+        };
+        let history: Vec<HubMessage> = messages.iter().map(|m| hub_message(m)).collect();
+        self.bayeux.on_replay(replay, gap, &history);
+    }
+
+    /// Writes the engine's answer to a held connect, then the connection goes
+    /// back to reading requests (any that arrived while it was held run in the
+    /// resume phase). A connection closed meanwhile is simply skipped.
+    fn answer_held(&mut self, response: Response) {
+        let id = server_conn(response.conn);
+        let Some(conn) = lookup(&mut self.conns, id) else {
+            return;
+        };
+        let State::Held { keep_alive } = conn.state else {
+            debug!("{id:?}: a Bayeux reply for a connection holding no connect; dropped");
+            return;
+        };
+        let ask = Ask {
+            keep_alive,
+            head_only: false,
+        };
+        let (content_type, body) = (response.content_type, &response.body);
+        self.respond(id, ask, 200, content_type, body, &NO_CACHE);
+        self.to_resume.push(id);
+    }
+
+    /// The flush phase: one reply per session that messages reached in this
+    /// iteration, and the final replies of sessions ended since the last one.
+    pub(super) fn flush_bayeux(&mut self) {
+        let responses = self.bayeux.flush(self.now);
+        if responses.is_empty() {
+            return;
+        }
+        for response in responses {
+            self.answer_held(response);
+        }
+        // Each answered connect restarted its session's expiry clock.
+        self.schedule_session_expiry();
+    }
+
+    /// A held connect's deadline: answered empty, and the client connects again.
+    pub(super) fn on_connect_timeout(&mut self, id: ConnId) {
+        match self.bayeux.on_connect_timeout(engine_conn(id), self.now) {
+            Some(response) => self.answer_held(response),
+            None => {
+                debug!("{id:?}: no connect held for it at its deadline; closing");
+                self.close(id);
+            }
+        }
+        self.schedule_session_expiry();
+    }
+
+    /// Shutdown answers a held connect at once, with what its session has queued.
+    pub(super) fn end_held_connect(&mut self, id: ConnId) {
+        match self.bayeux.release_conn(engine_conn(id), self.now) {
+            Some(response) => self.answer_held(response),
+            None => self.close(id),
+        }
+    }
+
+    pub(super) fn on_session_expiry(&mut self) {
+        self.session_expiry_timer = None;
+        let n = self.bayeux.expire(self.now);
+        if n > 0 {
+            debug!("{n} Bayeux sessions expired: no connect within maxInterval");
+        }
+        self.schedule_session_expiry();
+    }
+
+    /// Makes sure the deadline queue wakes the loop for the engine's next
+    /// session expiry; set only when earlier than the one already set.
+    pub(super) fn schedule_session_expiry(&mut self) {
+        let Some(at) = self.bayeux.next_expiry() else {
+            return;
+        };
+        if self.session_expiry_timer.is_none_or(|set| at < set) {
+            self.session_expiry_timer = Some(at);
+            self.deadlines.set(at, Timer::SessionExpiry);
+        }
+    }
+
+    pub(super) fn bayeux_figures(&self) -> BayeuxFigures<'_> {
+        BayeuxFigures {
+            sessions: self.bayeux.n_sessions(),
+            held_connects: self.bayeux.n_held(),
+            stats: &self.bayeux.stats,
+        }
+    }
+}
+
+/// A gap as Bayeux carries it in `ext.halley.gap`: the same fields as the
+/// long-poll `gap`.
+fn gap_value(gap: &Gap) -> Value {
+    json!({
+        "reason": gap.reason,
+        "missed": gap.missed,
+        "cursor": gap.cursor,
+        "next": gap.next,
+    })
+}
