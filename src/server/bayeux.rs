@@ -78,7 +78,7 @@ impl Server {
             Ok(parsed) => parsed,
             Err(BadRequest(why)) => {
                 debug!("{id:?}: {why} while reading a Bayeux request");
-                return self.reject(id, Reject::new(400, why), head.keep_alive);
+                return self.reject(id, Reject::new(400, why), Ask::of(head));
             }
         };
         let outcome = self
