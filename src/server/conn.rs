@@ -229,13 +229,16 @@ impl Conn {
         if !self.out.is_empty() {
             return Ok(0);
         }
-        let slices: [IoSlice; 2] = match parts {
-            [a] => [IoSlice::new(a), IoSlice::new(&[])],
-            [a, b] => [IoSlice::new(a), IoSlice::new(b)],
-            _ => unreachable!("at most two parts"),
-        };
         loop {
-            return match (&self.socket).write_vectored(&slices[..parts.len()]) {
+            // One part goes out with a plain `write` (send(2)): fan-out makes
+            // one such call per subscriber, and writev(2) of a single buffer
+            // costs measurably more kernel time per call.
+            let result = match parts {
+                [a] => (&self.socket).write(a),
+                [a, b] => (&self.socket).write_vectored(&[IoSlice::new(a), IoSlice::new(b)]),
+                _ => unreachable!("at most two parts"),
+            };
+            return match result {
                 Ok(n) => Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
