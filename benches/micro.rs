@@ -237,7 +237,7 @@ impl Runner {
         per_iter.sort_by(f64::total_cmp);
         let (lo, med, hi) = (per_iter[0], per_iter[SAMPLES / 2], per_iter[SAMPLES - 1]);
         let mut line = format!(
-            "{name:<52} {:>10} ({}–{})",
+            "{name:<58} {:>10} ({}–{})",
             human(med),
             human(lo),
             human(hi)
