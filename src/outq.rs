@@ -35,12 +35,54 @@ pub enum Debt {
     Live,
 }
 
+/// A connection's pending output, allocated only while there is some: most
+/// connections never have a short write, and a parked subscriber should not
+/// carry an empty queue.
 #[derive(Default)]
 pub struct OutQueue {
+    pending: Option<Box<Pending>>,
+}
+
+impl OutQueue {
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_none()
+    }
+
+    /// Bytes queued in all.
+    pub fn queued(&self) -> usize {
+        self.pending.as_ref().map_or(0, |p| p.queued)
+    }
+
+    /// Live bytes queued: the figure checked against `--max-queued-bytes`.
+    pub fn live(&self) -> usize {
+        self.pending.as_ref().map_or(0, |p| p.queued - p.owed)
+    }
+
+    pub fn push(&mut self, chunk: Chunk, debt: Debt) {
+        self.pending
+            .get_or_insert_with(Box::default)
+            .push(chunk, debt);
+    }
+
+    /// Writes as much as the socket takes. Returns how many bytes left the
+    /// queue; `WouldBlock` is not an error here, it just leaves bytes queued.
+    pub fn write_to(&mut self, w: impl Write) -> io::Result<usize> {
+        let Some(pending) = &mut self.pending else {
+            return Ok(0);
+        };
+        let written = pending.write_to(w);
+        if pending.chunks.is_empty() {
+            self.pending = None;
+        }
+        written
+    }
+}
+
+#[derive(Default)]
+struct Pending {
     chunks: VecDeque<Chunk>,
     /// Bytes of the front chunk already written.
     front_done: usize,
-    /// Bytes queued in all.
     queued: usize,
     /// Owed bytes among them. They are queued before any live output (a
     /// stream's replay precedes its messages; other connections have no live
@@ -51,21 +93,8 @@ pub struct OutQueue {
 /// How many chunks one `writev` takes at most.
 const MAX_IOVECS: usize = 64;
 
-impl OutQueue {
-    pub fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
-    }
-
-    pub fn queued(&self) -> usize {
-        self.queued
-    }
-
-    /// Live bytes queued: the figure checked against `--max-queued-bytes`.
-    pub fn live(&self) -> usize {
-        self.queued - self.owed
-    }
-
-    pub fn push(&mut self, chunk: Chunk, debt: Debt) {
+impl Pending {
+    fn push(&mut self, chunk: Chunk, debt: Debt) {
         let len = chunk.bytes().len();
         self.queued += len;
         if debt == Debt::Owed {
@@ -76,7 +105,7 @@ impl OutQueue {
 
     /// Writes as much as the socket takes. Returns how many bytes left the
     /// queue; `WouldBlock` is not an error here, it just leaves bytes queued.
-    pub fn write_to(&mut self, mut w: impl Write) -> io::Result<usize> {
+    fn write_to(&mut self, mut w: impl Write) -> io::Result<usize> {
         let mut written = 0;
         while !self.chunks.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];

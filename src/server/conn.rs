@@ -25,12 +25,9 @@ pub enum State {
     /// Waiting for a request head. `started` once its first byte has arrived,
     /// which is when the header timeout starts counting.
     Head { started: bool },
-    /// Reading the body of `head`.
-    Body {
-        head: Box<Head>,
-        body: Vec<u8>,
-        reader: BodyReader,
-    },
+    /// Reading a request body; boxed, so the states a connection spends
+    /// most of its life in stay small.
+    Body(Box<BodyState>),
     /// An SSE or NDJSON subscriber parked on `channel`. HTTP/1.0 clients get
     /// frames without chunk framing and the stream ends with the connection.
     Streaming {
@@ -63,6 +60,12 @@ pub enum State {
 
 /// A hub subscription: channel, kind and key.
 pub type Subscription = (Rc<str>, Kind, u32);
+
+pub struct BodyState {
+    pub head: Head,
+    pub body: Vec<u8>,
+    pub reader: BodyReader,
+}
 
 pub enum BodyReader {
     Length {
@@ -343,5 +346,18 @@ impl BufPool {
             buf.clear();
             self.spare.push(buf);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The slab holds one `Conn` per connection, parked or not; this is most
+    /// of what a held subscriber costs in user space.
+    #[test]
+    fn a_connection_stays_small() {
+        let size = std::mem::size_of::<Conn>();
+        assert!(size <= 88, "Conn grew to {size} bytes");
     }
 }

@@ -3,6 +3,7 @@
 //! channel, and ending subscriptions when a channel is deleted. A message's
 //! bytes are encoded once and written to each subscriber from the same buffer.
 
+use std::ops::Range;
 use std::rc::Rc;
 
 use super::conn::{SendError, State, Transport};
@@ -139,15 +140,7 @@ impl Server {
             // uncopied, in as few writev calls as the socket takes.
             conn.queue_owed(Chunk::Owned(self.scratch.clone()));
             for message in &replay.messages {
-                let frame = match transport {
-                    Transport::Sse => message.sse(),
-                    Transport::Stream => message.stream(),
-                };
-                let range = if http10 {
-                    chunk_payload(frame)
-                } else {
-                    0..frame.len()
-                };
+                let (frame, range) = frame_for(message, transport, http10);
                 conn.queue_owed(Chunk::Shared(frame.clone(), range));
             }
             conn.flush()
@@ -189,15 +182,7 @@ impl Server {
             let Some((transport, http10)) = conn.stream_kind() else {
                 continue;
             };
-            let frame = match transport {
-                Transport::Sse => message.sse(),
-                Transport::Stream => message.stream(),
-            };
-            let range = if http10 {
-                chunk_payload(frame)
-            } else {
-                0..frame.len()
-            };
+            let (frame, range) = frame_for(message, transport, http10);
             match conn.send_live(frame, range, max_queued) {
                 Ok(()) => self.counters.delivered += 1,
                 Err(e) => {
@@ -311,4 +296,19 @@ impl Server {
         self.send_scratch(id);
         self.finish_response(id, false);
     }
+}
+
+/// A message's frame for one stream subscriber: the shared chunk, and the
+/// part of it to send (all of it, or the bare payload for HTTP/1.0).
+fn frame_for(message: &Message, transport: Transport, http10: bool) -> (&Rc<[u8]>, Range<usize>) {
+    let frame = match transport {
+        Transport::Sse => message.sse(),
+        Transport::Stream => message.stream(),
+    };
+    let range = if http10 {
+        chunk_payload(frame)
+    } else {
+        0..frame.len()
+    };
+    (frame, range)
 }

@@ -6,7 +6,7 @@
 
 use log::debug;
 
-use super::conn::{BodyReader, Input, State};
+use super::conn::{BodyReader, BodyState, Input, State};
 use super::respond::Ask;
 use super::{lookup, Server};
 use crate::conn_id::ConnId;
@@ -59,7 +59,7 @@ impl Server {
             };
             let step = match conn.state {
                 State::Head { .. } => self.read_head(id),
-                State::Body { .. } => self.read_body(id),
+                State::Body(_) => self.read_body(id),
                 State::Polling { .. } | State::Held { .. } => self.hold_input(id),
                 State::Streaming { .. } | State::Closing => self.discard_input(id),
                 State::Closed { .. } => Step::Wait,
@@ -114,11 +114,11 @@ impl Server {
             BodyReader::Length { left } => left,
             BodyReader::Chunked { .. } => 0,
         };
-        conn.state = State::Body {
-            head: Box::new(head),
+        conn.state = State::Body(Box::new(BodyState {
+            head,
             body: Vec::with_capacity(capacity),
             reader,
-        };
+        }));
         if wants_continue && conn.send(CONTINUE).is_err() {
             return self.close(id);
         }
@@ -127,9 +127,10 @@ impl Server {
 
     fn read_body(&mut self, id: ConnId) -> Step {
         let conn = lookup(&mut self.conns, id).expect("driven connection is open");
-        let State::Body { body, reader, .. } = &mut conn.state else {
+        let State::Body(state) = &mut conn.state else {
             unreachable!("in Body state")
         };
+        let BodyState { body, reader, .. } = &mut **state;
         let done = match reader {
             BodyReader::Length { left } => {
                 let take = (*left).min(conn.inbuf.len());
@@ -162,12 +163,11 @@ impl Server {
         if !done {
             return self.read_more(id);
         }
-        let State::Body { head, body, .. } =
-            std::mem::replace(&mut conn.state, State::Head { started: false })
+        let State::Body(state) = std::mem::replace(&mut conn.state, State::Head { started: false })
         else {
             unreachable!("in Body state")
         };
-        self.on_request(id, *head, body);
+        self.on_request(id, state.head, state.body);
         Step::Again
     }
 

@@ -72,7 +72,7 @@ impl Server {
                 debug!("{id:?}: header timeout while reading request head");
                 self.close(id);
             }
-            State::Body { .. } => {
+            State::Body(_) => {
                 self.counters.timeouts += 1;
                 debug!("{id:?}: timeout while reading request body");
                 self.reject(
@@ -162,7 +162,7 @@ impl Server {
                 State::Polling { .. } => self.end_poll(id),
                 State::Held { .. } => self.end_held_connect(id),
                 State::Head { started: true }
-                | State::Body { .. }
+                | State::Body(_)
                 | State::Closing
                 | State::Closed { .. } => {}
             }
