@@ -52,7 +52,8 @@ def cell(values, scale, digits, floor_median):
     s = fmt(med, digits)
     if len(vals) > 1:
         s += f" ({fmt(min(vals), digits)}–{fmt(max(vals), digits)})"
-    if floor_median not in (None, 0) and med != 0:
+    # A floor at or below zero (a Pss delta within measurement noise at small N) has no ratio.
+    if floor_median is not None and floor_median > 0 and med != 0:
         s += f" ×{med / (floor_median * scale):.2f}"
     return s
 
