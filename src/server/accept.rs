@@ -10,7 +10,7 @@ use log::{info, warn};
 use mio::net::TcpStream;
 use mio::Interest;
 
-use super::conn::{Conn, State};
+use super::conn::Conn;
 use super::respond::Ask;
 use super::Server;
 use crate::conn_id::ConnId;
@@ -88,7 +88,6 @@ impl Server {
         if over_limit {
             // Accepted only to be told why; it closes after the answer.
             let limit = self.config.max_connections;
-            self.conn(id).expect("just inserted").state = State::Head { started: true };
             self.reject(
                 id,
                 Reject::new(

@@ -22,8 +22,10 @@ pub enum Transport {
 }
 
 pub enum State {
-    /// Waiting for a request head. `started` once its first byte has arrived,
-    /// which is when the header timeout starts counting.
+    /// Waiting for a request head. `started` once its first byte has arrived
+    /// (or, for a new connection, once it connected), which is when the
+    /// header timeout starts counting; before that, a kept-alive connection
+    /// is idle.
     Head { started: bool },
     /// Reading a request body; boxed, so the states a connection spends
     /// most of its life in stay small.
@@ -106,11 +108,13 @@ pub enum Input {
 }
 
 impl Conn {
+    /// A new connection's first request counts as started when it connects,
+    /// so its header timeout is armed once, at accept.
     pub fn new(socket: TcpStream, gen: u32) -> Conn {
         Conn {
             socket,
             gen,
-            state: State::Head { started: false },
+            state: State::Head { started: true },
             inbuf: Vec::new(),
             out: OutQueue::default(),
             deadline: None,

@@ -153,7 +153,8 @@ impl Server {
                 continue;
             };
             match conn.state {
-                State::Head { started: false } => self.close(id),
+                // Nothing of a request has arrived: nothing to finish.
+                State::Head { .. } if conn.inbuf.is_empty() => self.close(id),
                 State::Streaming { http10, .. } => {
                     let (channel, kind, key) = conn.unpark().expect("a stream is subscribed");
                     self.hub.unsubscribe(&channel, kind, key, id, self.now);
@@ -161,10 +162,7 @@ impl Server {
                 }
                 State::Polling { .. } => self.end_poll(id),
                 State::Held { .. } => self.end_held_connect(id),
-                State::Head { started: true }
-                | State::Body(_)
-                | State::Closing
-                | State::Closed { .. } => {}
+                State::Head { .. } | State::Body(_) | State::Closing | State::Closed { .. } => {}
             }
         }
         self.deadlines
