@@ -4,10 +4,11 @@
 //!
 //! Browsers subscribe to named channels and wait, over Server-Sent Events, an
 //! NDJSON HTTP stream, long-polling, or Bayeux (CometD and Faye clients);
-//! publishers `POST` messages, and every waiting subscriber gets them at once. Nearly all connections are idle most
-//! of the time, so halley keeps each parked connection down to a few hundred
-//! bytes (an enum in a slab, a hub key, one deadline) and never gives one a
-//! thread. One loop does everything:
+//! publishers `POST` messages, and every waiting subscriber gets them at once.
+//! Nearly all connections are idle most of the time, so halley keeps each
+//! parked connection down to about 200 bytes (an 88-byte enum-owning `Conn` in
+//! a slab, a hub key, one deadline) and never gives one a thread. One loop
+//! does everything:
 //!
 //! ```text
 //!            +--------------------------------------------------------+
