@@ -70,14 +70,9 @@ const RESERVED_FDS: usize = 32;
 
 /// Just under the process's open-file limit.
 pub fn default_max_connections() -> usize {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes into the struct we pass.
-    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
-    let soft = if ok { limit.rlim_cur as usize } else { 1024 };
-    soft.saturating_sub(RESERVED_FDS).max(1)
+    (crate::fd_limit::soft() as usize)
+        .saturating_sub(RESERVED_FDS)
+        .max(1)
 }
 
 pub const HELP: &str = "\

@@ -60,7 +60,8 @@
 //! - `server`: the loop (`mod.rs`), `accept`, `read`, `respond`, `deliver`,
 //!   `timers`, `web`, `bayeux`; `server::conn` is the connection and its
 //!   state enum.
-//! - `signals`: SIGTERM/SIGINT through a self-pipe.
+//! - `signals`: SIGTERM/SIGINT through a self-pipe. `fd_limit`: the open-file
+//!   limit, raised at start; `--max-connections` defaults to just under it.
 //!
 //! # Invariants
 //!
@@ -91,6 +92,7 @@ pub mod conn_id;
 pub mod cursor;
 pub mod deadline;
 pub mod encode;
+pub mod fd_limit;
 pub mod http;
 pub mod hub;
 pub mod json;

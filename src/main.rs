@@ -11,7 +11,7 @@ use halley::Server;
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     // Before the config is built: the default --max-connections derives from it.
-    raise_fd_limit();
+    halley::fd_limit::raise();
     let config = match parse_args(std::env::args().skip(1)) {
         Ok(Command::Run(config)) => config,
         Ok(Command::Help) => {
@@ -39,21 +39,4 @@ fn run(config: halley::Config) -> std::io::Result<()> {
     writeln!(stdout, "listening on {}", server.local_addr())?;
     stdout.flush()?;
     server.run()
-}
-
-/// Lifts the soft open-file limit to the hard limit: every held connection is
-/// a descriptor.
-fn raise_fd_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
 }

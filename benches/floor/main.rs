@@ -221,7 +221,7 @@ fn main() -> io::Result<()> {
     let addr: SocketAddr = listen
         .parse()
         .map_err(|_| io::Error::other("--listen wants IP:PORT"))?;
-    raise_fd_limit();
+    halley::fd_limit::raise();
     let mut listener = TcpListener::bind(addr)?;
     let mut poll = Poll::new()?;
     poll.registry()
@@ -277,18 +277,5 @@ fn main() -> io::Result<()> {
                 floor.conns.remove(key);
             }
         }
-    }
-}
-
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit read and write only the struct we pass.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        lim.rlim_cur = lim.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
     }
 }

@@ -11,7 +11,7 @@ use crate::args::Args;
 use crate::client::Conn;
 use crate::coord::{Run, SEC, WORKER_TOKENS};
 use crate::hist::Latencies;
-use crate::net::{now_ns, raise_fd_limit};
+use crate::net::now_ns;
 use crate::procfs::{self, Memory};
 use crate::procs::{Reports, Worker};
 use crate::report::Report;
@@ -43,7 +43,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     let msg_timeout = args.num::<u64>("message-timeout-s", 10)? * SEC;
     let connect_timeout_s: u64 = args.num("connect-timeout-s", 60)?;
     let server = procfs::with_descendants(&args.all::<u32>("server-pid")?);
-    let hard = raise_fd_limit();
+    let hard = halley::fd_limit::raise();
     let cap: usize = args.num("per-process", split::per_process(hard))?;
     let parts = split::split(n, cap);
     if parts.len() > 1 {

@@ -10,7 +10,7 @@ use mio::{Events, Poll, Token};
 use crate::args::Args;
 use crate::client::Conn;
 use crate::hist::Latencies;
-use crate::net::{now_ns, raise_fd_limit};
+use crate::net::now_ns;
 use crate::procfs;
 use crate::report::Report;
 use crate::sse::write_payload;
@@ -111,7 +111,7 @@ impl Driver {
 }
 
 pub fn run(args: &Args) -> Result<(), String> {
-    raise_fd_limit();
+    halley::fd_limit::raise();
     let pub_url = UrlTemplate::parse(args.require("pub-url")?)?;
     let channel = args
         .get("channel")

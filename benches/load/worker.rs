@@ -13,7 +13,7 @@ use slab::Slab;
 
 use crate::args::Args;
 use crate::hist::Latencies;
-use crate::net::{connect_from, now_ns, raise_fd_limit, LineReader};
+use crate::net::{connect_from, now_ns, LineReader};
 use crate::split::source_addr;
 use crate::sub::{self, Ctx, Outcome, State, Sub};
 use crate::tally::{Bounds, Tally};
@@ -52,7 +52,7 @@ struct Worker {
 }
 
 pub fn run(args: &Args) -> Result<(), String> {
-    raise_fd_limit();
+    halley::fd_limit::raise();
     let url = UrlTemplate::parse(args.require("sub-url")?)?;
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n",
