@@ -12,6 +12,7 @@ use super::engine::{Engine, PendingHold, Publish, Replay, Request, Since};
 use super::ids::format_id;
 use super::message::{reply_to, BayeuxError, Message};
 use super::session::Session;
+use crate::web::open_publish::Token;
 
 /// The transports halley serves at `/bayeux`. No `websocket`: CometD and Faye
 /// then stay on long-polling (CometD in Node tries a WebSocket upgrade first
@@ -38,7 +39,7 @@ impl Engine {
         let may_publish = match (&self.config.publish_token, msg.halley_field("token")) {
             (None, _) => true,
             (Some(want), Some(Value::String(given))) => {
-                if !constant_time_eq(want.as_bytes(), given.as_bytes()) {
+                if Token::check(Some(want), Some(given)) != Token::Valid {
                     // A wrong token is a misconfigured client: tell it to stop
                     // rather than retry the same handshake forever.
                     let mut reply = reply_to(msg);
@@ -291,9 +292,4 @@ fn subscription_reply(msg: &Message, id: &str) -> String {
     );
     reply.insert("successful".into(), true.into());
     Value::Object(reply).to_string()
-}
-
-/// Compares secrets without stopping at the first differing byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -46,8 +46,8 @@ impl OpenPrefix {
     }
 }
 
-/// How a publish request stands with respect to `--publish-token`; the server compares the
-/// `Authorization: Bearer` header with the token.
+/// How a publisher's token stands with respect to `--publish-token`: the `Authorization: Bearer`
+/// header over HTTP, `ext.halley.token` in a Bayeux handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Token {
     /// The server runs without `--publish-token`.
@@ -55,6 +55,27 @@ pub enum Token {
     Valid,
     /// A token is configured and the request's is absent or different.
     MissingOrWrong,
+}
+
+impl Token {
+    /// Compares `given` with the `configured` token without stopping at the first differing byte,
+    /// so timing does not reveal how much of a guess was right.
+    pub fn check(configured: Option<&str>, given: Option<&str>) -> Token {
+        let Some(want) = configured else {
+            return Token::NotConfigured;
+        };
+        let given = given.unwrap_or("").as_bytes();
+        let same = want.len() == given.len()
+            && want
+                .bytes()
+                .zip(given)
+                .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+                == 0;
+        match same {
+            true => Token::Valid,
+            false => Token::MissingOrWrong,
+        }
+    }
 }
 
 /// What to answer a publish.
@@ -138,6 +159,26 @@ impl PublishPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checks_tokens() {
+        let cases = [
+            (None, None, Token::NotConfigured),
+            (None, Some("x"), Token::NotConfigured),
+            (Some("s3"), Some("s3"), Token::Valid),
+            (Some("s3"), Some("s4"), Token::MissingOrWrong),
+            (Some("s3"), Some("s3x"), Token::MissingOrWrong),
+            (Some("s3"), Some(""), Token::MissingOrWrong),
+            (Some("s3"), None, Token::MissingOrWrong),
+        ];
+        for (configured, given, want) in cases {
+            assert_eq!(
+                Token::check(configured, given),
+                want,
+                "{configured:?} {given:?}"
+            );
+        }
+    }
     use std::time::Duration;
 
     #[test]
