@@ -90,6 +90,32 @@ impl Deadlines {
     pub fn is_empty(&self) -> bool {
         self.heap.is_empty()
     }
+
+    /// Makes sure `timer` fires by `at` (if any), keeping one entry per
+    /// `wakeup`: asking again for the same or a later time adds nothing.
+    pub fn wake_by(&mut self, wakeup: &mut Wakeup, at: Option<Instant>, timer: Timer) {
+        let Some(at) = at else { return };
+        if wakeup.set_for.is_none_or(|set| at < set) {
+            wakeup.set_for = Some(at);
+            self.set(at, timer);
+        }
+    }
+}
+
+/// The wake-up a component with its own notion of "next expiry" (the hub's
+/// messages, the Bayeux engine's sessions) keeps in the queue. When it fires,
+/// the owner calls `fired` and asks again for its new next expiry. An entry
+/// made obsolete by an earlier one still fires, harmlessly: the owner finds
+/// nothing due yet and asks again.
+#[derive(Debug, Default)]
+pub struct Wakeup {
+    set_for: Option<Instant>,
+}
+
+impl Wakeup {
+    pub fn fired(&mut self) {
+        self.set_for = None;
+    }
 }
 
 #[cfg(test)]
@@ -116,5 +142,24 @@ mod tests {
         assert_eq!(d.len(), 1);
         assert_eq!(d.pop_due(t0 + 3 * s), Some((t0 + 3 * s, Timer::Expiry)));
         assert!(d.is_empty());
+    }
+
+    #[test]
+    fn a_wakeup_keeps_one_entry_unless_asked_earlier() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut d = Deadlines::default();
+        let mut w = Wakeup::default();
+        d.wake_by(&mut w, None, Timer::Expiry);
+        assert!(d.is_empty());
+        d.wake_by(&mut w, Some(t0 + 5 * s), Timer::Expiry);
+        d.wake_by(&mut w, Some(t0 + 5 * s), Timer::Expiry);
+        d.wake_by(&mut w, Some(t0 + 9 * s), Timer::Expiry);
+        assert_eq!(d.len(), 1);
+        d.wake_by(&mut w, Some(t0 + 2 * s), Timer::Expiry);
+        assert_eq!((d.len(), d.next()), (2, Some(t0 + 2 * s)));
+        w.fired();
+        d.wake_by(&mut w, Some(t0 + 9 * s), Timer::Expiry);
+        assert_eq!(d.len(), 3);
     }
 }

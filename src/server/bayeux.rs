@@ -217,7 +217,7 @@ impl Server {
     }
 
     pub(super) fn on_session_expiry(&mut self) {
-        self.session_expiry_timer = None;
+        self.session_wakeup.fired();
         let n = self.bayeux.expire(self.now);
         if n > 0 {
             debug!("{n} Bayeux sessions expired: no connect within maxInterval");
@@ -226,15 +226,11 @@ impl Server {
     }
 
     /// Makes sure the deadline queue wakes the loop for the engine's next
-    /// session expiry; set only when earlier than the one already set.
+    /// session expiry.
     pub(super) fn schedule_session_expiry(&mut self) {
-        let Some(at) = self.bayeux.next_expiry() else {
-            return;
-        };
-        if self.session_expiry_timer.is_none_or(|set| at < set) {
-            self.session_expiry_timer = Some(at);
-            self.deadlines.set(at, Timer::SessionExpiry);
-        }
+        let at = self.bayeux.next_expiry();
+        self.deadlines
+            .wake_by(&mut self.session_wakeup, at, Timer::SessionExpiry);
     }
 
     pub(super) fn bayeux_figures(&self) -> BayeuxFigures<'_> {

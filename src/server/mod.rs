@@ -31,7 +31,7 @@ use crate::bayeux::Engine;
 use crate::config::Config;
 use crate::conn_id::ConnId;
 use crate::cursor;
-use crate::deadline::{Deadlines, Timer};
+use crate::deadline::{Deadlines, Timer, Wakeup};
 use crate::hub::{Hub, Limits};
 use crate::signals::SignalPipe;
 use crate::stats::Counters;
@@ -78,10 +78,10 @@ pub struct Server {
     /// While accepting is paused after running out of descriptors: the
     /// current back-off.
     accept_backoff: Option<Duration>,
-    /// When the hub's expiry timer is set for, so it is set only once.
-    expiry_timer: Option<Instant>,
-    /// The same for the Bayeux engine's session expiry.
-    session_expiry_timer: Option<Instant>,
+    /// The queue entries for the hub's message expiry and the Bayeux
+    /// engine's session expiry.
+    expiry_wakeup: Wakeup,
+    session_wakeup: Wakeup,
     shutting_down: bool,
     web: web::Web,
 }
@@ -119,8 +119,8 @@ impl Server {
             scratch: Vec::with_capacity(4096),
             bufs: BufPool::default(),
             accept_backoff: None,
-            expiry_timer: None,
-            session_expiry_timer: None,
+            expiry_wakeup: Wakeup::default(),
+            session_wakeup: Wakeup::default(),
             shutting_down: false,
             web,
         })

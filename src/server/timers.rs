@@ -25,7 +25,7 @@ impl Server {
             match timer {
                 Timer::Conn(id) => self.on_deadline(id, at),
                 Timer::Expiry => {
-                    self.expiry_timer = None;
+                    self.expiry_wakeup.fired();
                     self.hub.expire(self.now);
                     self.schedule_expiry();
                 }
@@ -48,13 +48,9 @@ impl Server {
 
     /// Makes sure the deadline queue wakes the loop for the hub's next expiry.
     pub(super) fn schedule_expiry(&mut self) {
-        let Some(at) = self.hub.next_expiry() else {
-            return;
-        };
-        if self.expiry_timer.is_none_or(|set| at < set) {
-            self.expiry_timer = Some(at);
-            self.deadlines.set(at, Timer::Expiry);
-        }
+        let at = self.hub.next_expiry();
+        self.deadlines
+            .wake_by(&mut self.expiry_wakeup, at, Timer::Expiry);
     }
 
     fn on_deadline(&mut self, id: ConnId, at: Instant) {
