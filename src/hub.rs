@@ -21,9 +21,15 @@ pub const MAX_CHANNEL_NAME: usize = 128;
 /// How many freed channels the hub remembers the position of (see `Tombstones`).
 const MAX_TOMBSTONES: usize = 100_000;
 
+/// The bytes a channel name is made of: `[A-Za-z0-9_.:/-]`. Bayeux names and
+/// `--open-publish` prefixes use the same set, so every name maps onto a hub
+/// channel.
+pub fn is_channel_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"_.:/-".contains(&b)
+}
+
 pub fn validate_channel(name: &str) -> Result<(), Reject> {
-    let valid_byte = |b: u8| b.is_ascii_alphanumeric() || b"_.:/-".contains(&b);
-    if name.is_empty() || name.len() > MAX_CHANNEL_NAME || !name.bytes().all(valid_byte) {
+    if name.is_empty() || name.len() > MAX_CHANNEL_NAME || !name.bytes().all(is_channel_byte) {
         return Err(Reject::new(
             400,
             format!("channel names are 1 to {MAX_CHANNEL_NAME} bytes of [A-Za-z0-9_.:/-]"),

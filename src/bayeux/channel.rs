@@ -9,8 +9,7 @@
 //! channel the hub cannot hold could never be shared with SSE, stream or
 //! long-poll subscribers, so refusing it up front (405) is the honest answer.
 
-/// Longest hub channel name, in bytes (the hub's own limit).
-pub const MAX_HUB_NAME: usize = 128;
+use crate::hub::{is_channel_byte, MAX_CHANNEL_NAME};
 
 /// What a subscription pattern matches. The prefix keeps its trailing `/`
 /// so that matching is a plain `starts_with`.
@@ -33,11 +32,9 @@ pub enum NameError {
     Invalid,
 }
 
+/// A segment between slashes; split on `/`, so it holds none.
 fn valid_segment(seg: &str) -> bool {
-    !seg.is_empty()
-        && seg
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+    !seg.is_empty() && seg.bytes().all(is_channel_byte)
 }
 
 /// Checks a concrete channel name (no wildcards), e.g. `/chat/room1`.
@@ -48,7 +45,7 @@ pub fn check_name(name: &str) -> Result<(), NameError> {
     let Some(rest) = name.strip_prefix('/') else {
         return Err(NameError::Invalid);
     };
-    if rest.is_empty() || rest.len() > MAX_HUB_NAME || !rest.split('/').all(valid_segment) {
+    if rest.is_empty() || rest.len() > MAX_CHANNEL_NAME || !rest.split('/').all(valid_segment) {
         return Err(NameError::Invalid);
     }
     Ok(())

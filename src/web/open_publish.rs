@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use super::rate_limit::{RateLimiter, Verdict};
+use crate::hub::{is_channel_byte, MAX_CHANNEL_NAME};
 
 /// The body limit for a publish without the token on an open channel. A comment is a few hundred bytes;
 /// anything much larger from an anonymous client is abuse, and refusing it costs nothing.
@@ -24,8 +25,8 @@ pub struct OpenPrefix(String);
 impl OpenPrefix {
     /// Parses a `--open-publish` value; its characters must be ones a channel name may hold.
     pub fn parse(value: &str) -> Result<OpenPrefix, String> {
-        let valid = |c: char| c.is_ascii_alphanumeric() || "_.:/-".contains(c);
-        if value.is_empty() || value.len() > 127 || !value.chars().all(valid) {
+        let too_long = value.len() >= MAX_CHANNEL_NAME;
+        if value.is_empty() || too_long || !value.bytes().all(is_channel_byte) {
             return Err(format!(
                 "--open-publish {value:?}: a prefix is 1 to 127 characters of [A-Za-z0-9_.:/-]"
             ));
