@@ -2,53 +2,29 @@
 //! counting or timing subscribers correctly, the numbers in BENCHMARKS.md would silently lie,
 //! so this fails first. Every child process is bounded by a deadline.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+mod common;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::Proc;
+
 /// The floor on an OS-chosen port; killed when dropped.
-struct Floor {
-    child: Child,
-    port: u16,
-}
+struct Floor(Proc);
 
 impl Floor {
     fn start() -> Floor {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_halley-floor"))
-            .args(["--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start halley-floor");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("floor announces its port");
-        let port = line
-            .trim()
-            .rsplit(':')
-            .next()
-            .unwrap()
-            .parse()
-            .expect("listening on ADDR:PORT");
-        Floor { child, port }
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_halley-floor"));
+        cmd.args(["--listen", "127.0.0.1:0"]);
+        Floor(Proc::spawn(cmd))
+    }
+
+    fn pid(&self) -> String {
+        self.0.child.id().to_string()
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}/{path}/{{channel}}", self.port)
-    }
-}
-
-impl Drop for Floor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        format!("http://127.0.0.1:{}/{path}/{{channel}}", self.0.addr.port())
     }
 }
 
@@ -99,7 +75,7 @@ fn strings(args: &[&str]) -> Vec<String> {
 #[test]
 fn holds_every_subscriber_over_several_processes_and_loses_nothing() {
     let floor = Floor::start();
-    let pid = floor.child.id().to_string();
+    let pid = floor.pid();
     let mut args = strings(&[
         "sse",
         "-n",
@@ -150,7 +126,7 @@ fn holds_every_subscriber_over_several_processes_and_loses_nothing() {
 #[test]
 fn drives_ready_and_held_long_polls() {
     let floor = Floor::start();
-    let pid = floor.child.id().to_string();
+    let pid = floor.pid();
     let mut args = strings(&[
         "longpoll",
         "--duration-s",

@@ -744,7 +744,7 @@ fn parse_event(raw: String) -> Event {
 // ---------------------------------------------------------------------------
 // The binary.
 
-/// A `halley` process started for a test; killed when dropped if still running.
+/// A server process started for a test; killed when dropped if still running.
 pub struct Proc {
     pub child: Child,
     pub addr: SocketAddr,
@@ -763,11 +763,16 @@ impl Proc {
         cmd.args(["--listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         adjust(&mut cmd);
-        let mut child = cmd.spawn().expect("spawn halley");
+        Proc::spawn(cmd)
+    }
+
+    /// Starts any of the project's servers (halley, the benchmark floor) and
+    /// waits for the `listening on ADDR` line each prints once bound.
+    pub fn spawn(mut cmd: Command) -> Proc {
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn a server");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -777,7 +782,7 @@ impl Proc {
         });
         let line = rx
             .recv_timeout(Duration::from_secs(10))
-            .expect("halley printed its address");
+            .expect("the server printed its address");
         let addr = line
             .trim()
             .strip_prefix("listening on ")
