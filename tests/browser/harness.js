@@ -8,6 +8,7 @@
 'use strict';
 
 const { spawn } = require('node:child_process');
+const { before, after } = require('node:test');
 const fs = require('node:fs');
 const net = require('node:net');
 const os = require('node:os');
@@ -205,7 +206,23 @@ async function startProxy(targetPort, { bufferSse = null } = {}) {
   };
 }
 
+/** One server and one browser shared by every case of a test file: started before the first case,
+ *  stopped after the last; `use(server, browser)` hands them to the file. */
+function shareServerAndBrowser(use) {
+  let server;
+  let browser;
+  before(async () => {
+    server = await startServer();
+    browser = await launchBrowser();
+    use(server, browser);
+  });
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+  });
+}
+
 module.exports = {
-  REPO, CHANNEL, TOKEN, startServer, launchBrowser, comment, publish, openDemo, waitForState,
+  shareServerAndBrowser, REPO, CHANNEL, TOKEN, startServer, launchBrowser, comment, publish, openDemo, waitForState,
   commentTexts, waitForComment, flush, postComment, startProxy,
 };

@@ -3,21 +3,16 @@
 
 'use strict';
 
-const { test, before, after } = require('node:test');
+const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const h = require('./harness');
 
 let server;
 let browser;
 
-before(async () => {
-  server = await h.startServer();
-  browser = await h.launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
+h.shareServerAndBrowser((s, b) => {
+  server = s;
+  browser = b;
 });
 
 test('markup in a comment is shown as text and runs nothing', async () => {

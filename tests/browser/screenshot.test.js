@@ -3,7 +3,7 @@
 
 'use strict';
 
-const { test, before, after } = require('node:test');
+const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
@@ -12,14 +12,9 @@ const h = require('./harness');
 let server;
 let browser;
 
-before(async () => {
-  server = await h.startServer();
-  browser = await h.launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
+h.shareServerAndBrowser((s, b) => {
+  server = s;
+  browser = b;
 });
 
 test('screenshots of the page with a few comments', async () => {
