@@ -1,6 +1,7 @@
 //! Engine scenarios: whole requests through `Engine::handle` and the other
 //! entry points, with `now` passed in so nothing sleeps.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -8,6 +9,9 @@ use serde_json::{json, Value};
 use super::*;
 
 const SEC: Duration = Duration::from_secs(1);
+
+/// The client address of every request unless a test says otherwise.
+const PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
 
 fn engine(config: Config) -> Engine {
     let mut n = 0u128;
@@ -23,7 +27,7 @@ fn engine(config: Config) -> Engine {
 fn handle(e: &mut Engine, conn: ConnId, msgs: Value, now: Instant) -> Outcome {
     let (msgs, framing) =
         wire::parse_post(Some("application/json"), msgs.to_string().as_bytes()).unwrap();
-    e.handle(conn, msgs, framing, now)
+    e.handle(conn, PEER, msgs, framing, now)
 }
 
 fn json_body(body: &[u8]) -> Value {
@@ -630,7 +634,7 @@ fn jsonp_held_connect_keeps_its_framing() {
     );
     let (msgs, framing) = wire::parse_get(&query).unwrap();
     assert!(matches!(
-        e.handle(3, msgs, framing, t0).reply,
+        e.handle(3, PEER, msgs, framing, t0).reply,
         Reply::Hold { .. }
     ));
     hub_publish(&mut e, "m", "a", Data::Text("x"));

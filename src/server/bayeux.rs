@@ -81,9 +81,18 @@ impl Server {
                 return self.reject(id, Reject::new(400, why), Ask::of(head));
             }
         };
+        // The engine bounds sessions per client address.
+        let peer = lookup(&mut self.conns, id).and_then(|c| c.socket.peer_addr().ok());
+        let Some(peer) = peer else {
+            return self.reject(
+                id,
+                Reject::new(400, "the connection has no peer address"),
+                Ask::of(head),
+            );
+        };
         let outcome = self
             .bayeux
-            .handle(engine_conn(id), messages, framing, self.now);
+            .handle(engine_conn(id), peer.ip(), messages, framing, self.now);
         for response in outcome.released {
             self.answer_held(response);
         }
