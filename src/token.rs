@@ -101,7 +101,11 @@ mod tests {
             (None, Token::MissingOrWrong),
         ];
         for (value, want) in cases {
-            assert_eq!(Token::from_authorization(Some("s3"), value), want, "{value:?}");
+            assert_eq!(
+                Token::from_authorization(Some("s3"), value),
+                want,
+                "{value:?}"
+            );
         }
     }
 }

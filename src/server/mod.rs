@@ -216,8 +216,12 @@ impl Server {
             conn.close();
             // The engine forgets a held connect now, not at reaping: the flush
             // phase comes first and would hand it messages to drop.
-            if let conn::State::Closed { held_connect: true, .. } = conn.state {
-                self.bayeux.on_conn_closed(bayeux::engine_conn(id), self.now);
+            if let conn::State::Closed {
+                held_connect: true, ..
+            } = conn.state
+            {
+                self.bayeux
+                    .on_conn_closed(bayeux::engine_conn(id), self.now);
             }
             self.to_reap.push(id);
         }
