@@ -67,8 +67,9 @@ pub(super) fn hub_message(message: &Message) -> HubMessage<'_> {
 
 impl Server {
     /// One request to `/bayeux`: messages in a `POST` body (JSON or form
-    /// `message=`) or a `GET` query (JSONP). Only a request that is not
+    /// `message=`) or a `GET` query (JSONP only). Only a request that is not
     /// Bayeux at all gets an HTTP error; Bayeux errors are answered with 200.
+    /// `routes` refuses `HEAD` with 405, since answering it would mean acting.
     pub(super) fn on_bayeux(&mut self, id: ConnId, head: &Head, body: Vec<u8>) {
         let parsed = match head.method {
             Method::Post => wire::parse_post(head.content_type.as_deref(), &body),
