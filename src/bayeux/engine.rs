@@ -35,9 +35,10 @@ pub const MAX_SUBSCRIPTIONS_PER_MESSAGE: usize = MAX_SUBSCRIPTIONS_PER_SESSION;
 /// (and reply bytes) in proportion to its size.
 pub const MAX_HANDSHAKES_PER_REQUEST: usize = 4;
 
-/// Sessions at once, from all clients. A session without queued messages is a
-/// few hundred bytes, so this keeps their total in tens of MB; sessions whose
-/// clients stopped connecting make room again after `max_interval`.
+/// Sessions at once, from all clients. A session with nothing queued and a
+/// few subscriptions is a few hundred bytes, so this keeps their total in
+/// tens of MB; sessions whose clients stopped connecting make room again
+/// after `max_interval`.
 pub const MAX_SESSIONS: usize = 100_000;
 
 /// Sessions at once from one client address. One open page is one session;
