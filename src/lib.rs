@@ -51,7 +51,7 @@
 //! - `message`, `encode`, `json`, `cursor`: messages and their bytes per
 //!   transport, message ids.
 //! - `deadline`: the one deadline queue. `outq`: a connection's pending output.
-//! - `config`, `stats`: flags and counters.
+//! - `config`, `stats`: flags and counters. `token`: the publish token check.
 //! - `bayeux`: Bayeux 1.0 as an engine of sessions, subscriptions and held
 //!   connects that takes messages and `now` and returns what to answer,
 //!   publish and hold; it knows connections only by an opaque id.
@@ -102,6 +102,7 @@ pub mod routes;
 pub mod server;
 pub mod signals;
 pub mod stats;
+pub mod token;
 pub mod web;
 
 pub use config::Config;

@@ -55,7 +55,9 @@ const RESERVED_EVENTS: [&str; 4] = ["gap", "deleted", "open", "error"];
 
 const ALLOW_READ: &str = "GET, HEAD, OPTIONS";
 const ALLOW_PUB: &str = "GET, HEAD, POST, DELETE, OPTIONS";
-const ALLOW_BAYEUX: &str = "GET, HEAD, POST, OPTIONS";
+/// No `HEAD`: a Bayeux request's answer is what its messages did, and a
+/// `HEAD` must not do anything (nor can its head be known without doing it).
+const ALLOW_BAYEUX: &str = "GET, POST, OPTIONS";
 
 pub fn route(head: &Head) -> Result<Route, Reject> {
     let (path, query) = split_target(&head.target);
@@ -77,7 +79,8 @@ pub fn route(head: &Head) -> Result<Route, Reject> {
         return Ok(Route::Preflight { allow });
     }
     let method_allowed = match head.method {
-        Method::Get | Method::Head => true,
+        Method::Get => true,
+        Method::Head => allow.contains("HEAD"),
         Method::Post => allow.contains("POST"),
         Method::Delete => allow.contains("DELETE"),
         Method::Options | Method::Other => false,
@@ -300,6 +303,7 @@ mod tests {
                 }),
             ),
             (Delete, "/bayeux", Err(405)),
+            (Head, "/bayeux?jsonp=cb&message=%5B%5D", Err(405)),
             (Post, "/bayeuxx", Err(405)),
         ];
         for (method, target, want) in cases {

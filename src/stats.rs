@@ -99,6 +99,13 @@ impl Snapshot<'_> {
         field(&mut out, "slow_sessions", b.stats.slow_sessions);
         field(&mut out, "unknown_session", b.stats.unknown_session);
         field(&mut out, "delivered", b.stats.delivered);
+        field(&mut out, "sessions_refused", b.stats.sessions_refused);
+        field(&mut out, "handshakes_refused", b.stats.handshakes_refused);
+        field(
+            &mut out,
+            "subscriptions_refused",
+            b.stats.subscriptions_refused,
+        );
         out.pop();
         out.extend_from_slice(b"},");
         field(&mut out, "rss_bytes", self.rss_bytes);

@@ -13,7 +13,7 @@ use crate::hub::{is_channel_byte, MAX_CHANNEL_NAME};
 
 /// What a subscription pattern matches. The prefix keeps its trailing `/`
 /// so that matching is a plain `starts_with`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Pattern {
     /// `/a/b`: that channel only.
     Exact(String),

@@ -7,6 +7,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,34 @@ use super::channel;
 use super::message::{error_reply, BayeuxError, Message};
 use super::session::{ConnId, Held, Session};
 use super::wire::{encode_body, Framing};
+
+/// Subscriptions (channels and patterns) one session may hold. A page holds
+/// a handful, and one wildcard (`/chat/**`) stands for a whole family of
+/// channels, so this is far above any real client; it bounds what one
+/// session puts in the routing index (a few hundred KB of names at most) and
+/// what ending it costs.
+pub const MAX_SUBSCRIPTIONS_PER_SESSION: usize = 1_000;
+
+/// Channels one `/meta/subscribe` or `/meta/unsubscribe` may name. Faye
+/// resubscribes to everything in one message after a re-handshake, so this is
+/// the per-session bound: a session at its bound can always come back whole.
+pub const MAX_SUBSCRIPTIONS_PER_MESSAGE: usize = MAX_SUBSCRIPTIONS_PER_SESSION;
+
+/// `/meta/handshake` messages one request may carry. A client sends one; a
+/// few cost nothing, while without a bound one request could create sessions
+/// (and reply bytes) in proportion to its size.
+pub const MAX_HANDSHAKES_PER_REQUEST: usize = 4;
+
+/// Sessions at once, from all clients. A session with nothing queued and a
+/// few subscriptions is a few hundred bytes, so this keeps their total in
+/// tens of MB; sessions whose clients stopped connecting make room again
+/// after `max_interval`.
+pub const MAX_SESSIONS: usize = 100_000;
+
+/// Sessions at once from one client address. One open page is one session;
+/// this leaves room for a large office behind one NAT address while keeping
+/// one host from taking more than a hundredth of `MAX_SESSIONS`.
+pub const MAX_SESSIONS_PER_ADDR: usize = 1_000;
 
 /// The engine's settings; the server fills them from its flags.
 #[derive(Debug, Clone)]
@@ -29,6 +58,10 @@ pub struct Config {
     /// With `--publish-token T`, only sessions whose handshake carried
     /// `ext.halley.token == T` may publish.
     pub publish_token: Option<String>,
+    /// Sessions at once (`MAX_SESSIONS`); a handshake past it is refused.
+    pub max_sessions: usize,
+    /// Sessions at once from one address (`MAX_SESSIONS_PER_ADDR`).
+    pub max_sessions_per_addr: usize,
 }
 
 impl Default for Config {
@@ -38,6 +71,8 @@ impl Default for Config {
             max_interval: Duration::from_secs(10),
             max_queued_bytes: 1 << 20,
             publish_token: None,
+            max_sessions: MAX_SESSIONS,
+            max_sessions_per_addr: MAX_SESSIONS_PER_ADDR,
         }
     }
 }
@@ -134,11 +169,20 @@ pub struct Stats {
     pub unknown_session: u64,
     /// Messages queued into sessions (one per session reached).
     pub delivered: u64,
+    /// Handshakes refused with `too_many_sessions`: past `max_sessions` in
+    /// all, or `max_sessions_per_addr` from one address.
+    pub sessions_refused: u64,
+    /// Handshakes refused for being past `MAX_HANDSHAKES_PER_REQUEST` in one request.
+    pub handshakes_refused: u64,
+    /// (Un)subscribes refused with `too_many_subscriptions`.
+    pub subscriptions_refused: u64,
 }
 
 pub struct Engine {
     pub(super) config: Config,
     pub(super) sessions: HashMap<Rc<str>, Session>,
+    /// Live sessions per client address; an address with none has no entry.
+    pub(super) per_addr: HashMap<IpAddr, usize>,
     /// Pattern text (`/a/b`, `/a/*`, `/a/**`) to the sessions subscribed with it.
     pub(super) routes: HashMap<String, HashSet<Rc<str>>>,
     /// Held connects by connection, so a timeout or close finds its session.
@@ -163,6 +207,7 @@ impl Engine {
         Engine {
             config,
             sessions: HashMap::new(),
+            per_addr: HashMap::new(),
             routes: HashMap::new(),
             held: HashMap::new(),
             ready: Vec::new(),
@@ -184,15 +229,16 @@ impl Engine {
     }
 
     /// Handles one request's messages (from `wire::parse_post` or `parse_get`)
-    /// arriving on `conn`.
+    /// arriving on `conn` from the client address `peer`.
     pub fn handle(
         &mut self,
         conn: ConnId,
+        peer: IpAddr,
         messages: Vec<Value>,
         framing: Framing,
         now: Instant,
     ) -> Outcome {
-        let mut req = Request::default();
+        let mut req = Request::new(peer);
         for value in messages {
             let msg = Message::from_value(value);
             self.dispatch(&msg, &mut req, now);
@@ -337,6 +383,12 @@ impl Engine {
         held_reply: impl FnOnce(&Held) -> String,
     ) -> Option<Response> {
         let session = self.sessions.remove(id)?;
+        if let Some(n) = self.per_addr.get_mut(&session.addr) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_addr.remove(&session.addr);
+            }
+        }
         for p in &session.subscriptions {
             self.unroute(&p.text(), id);
         }
@@ -435,13 +487,30 @@ impl Engine {
 }
 
 /// What one request accumulates while its messages are handled.
-#[derive(Default)]
 pub(super) struct Request {
+    /// The client address the request came from.
+    pub peer: IpAddr,
+    /// Handshake messages seen so far, for `MAX_HANDSHAKES_PER_REQUEST`.
+    pub n_handshakes: usize,
     pub replies: Vec<String>,
     pub hold: Option<PendingHold>,
     pub publishes: Vec<Publish>,
     pub replays: Vec<Replay>,
     pub released: Vec<Response>,
+}
+
+impl Request {
+    fn new(peer: IpAddr) -> Request {
+        Request {
+            peer,
+            n_handshakes: 0,
+            replies: Vec::new(),
+            hold: None,
+            publishes: Vec::new(),
+            replays: Vec::new(),
+            released: Vec::new(),
+        }
+    }
 }
 
 /// A connect in this request that will be held unless a later message answers it.

@@ -2,17 +2,21 @@
 //! publishing. Each one checks the message, changes the engine's state and
 //! pushes its reply onto the request; an `Err` becomes an error reply.
 
+use std::collections::HashSet;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use super::channel::{self, NameError, Pattern};
-use super::engine::{Engine, PendingHold, Publish, Replay, Request, Since};
+use super::engine::{
+    Engine, PendingHold, Publish, Replay, Request, Since, MAX_HANDSHAKES_PER_REQUEST,
+    MAX_SUBSCRIPTIONS_PER_MESSAGE, MAX_SUBSCRIPTIONS_PER_SESSION,
+};
 use super::ids::format_id;
 use super::message::{reply_to, BayeuxError, Message};
 use super::session::Session;
-use crate::web::open_publish::Token;
+use crate::token::Token;
 
 /// The transports halley serves at `/bayeux`. No `websocket`: CometD and Faye
 /// then stay on long-polling (CometD in Node tries a WebSocket upgrade first
@@ -28,6 +32,15 @@ impl Engine {
         req: &mut Request,
         now: Instant,
     ) -> Handled {
+        req.n_handshakes += 1;
+        if req.n_handshakes > MAX_HANDSHAKES_PER_REQUEST {
+            // No client batches handshakes; one that does is not one to retry.
+            self.stats.handshakes_refused += 1;
+            let advice = json!({"reconnect": "none"});
+            req.replies
+                .push(refused_handshake(msg, "too_many_handshakes", advice));
+            return Ok(());
+        }
         if let Some(types) = &msg.supported_connection_types {
             if !types.iter().any(|t| CONNECTION_TYPES.contains(&t.as_str())) {
                 return Err(BayeuxError::Refused {
@@ -42,11 +55,9 @@ impl Engine {
                 if Token::check(Some(want), Some(given)) != Token::Valid {
                     // A wrong token is a misconfigured client: tell it to stop
                     // rather than retry the same handshake forever.
-                    let mut reply = reply_to(msg);
-                    reply.insert("successful".into(), false.into());
-                    reply.insert("error".into(), "403::handshake_denied".into());
-                    reply.insert("advice".into(), json!({"reconnect": "none"}));
-                    req.replies.push(Value::Object(reply).to_string());
+                    let advice = json!({"reconnect": "none"});
+                    req.replies
+                        .push(refused_handshake(msg, "handshake_denied", advice));
                     return Ok(());
                 }
                 true
@@ -54,13 +65,28 @@ impl Engine {
             // Without the token a session may subscribe but not publish.
             (Some(_), _) => false,
         };
+        let from_peer = self.per_addr.get(&req.peer).copied().unwrap_or(0);
+        if self.sessions.len() >= self.config.max_sessions
+            || from_peer >= self.config.max_sessions_per_addr
+        {
+            // Room appears as sessions end, at the latest when an abandoned
+            // one expires after `max_interval`: retry the handshake then.
+            // CometD and Faye both wait `interval` before handshaking again.
+            self.stats.sessions_refused += 1;
+            let interval = self.config.max_interval.as_millis() as u64;
+            let advice = json!({"reconnect": "handshake", "interval": interval});
+            req.replies
+                .push(refused_handshake(msg, "too_many_sessions", advice));
+            return Ok(());
+        }
         let acks = msg.ext_field("ack") == Some(&Value::Bool(true));
         let id: Rc<str> = Rc::from(format_id((self.new_id)()));
         let expires_at = now + self.config.max_interval;
         self.sessions.insert(
             id.clone(),
-            Session::new(id.clone(), expires_at, may_publish, acks),
+            Session::new(id.clone(), req.peer, expires_at, may_publish, acks),
         );
+        *self.per_addr.entry(req.peer).or_default() += 1;
         self.expiries_push(expires_at, &id);
         self.stats.handshakes += 1;
 
@@ -136,14 +162,23 @@ impl Engine {
                 })
             }
         };
-        let session = self.session_of(msg)?;
-        let patterns = check_subscription(msg, since.is_some())?;
-        let id = session.id.clone();
+        let id = self.session_of(msg)?.id.clone();
+        let patterns = self.check_subscription(msg, since.is_some())?;
+        let session = self.sessions.get_mut(&id).expect("checked above");
+        // Applied whole or not at all, so a refused message changes nothing.
+        let fresh: HashSet<&Pattern> = patterns
+            .iter()
+            .filter(|p| !session.is_subscribed(p))
+            .collect();
+        if session.subscriptions.len() + fresh.len() > MAX_SUBSCRIPTIONS_PER_SESSION {
+            let first = patterns.iter().find(|p| fresh.contains(p));
+            let arg = first.map(Pattern::text).unwrap_or_default();
+            return Err(self.too_many_subscriptions(arg));
+        }
         let mut added = Vec::new();
-        for p in patterns {
-            if !session.is_subscribed(&p) {
+        for p in &patterns {
+            if session.subscriptions.insert(p.clone()) {
                 added.push(p.text());
-                session.subscriptions.push(p.clone());
             }
             if let (Some(since), Some(name)) = (&since, p.exact()) {
                 let hub = channel::to_hub(name).expect("checked").to_string();
@@ -162,13 +197,12 @@ impl Engine {
     }
 
     pub(super) fn on_unsubscribe(&mut self, msg: &Message, req: &mut Request) -> Handled {
-        let session = self.session_of(msg)?;
-        let patterns = check_subscription(msg, false)?;
-        let id = session.id.clone();
+        let id = self.session_of(msg)?.id.clone();
+        let patterns = self.check_subscription(msg, false)?;
+        let session = self.sessions.get_mut(&id).expect("checked above");
         let mut removed = Vec::new();
         for p in patterns {
-            if let Some(i) = session.subscriptions.iter().position(|s| *s == p) {
-                session.subscriptions.swap_remove(i);
+            if session.subscriptions.remove(&p) {
                 removed.push(p.text());
             }
         }
@@ -177,6 +211,29 @@ impl Engine {
         }
         req.replies.push(subscription_reply(msg, &id));
         Ok(())
+    }
+
+    /// Checks every channel of a (un)subscribe before any takes effect, so a
+    /// request is applied whole or not at all. The count is checked first, so
+    /// an oversized message costs no parsing.
+    fn check_subscription(
+        &mut self,
+        msg: &Message,
+        resuming: bool,
+    ) -> Result<Vec<Pattern>, BayeuxError> {
+        if msg.subscription.len() > MAX_SUBSCRIPTIONS_PER_MESSAGE {
+            return Err(self.too_many_subscriptions(String::new()));
+        }
+        check_patterns(msg, resuming)
+    }
+
+    /// The refusal of a (un)subscribe past a subscription bound, counted.
+    fn too_many_subscriptions(&mut self, arg: String) -> BayeuxError {
+        self.stats.subscriptions_refused += 1;
+        BayeuxError::Forbidden {
+            arg,
+            reason: "too_many_subscriptions",
+        }
     }
 
     pub(super) fn on_disconnect(
@@ -252,9 +309,8 @@ impl Engine {
     }
 }
 
-/// Checks every channel of a (un)subscribe before any takes effect, so a
-/// request is applied whole or not at all.
-fn check_subscription(msg: &Message, resuming: bool) -> Result<Vec<Pattern>, BayeuxError> {
+/// Parses and checks every channel a (un)subscribe names.
+fn check_patterns(msg: &Message, resuming: bool) -> Result<Vec<Pattern>, BayeuxError> {
     if msg.subscription.is_empty() {
         return Err(BayeuxError::Missing("subscription_missing"));
     }
@@ -281,6 +337,16 @@ fn check_subscription(msg: &Message, resuming: bool) -> Result<Vec<Pattern>, Bay
             Ok(p)
         })
         .collect()
+}
+
+/// An unsuccessful handshake: `403::<reason>` with the advice that tells
+/// the client whether and when to try again.
+fn refused_handshake(msg: &Message, reason: &str, advice: Value) -> String {
+    let mut reply = reply_to(msg);
+    reply.insert("successful".into(), false.into());
+    reply.insert("error".into(), format!("403::{reason}").into());
+    reply.insert("advice".into(), advice);
+    Value::Object(reply).to_string()
 }
 
 fn subscription_reply(msg: &Message, id: &str) -> String {

@@ -22,7 +22,7 @@
 //! and gets 400; CometD then falls back to long-polling.
 //!
 //! ```text
-//!   request ──parse──▶ engine.handle(conn, msgs, framing, now) ──▶ Outcome
+//!   request ──parse──▶ engine.handle(conn, peer, msgs, framing, now) ──▶ Outcome
 //!                          reply:     Now{body} -> write 200 now
 //!                                     Hold{deadline} -> park conn, push (deadline, conn) on the deadline queue
 //!                          publishes: hub.publish(channel, json as application/json, event)
@@ -32,7 +32,8 @@
 //!   any hub publish (/pub or Bayeux) ──▶ engine.on_publish(&msg)
 //!   every loop iteration, flush phase ──▶ engine.flush(now) -> write each Response
 //!   deadline (deadline, conn) fires  ──▶ engine.on_connect_timeout(conn, now) -> write it (None: stale)
-//!   parked conn closed by the peer   ──▶ engine.on_conn_closed(conn, now)
+//!   parked conn closed (at once,     ──▶ engine.on_conn_closed(conn, now)
+//!     before the next flush phase)
 //!   deadline engine.next_expiry()    ──▶ engine.expire(now)
 //! ```
 //!
@@ -109,6 +110,14 @@
 //! - A session's queue is bounded in bytes; passing the bound ends the session
 //!   (its held connect gets `402`, so the client handshakes again) rather than
 //!   dropping messages silently.
+//! - Every bound a client can push on is a named constant in `engine` (or a
+//!   `Config` field), refused in Bayeux form and counted in `Stats`:
+//!   subscriptions per session and per message (`403:..:too_many_subscriptions`),
+//!   handshakes per request (`403::too_many_handshakes`, advice `none`), and
+//!   sessions in all and per client address (`403::too_many_sessions`, advice
+//!   to handshake again after `max_interval`, when abandoned sessions have
+//!   expired). Membership and routing are hash lookups, so a subscribe costs
+//!   one lookup per channel and a publish one per segment of its channel.
 //! - CometD's ack extension: handshake `ext.ack: true` turns it on; connect
 //!   replies carry `ext.ack: <batch>`; messages stay queued until the client's
 //!   next connect acknowledges their batch.

@@ -10,7 +10,8 @@
 //! back learns it lost messages from the `402` that makes it handshake again,
 //! where a dropped message would have been lost without a trace.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -56,8 +57,12 @@ pub enum Push {
 #[derive(Debug)]
 pub struct Session {
     pub id: Rc<str>,
-    /// Invariant: no two equal patterns.
-    pub subscriptions: Vec<Pattern>,
+    /// The address that handshook, whose per-address session count this
+    /// session takes up until it ends.
+    pub addr: IpAddr,
+    /// A set, so a (un)subscribe costs one lookup per channel however many
+    /// the session holds; at most `MAX_SUBSCRIPTIONS_PER_SESSION`.
+    pub subscriptions: HashSet<Pattern>,
     queue: VecDeque<Queued>,
     /// Sum of `len + ENTRY_OVERHEAD` over `queue`.
     queued_bytes: usize,
@@ -77,10 +82,17 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(id: Rc<str>, expires_at: Instant, may_publish: bool, ack: bool) -> Session {
+    pub fn new(
+        id: Rc<str>,
+        addr: IpAddr,
+        expires_at: Instant,
+        may_publish: bool,
+        ack: bool,
+    ) -> Session {
         Session {
             id,
-            subscriptions: Vec::new(),
+            addr,
+            subscriptions: HashSet::new(),
             queue: VecDeque::new(),
             queued_bytes: 0,
             ack_batch: ack.then_some(1),
@@ -163,7 +175,8 @@ mod tests {
     use super::*;
 
     fn session(ack: bool) -> Session {
-        Session::new("s".into(), Instant::now(), true, ack)
+        let addr = IpAddr::from([192, 0, 2, 1]);
+        Session::new("s".into(), addr, Instant::now(), true, ack)
     }
 
     fn texts(msgs: &[Rc<str>]) -> Vec<&str> {

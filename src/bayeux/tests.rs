@@ -1,13 +1,20 @@
 //! Engine scenarios: whole requests through `Engine::handle` and the other
 //! entry points, with `now` passed in so nothing sleeps.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use super::engine::{
+    MAX_HANDSHAKES_PER_REQUEST, MAX_SUBSCRIPTIONS_PER_MESSAGE, MAX_SUBSCRIPTIONS_PER_SESSION,
+};
 use super::*;
 
 const SEC: Duration = Duration::from_secs(1);
+
+/// The client address of every request unless a test says otherwise.
+const PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
 
 fn engine(config: Config) -> Engine {
     let mut n = 0u128;
@@ -23,7 +30,7 @@ fn engine(config: Config) -> Engine {
 fn handle(e: &mut Engine, conn: ConnId, msgs: Value, now: Instant) -> Outcome {
     let (msgs, framing) =
         wire::parse_post(Some("application/json"), msgs.to_string().as_bytes()).unwrap();
-    e.handle(conn, msgs, framing, now)
+    e.handle(conn, PEER, msgs, framing, now)
 }
 
 fn json_body(body: &[u8]) -> Value {
@@ -630,7 +637,7 @@ fn jsonp_held_connect_keeps_its_framing() {
     );
     let (msgs, framing) = wire::parse_get(&query).unwrap();
     assert!(matches!(
-        e.handle(3, msgs, framing, t0).reply,
+        e.handle(3, PEER, msgs, framing, t0).reply,
         Reply::Hold { .. }
     ));
     hub_publish(&mut e, "m", "a", Data::Text("x"));
@@ -714,4 +721,177 @@ fn resume_asks_the_hub_and_delivers_history_first() {
         delivered(&r)[1..],
         [json!("six"), json!("seven"), json!("live")]
     );
+}
+
+/// What the server does in the iteration a held connect's connection closes:
+/// it tells the engine at once (`on_conn_closed`), before the flush phase.
+/// Whether the publish comes before or after the close, the flush answers
+/// nothing and the next connect gets the message.
+#[test]
+fn a_closed_held_connect_gets_no_reply_and_its_messages_wait() {
+    for publish_first in [false, true] {
+        let mut e = engine(Config::default());
+        let t0 = Instant::now();
+        let cid = connected(&mut e, t0);
+        subscribe(&mut e, &cid, "/chat/room1", t0);
+        assert!(matches!(
+            connect(&mut e, 3, &cid, t0).reply,
+            Reply::Hold { .. }
+        ));
+        if publish_first {
+            hub_publish(&mut e, "m1", "chat/room1", Data::Text("hello"));
+            e.on_conn_closed(3, t0);
+        } else {
+            e.on_conn_closed(3, t0);
+            hub_publish(&mut e, "m1", "chat/room1", Data::Text("hello"));
+        }
+        assert_eq!(e.n_held(), 0);
+        assert!(e.flush(t0).is_empty(), "publish_first: {publish_first}");
+        assert!(!e.needs_flush());
+        assert_eq!(
+            delivered(&now_replies(&connect(&mut e, 4, &cid, t0))),
+            [json!("hello")],
+            "publish_first: {publish_first}"
+        );
+    }
+}
+
+fn subscribe_many(e: &mut Engine, cid: &str, channels: &[String], now: Instant) -> Value {
+    now_replies(&handle(
+        e,
+        9,
+        json!([{"channel": "/meta/subscribe", "clientId": cid, "subscription": channels, "id": "s"}]),
+        now,
+    ))
+}
+
+fn channels(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("/{prefix}/{i}")).collect()
+}
+
+/// Subscriptions are bounded per message and per session; a refused
+/// (un)subscribe changes nothing and is counted.
+#[test]
+fn subscriptions_are_bounded() {
+    let mut e = engine(Config::default());
+    let t0 = Instant::now();
+    let cid = handshake(&mut e, t0);
+    let max = MAX_SUBSCRIPTIONS_PER_SESSION;
+    // (channels in the message, error or success, subscriptions held after)
+    let steps: &[(Vec<String>, Option<&str>, usize)] = &[
+        (
+            channels("a", MAX_SUBSCRIPTIONS_PER_MESSAGE + 1),
+            Some("403::too_many_subscriptions"),
+            0,
+        ),
+        (channels("a", max - 1), None, max - 1),
+        // Already held channels cost nothing again.
+        (channels("a", max - 1), None, max - 1),
+        (
+            channels("b", 2),
+            Some("403:/b/0:too_many_subscriptions"),
+            max - 1,
+        ),
+        (channels("b", 1), None, max),
+        (
+            channels("c", 1),
+            Some("403:/c/0:too_many_subscriptions"),
+            max,
+        ),
+    ];
+    for (i, (subs, error, held)) in steps.iter().enumerate() {
+        let r = &subscribe_many(&mut e, &cid, subs, t0)[0];
+        match error {
+            None => assert_eq!(r["successful"], true, "step {i}: {r}"),
+            Some(err) => {
+                assert_eq!(r["successful"], false, "step {i}");
+                assert_eq!(r["error"], *err, "step {i}");
+            }
+        }
+        assert_eq!(
+            e.sessions[cid.as_str()].subscriptions.len(),
+            *held,
+            "step {i}"
+        );
+    }
+    assert_eq!(e.stats.subscriptions_refused, 3);
+    // Unsubscribing is bounded per message too; then it frees room.
+    let unsub = |subs: &[String]| json!([{"channel": "/meta/unsubscribe", "clientId": cid, "subscription": subs}]);
+    let too_many = channels("a", MAX_SUBSCRIPTIONS_PER_MESSAGE + 1);
+    let r = now_replies(&handle(&mut e, 9, unsub(&too_many), t0));
+    assert_eq!(r[0]["error"], "403::too_many_subscriptions");
+    assert_eq!(e.stats.subscriptions_refused, 4);
+    let r = now_replies(&handle(&mut e, 9, unsub(&channels("a", 1)), t0));
+    assert_eq!(r[0]["successful"], true);
+    assert_eq!(
+        subscribe_many(&mut e, &cid, &channels("c", 1), t0)[0]["successful"],
+        true
+    );
+    // The routing index follows: /a/0 is gone, /c/0 is there.
+    assert_eq!(hub_publish(&mut e, "x1", "a/0", Data::Text("x")), 0);
+    assert_eq!(hub_publish(&mut e, "x2", "c/0", Data::Text("x")), 1);
+    assert_eq!(hub_publish(&mut e, "x3", "a/1", Data::Text("x")), 1);
+}
+
+fn handshake_from(e: &mut Engine, peer: IpAddr, n: usize, now: Instant) -> Vec<Value> {
+    let one = json!({"channel": "/meta/handshake", "version": "1.0",
+                     "supportedConnectionTypes": ["long-polling"]});
+    let msgs = Value::Array(vec![one; n]);
+    let (msgs, framing) =
+        wire::parse_post(Some("application/json"), msgs.to_string().as_bytes()).unwrap();
+    let o = e.handle(1, peer, msgs, framing, now);
+    now_replies(&o).as_array().unwrap().clone()
+}
+
+/// Handshakes are bounded per request, sessions in total and per client
+/// address; ending a session gives its address's room back.
+#[test]
+fn sessions_are_bounded() {
+    let mut e = engine(Config {
+        max_sessions: 5,
+        max_sessions_per_addr: 3,
+        ..Config::default()
+    });
+    let t0 = Instant::now();
+    let a = IpAddr::from([192, 0, 2, 1]);
+    let b = IpAddr::from([192, 0, 2, 2]);
+    let c = IpAddr::from([192, 0, 2, 3]);
+    let ok = |r: &Value| r["successful"] == true;
+    let refused = |r: &Value, error: &str| r["successful"] == false && r["error"] == error;
+
+    let r = handshake_from(&mut e, a, MAX_HANDSHAKES_PER_REQUEST + 2, t0);
+    assert_eq!(r.len(), MAX_HANDSHAKES_PER_REQUEST + 2);
+    // Three fit a's bound; the fourth is one too many for the address, and
+    // the ones past the request's bound are refused for that.
+    assert!(r[..3].iter().all(ok), "{r:?}");
+    assert!(refused(&r[3], "403::too_many_sessions"), "{}", r[3]);
+    assert_eq!(
+        r[3]["advice"],
+        json!({"reconnect": "handshake", "interval": 10_000})
+    );
+    for extra in &r[MAX_HANDSHAKES_PER_REQUEST..] {
+        assert!(refused(extra, "403::too_many_handshakes"), "{extra}");
+        assert_eq!(extra["advice"], json!({"reconnect": "none"}));
+    }
+    assert_eq!(e.n_sessions(), 3);
+    // b takes the last two of the five; then even a new address is refused.
+    assert!(handshake_from(&mut e, b, 2, t0).iter().all(ok));
+    assert!(refused(
+        &handshake_from(&mut e, c, 1, t0)[0],
+        "403::too_many_sessions"
+    ));
+    assert_eq!(e.n_sessions(), 5);
+    assert_eq!(e.stats.sessions_refused, 2);
+    assert_eq!(e.stats.handshakes_refused, 2);
+    assert_eq!(e.stats.handshakes, 5);
+    // a's sessions never connect and expire: a may handshake again.
+    let later = t0 + 11 * SEC;
+    assert_eq!(e.expire(later), 5);
+    assert!(e.per_addr.is_empty());
+    assert!(handshake_from(&mut e, a, 3, later).iter().all(ok));
+    assert!(refused(
+        &handshake_from(&mut e, a, 1, later)[0],
+        "403::too_many_sessions"
+    ));
+    assert!(ok(&handshake_from(&mut e, c, 1, later)[0]));
 }

@@ -9,6 +9,8 @@
 
 use serde_json::Value;
 
+use crate::http::query;
+
 /// How the reply must be framed: plain JSON, or wrapped in a JSONP callback.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Framing {
@@ -66,28 +68,27 @@ pub fn is_json_text(content_type: Option<&str>, text: &str) -> bool {
 }
 
 /// Parses the query string of `GET /bayeux?message=...&jsonp=...` (without the `?`).
-pub fn parse_get(query: &str) -> Result<(Vec<Value>, Framing), BadRequest> {
-    parse_form(query)
+/// A `GET` is Bayeux's callback-polling transport and nothing else: without
+/// `jsonp=` it is refused, since a plain JSON answer to a `GET` would let any
+/// page's `<img>` or prefetch act on a session, and no client sends one.
+pub fn parse_get(query_string: &str) -> Result<(Vec<Value>, Framing), BadRequest> {
+    let (messages, framing) = parse_form(query_string)?;
+    if framing == Framing::Json {
+        return Err(BadRequest(
+            "GET /bayeux is callback-polling and needs jsonp=<callback>; long-polling uses POST",
+        ));
+    }
+    Ok((messages, framing))
 }
 
 /// Both the form body and the JSONP query carry `message=` and an optional `jsonp=`.
 fn parse_form(form: &str) -> Result<(Vec<Value>, Framing), BadRequest> {
-    let mut message = None;
-    let mut framing = Framing::Json;
-    for pair in form.split('&') {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match key {
-            "message" => message = Some(percent_decode(value)?),
-            "jsonp" => {
-                let cb = percent_decode(value)?;
-                if !valid_callback(&cb) {
-                    return Err(BadRequest("jsonp callback must be a JavaScript identifier"));
-                }
-                framing = Framing::Jsonp(cb);
-            }
-            _ => {}
-        }
-    }
+    let message = query::param(form, "message").map_err(BadRequest)?;
+    let framing = match query::param(form, "jsonp").map_err(BadRequest)? {
+        None => Framing::Json,
+        Some(cb) if valid_callback(&cb) => Framing::Jsonp(cb),
+        Some(_) => return Err(BadRequest("jsonp callback must be a JavaScript identifier")),
+    };
     let message = message.ok_or(BadRequest("missing message= parameter"))?;
     Ok((parse_json(message.as_bytes())?, framing))
 }
@@ -107,29 +108,6 @@ pub fn parse_json(body: &[u8]) -> Result<Vec<Value>, BadRequest> {
         return Err(BadRequest("Bayeux messages must be JSON objects"));
     }
     Ok(messages)
-}
-
-/// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte.
-fn percent_decode(s: &str) -> Result<String, BadRequest> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .ok_or(BadRequest("truncated %-escape"))?;
-                let hex = std::str::from_utf8(hex).map_err(|_| BadRequest("bad %-escape"))?;
-                out.push(u8::from_str_radix(hex, 16).map_err(|_| BadRequest("bad %-escape"))?);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).map_err(|_| BadRequest("parameter is not UTF-8"))
 }
 
 /// A callback is a dotted path of identifiers (`cb`, `jQuery.cb_1`, `a.$b`).
@@ -206,8 +184,8 @@ mod tests {
             ),
             (json_ct, "[{", Err("body is not JSON")),
             (form_ct, "jsonp=cb", Err("missing message= parameter")),
-            (form_ct, "message=%2", Err("truncated %-escape")),
-            (form_ct, "message=%zz", Err("bad %-escape")),
+            (form_ct, "message=%2", Err("broken percent-escape")),
+            (form_ct, "message=%zz", Err("broken percent-escape")),
         ];
         for (ct, body, want) in cases {
             let got = parse_post(*ct, body.as_bytes())
@@ -228,7 +206,10 @@ mod tests {
                 "message=%5B%7B%7D%5D&jsonp=jQuery.cb_1",
                 Ok(Framing::Jsonp("jQuery.cb_1".into())),
             ),
-            ("message=%5B%7B%7D%5D", Ok(Framing::Json)),
+            (
+                "message=%5B%7B%7D%5D",
+                Err("GET /bayeux is callback-polling and needs jsonp=<callback>; long-polling uses POST"),
+            ),
             (
                 "jsonp=alert(1)&message=%5B%7B%7D%5D",
                 Err("jsonp callback must be a JavaScript identifier"),

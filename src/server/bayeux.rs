@@ -67,8 +67,9 @@ pub(super) fn hub_message(message: &Message) -> HubMessage<'_> {
 
 impl Server {
     /// One request to `/bayeux`: messages in a `POST` body (JSON or form
-    /// `message=`) or a `GET` query (JSONP). Only a request that is not
+    /// `message=`) or a `GET` query (JSONP only). Only a request that is not
     /// Bayeux at all gets an HTTP error; Bayeux errors are answered with 200.
+    /// `routes` refuses `HEAD` with 405, since answering it would mean acting.
     pub(super) fn on_bayeux(&mut self, id: ConnId, head: &Head, body: Vec<u8>) {
         let parsed = match head.method {
             Method::Post => wire::parse_post(head.content_type.as_deref(), &body),
@@ -81,9 +82,18 @@ impl Server {
                 return self.reject(id, Reject::new(400, why), Ask::of(head));
             }
         };
+        // The engine bounds sessions per client address.
+        let peer = lookup(&mut self.conns, id).and_then(|c| c.socket.peer_addr().ok());
+        let Some(peer) = peer else {
+            return self.reject(
+                id,
+                Reject::new(400, "the connection has no peer address"),
+                Ask::of(head),
+            );
+        };
         let outcome = self
             .bayeux
-            .handle(engine_conn(id), messages, framing, self.now);
+            .handle(engine_conn(id), peer.ip(), messages, framing, self.now);
         for response in outcome.released {
             self.answer_held(response);
         }
@@ -251,4 +261,154 @@ fn gap_value(gap: &Gap) -> Value {
         "cursor": gap.cursor,
         "next": gap.next,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The loop's phases run one by one on a real server, so a test can put
+    //! two events in one iteration, which no client can arrange on purpose.
+
+    use std::io::{ErrorKind, Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    use mio::Events;
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    /// How long the test waits for the server to see something before it fails.
+    const LIMIT: Duration = Duration::from_secs(5);
+
+    /// The dispatch phase alone: poll (for at most `LIMIT`) and handle what it reports.
+    fn dispatch_once(server: &mut Server, events: &mut Events) {
+        server.poll.poll(events, Some(LIMIT)).expect("poll");
+        server.now = Instant::now();
+        for event in events.iter() {
+            server.dispatch(event);
+        }
+    }
+
+    /// One whole iteration of `Server::run`.
+    fn iterate(server: &mut Server, events: &mut Events) {
+        dispatch_once(server, events);
+        server.flush_bayeux();
+        server.fire_deadlines();
+        server.resume();
+        server.reap();
+    }
+
+    fn send_bayeux(client: &mut TcpStream, messages: Value) {
+        let body = messages.to_string();
+        let request = format!(
+            "POST /bayeux HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        client.write_all(request.as_bytes()).expect("write");
+    }
+
+    /// Sends `messages` and runs the loop until the whole response is read.
+    fn exchange(
+        server: &mut Server,
+        events: &mut Events,
+        client: &mut TcpStream,
+        messages: Value,
+    ) -> Value {
+        send_bayeux(client, messages);
+        let started = Instant::now();
+        let mut buf = Vec::new();
+        loop {
+            assert!(started.elapsed() < LIMIT, "no whole response: {buf:?}");
+            iterate(server, events);
+            let mut chunk = [0u8; 4096];
+            loop {
+                match client.read(&mut chunk) {
+                    Ok(0) => panic!("closed"),
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            let text = String::from_utf8_lossy(&buf);
+            let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                continue;
+            };
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .expect("Content-Length")
+                .parse()
+                .unwrap();
+            if body.len() >= len {
+                return serde_json::from_str(&body[..len]).expect("JSON body");
+            }
+        }
+    }
+
+    fn client(server: &Server) -> TcpStream {
+        let client = TcpStream::connect(server.local_addr()).expect("connect");
+        client.set_nonblocking(true).unwrap();
+        client
+    }
+
+    /// A held connect's client leaves and, in the same iteration, a publish
+    /// reaches its session: the message must wait for the next connect, not
+    /// go into a reply for the closed connection.
+    #[test]
+    fn a_publish_in_the_iteration_a_held_connect_closes_waits_for_the_next_connect() {
+        let mut server = Server::bind(Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..Config::default()
+        })
+        .expect("bind");
+        let mut events = Events::with_capacity(64);
+        let mut a = client(&server);
+        let hs = json!([{"channel": "/meta/handshake", "version": "1.0",
+                         "supportedConnectionTypes": ["long-polling"]}]);
+        let reply = exchange(&mut server, &mut events, &mut a, hs);
+        let cid = reply[0]["clientId"].as_str().expect("clientId").to_string();
+        let sub = json!([{"channel": "/meta/subscribe", "clientId": cid,
+                          "subscription": "/chat/room1"}]);
+        exchange(&mut server, &mut events, &mut a, sub);
+        let connect = json!([{"channel": "/meta/connect", "clientId": cid,
+                              "connectionType": "long-polling"}]);
+        exchange(&mut server, &mut events, &mut a, connect.clone());
+        // The second connect finds nothing queued and is held.
+        send_bayeux(&mut a, connect);
+        let started = Instant::now();
+        while server.bayeux.n_held() == 0 {
+            assert!(started.elapsed() < LIMIT, "the connect was never held");
+            iterate(&mut server, &mut events);
+        }
+
+        // One iteration: the client's close is dispatched, then a publish
+        // arrives, then the flush and reap phases run.
+        drop(a);
+        while server.to_reap.is_empty() {
+            assert!(started.elapsed() < LIMIT, "the close was never seen");
+            dispatch_once(&mut server, &mut events);
+        }
+        let message = server
+            .hub
+            .publish("chat/room1", "hello".into(), false, None, server.now);
+        server.deliver(&message);
+        server.flush_bayeux();
+        server.reap();
+
+        // CometD's first connect after a network failure asks for `timeout: 0`:
+        // it is answered at once with whatever the session has queued.
+        let mut b = client(&server);
+        let reconnect = json!([{"channel": "/meta/connect", "clientId": cid,
+                                "connectionType": "long-polling", "advice": {"timeout": 0}}]);
+        let reply = exchange(&mut server, &mut events, &mut b, reconnect);
+        let data: Vec<&Value> = reply
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["channel"] == "/chat/room1")
+            .map(|m| &m["data"])
+            .collect();
+        assert_eq!(data, [&json!("hello")], "reply: {reply}");
+    }
 }

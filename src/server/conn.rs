@@ -52,8 +52,8 @@ pub enum State {
     /// drained until the client closes, so it reads the response before any RST.
     Closing,
     /// Finished, waiting to be reaped after this batch of events; `sub` is the
-    /// hub subscription still to be removed then, and `held_connect` says the
-    /// Bayeux engine still holds a connect on it, to be forgotten then.
+    /// hub subscription still to be removed then, and `held_connect` says it
+    /// was holding a Bayeux connect (which `Server::close` tells the engine at once).
     Closed {
         sub: Option<Subscription>,
         held_connect: bool,

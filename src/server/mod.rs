@@ -214,6 +214,15 @@ impl Server {
     fn close(&mut self, id: ConnId) {
         if let Some(conn) = self.conn(id) {
             conn.close();
+            // The engine forgets a held connect now, not at reaping: the flush
+            // phase comes first and would hand it messages to drop.
+            if let conn::State::Closed {
+                held_connect: true, ..
+            } = conn.state
+            {
+                self.bayeux
+                    .on_conn_closed(bayeux::engine_conn(id), self.now);
+            }
             self.to_reap.push(id);
         }
     }
@@ -229,13 +238,9 @@ impl Server {
             let Some(conn) = self.conns.get(id.slot as usize).filter(|c| c.gen == id.gen) else {
                 continue;
             };
-            if let conn::State::Closed { sub, held_connect } = &conn.state {
+            if let conn::State::Closed { sub, .. } = &conn.state {
                 if let Some((channel, kind, key)) = sub {
                     self.hub.unsubscribe(channel, *kind, *key, id, self.now);
-                }
-                if *held_connect {
-                    self.bayeux
-                        .on_conn_closed(bayeux::engine_conn(id), self.now);
                 }
                 // Dropping the socket closes it, which also removes it from epoll.
                 self.conns.remove(id.slot as usize);

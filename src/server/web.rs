@@ -14,8 +14,9 @@ use crate::conn_id::ConnId;
 use crate::http::request::{Head, Method};
 use crate::http::Reject;
 use crate::routes::{self, Route};
+use crate::token::Token;
 use crate::web::assets::{self, AssetReply};
-use crate::web::open_publish::{PublishPolicy, PublishVerdict, Token};
+use crate::web::open_publish::{PublishPolicy, PublishVerdict};
 use crate::web::rate_limit::RateLimiter;
 use crate::web::static_files::{StaticReply, StaticRoot};
 
@@ -117,11 +118,8 @@ impl Server {
 
     /// How the request's `Authorization` stands against `--publish-token`.
     pub(super) fn publish_token(&self, head: &Head) -> Token {
-        let bearer = head
-            .authorization
-            .as_deref()
-            .and_then(|v| v.strip_prefix("Bearer "));
-        Token::check(self.config.publish_token.as_deref(), bearer)
+        let configured = self.config.publish_token.as_deref();
+        Token::from_authorization(configured, head.authorization.as_deref())
     }
 
     /// The largest body this request may send, known from its head alone, so

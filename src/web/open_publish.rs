@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use super::rate_limit::{RateLimiter, Verdict};
 use crate::hub::{is_channel_byte, MAX_CHANNEL_NAME};
+use crate::token::Token;
 
 /// The body limit for a publish without the token on an open channel. A comment is a few hundred bytes;
 /// anything much larger from an anonymous client is abuse, and refusing it costs nothing.
@@ -44,38 +45,6 @@ impl OpenPrefix {
 
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-}
-
-/// How a publisher's token stands with respect to `--publish-token`: the `Authorization: Bearer`
-/// header over HTTP, `ext.halley.token` in a Bayeux handshake.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Token {
-    /// The server runs without `--publish-token`.
-    NotConfigured,
-    Valid,
-    /// A token is configured and the request's is absent or different.
-    MissingOrWrong,
-}
-
-impl Token {
-    /// Compares `given` with the `configured` token without stopping at the first differing byte,
-    /// so timing does not reveal how much of a guess was right.
-    pub fn check(configured: Option<&str>, given: Option<&str>) -> Token {
-        let Some(want) = configured else {
-            return Token::NotConfigured;
-        };
-        let given = given.unwrap_or("").as_bytes();
-        let same = want.len() == given.len()
-            && want
-                .bytes()
-                .zip(given)
-                .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-                == 0;
-        match same {
-            true => Token::Valid,
-            false => Token::MissingOrWrong,
-        }
     }
 }
 
@@ -161,25 +130,6 @@ impl PublishPolicy {
 mod tests {
     use super::*;
 
-    #[test]
-    fn checks_tokens() {
-        let cases = [
-            (None, None, Token::NotConfigured),
-            (None, Some("x"), Token::NotConfigured),
-            (Some("s3"), Some("s3"), Token::Valid),
-            (Some("s3"), Some("s4"), Token::MissingOrWrong),
-            (Some("s3"), Some("s3x"), Token::MissingOrWrong),
-            (Some("s3"), Some(""), Token::MissingOrWrong),
-            (Some("s3"), None, Token::MissingOrWrong),
-        ];
-        for (configured, given, want) in cases {
-            assert_eq!(
-                Token::check(configured, given),
-                want,
-                "{configured:?} {given:?}"
-            );
-        }
-    }
     use std::time::Duration;
 
     #[test]
