@@ -37,6 +37,12 @@ pub struct BadRequest(pub &'static str);
 /// or `__jsonp5__`; a bound keeps the echo from being a reflection vector.
 const MAX_CALLBACK: usize = 64;
 
+/// Most messages one request may carry. A client batches a handful (a
+/// connect, a few subscribes and publishes); without a bound, one body of
+/// `--max-body` bytes could hold tens of thousands of cheap messages, each
+/// costing the loop work and the reply bytes.
+pub const MAX_MESSAGES_PER_REQUEST: usize = 1_000;
+
 /// Parses a `POST /bayeux` body. `content_type` is the request's header, if any.
 pub fn parse_post(
     content_type: Option<&str>,
@@ -103,6 +109,11 @@ pub fn parse_json(body: &[u8]) -> Result<Vec<Value>, BadRequest> {
     };
     if messages.is_empty() {
         return Err(BadRequest("no Bayeux messages"));
+    }
+    if messages.len() > MAX_MESSAGES_PER_REQUEST {
+        return Err(BadRequest(
+            "too many Bayeux messages in one request (at most 1000)",
+        ));
     }
     if !messages.iter().all(Value::is_object) {
         return Err(BadRequest("Bayeux messages must be JSON objects"));
@@ -193,6 +204,19 @@ mod tests {
                 .map_err(|e| e.0);
             assert_eq!(got, want.clone(), "{ct:?} {body}");
         }
+    }
+
+    #[test]
+    fn messages_per_request_are_bounded() {
+        let batch = |n: usize| serde_json::to_vec(&vec![json!({"channel": "/a"}); n]).unwrap();
+        let at_limit = parse_json(&batch(MAX_MESSAGES_PER_REQUEST));
+        assert_eq!(at_limit.map(|m| m.len()), Ok(MAX_MESSAGES_PER_REQUEST));
+        assert_eq!(
+            parse_json(&batch(MAX_MESSAGES_PER_REQUEST + 1)),
+            Err(BadRequest(
+                "too many Bayeux messages in one request (at most 1000)"
+            ))
+        );
     }
 
     #[test]
