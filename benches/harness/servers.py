@@ -25,6 +25,11 @@ URLS = {
     "halley": {"ready": "/sub/{channel}?transport=longpoll&since=earliest",
                "wait": "/sub/{channel}?transport=longpoll"},
 }
+URLS["halley-base"] = URLS["halley"]
+
+# `scripts/bench --baseline PATH` sets this: an earlier build of halley, measured in the same run
+# as `halley-base`, so a change to the hot path states its before and after side by side.
+BASELINE = None
 
 
 class Skip(Exception):
@@ -105,7 +110,9 @@ def free_port():
 
 def start(name, pin):
     """Starts server `name` under the `pin` command prefix (taskset) and returns a Server."""
-    return {"floor": start_floor, "halley": start_halley, "nchan": start_nchan, "node": start_node}[name](pin)
+    starters = {"floor": start_floor, "halley": start_halley, "halley-base": start_halley_base,
+                "nchan": start_nchan, "node": start_node}
+    return starters[name](pin)
 
 
 def spawn(cmd, **kw):
@@ -117,14 +124,19 @@ def start_floor(pin):
     return Server("floor", proc, read_listening_line(proc))
 
 
-def start_halley(pin):
-    exe = os.path.join(ROOT, "target/release/halley")
-    if not os.path.exists(exe):
-        raise Skip("target/release/halley does not exist yet")
+def start_halley(pin, name="halley", exe=os.path.join(ROOT, "target/release/halley")):
+    if not exe or not os.path.exists(exe):
+        raise Skip(f"{exe} does not exist")
     proc = spawn(pin + [exe, "--listen", "127.0.0.1:0"], env=dict(os.environ, RUST_LOG="error"))
     port = read_listening_line(proc)
     wait_for_port(port, proc)
-    return Server("halley", proc, port)
+    return Server(name, proc, port)
+
+
+def start_halley_base(pin):
+    if BASELINE is None:
+        raise Skip("no --baseline given")
+    return start_halley(pin, "halley-base", BASELINE)
 
 
 def start_node(pin):
