@@ -10,6 +10,7 @@ use std::collections::BinaryHeap;
 use std::time::Instant;
 
 use crate::conn_id::ConnId;
+use crate::stats::DeadlineCounts;
 
 /// What a deadline is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,11 +59,14 @@ impl Ord for Entry {
 pub struct Deadlines {
     heap: BinaryHeap<Entry>,
     n_set: u64,
+    /// The entries in `heap` by kind, for `/stats`.
+    counts: DeadlineCounts,
 }
 
 impl Deadlines {
     pub fn set(&mut self, at: Instant, timer: Timer) {
         self.n_set += 1;
+        *self.count_of(&timer) += 1;
         self.heap.push(Entry {
             at,
             order: self.n_set,
@@ -78,8 +82,27 @@ impl Deadlines {
     /// Removes and returns the earliest deadline if it is due at `now`.
     pub fn pop_due(&mut self, now: Instant) -> Option<(Instant, Timer)> {
         match self.heap.peek() {
-            Some(e) if e.at <= now => self.heap.pop().map(|e| (e.at, e.timer)),
+            Some(e) if e.at <= now => {
+                let e = self.heap.pop().expect("peeked");
+                *self.count_of(&e.timer) -= 1;
+                Some((e.at, e.timer))
+            }
             _ => None,
+        }
+    }
+
+    /// How many entries wait, by kind.
+    pub fn counts(&self) -> DeadlineCounts {
+        self.counts
+    }
+
+    fn count_of(&mut self, timer: &Timer) -> &mut u64 {
+        let c = &mut self.counts;
+        match timer {
+            Timer::Conn(_) => &mut c.conn,
+            Timer::Expiry => &mut c.channel,
+            Timer::SessionExpiry => &mut c.session,
+            Timer::ResumeAccept | Timer::ShutdownLimit => &mut c.other,
         }
     }
 

@@ -274,6 +274,10 @@ impl Hub {
         Some(channel)
     }
 
+    pub fn n_expiry_entries(&self) -> usize {
+        self.expiry.len()
+    }
+
     /// When the next message expires, if any does.
     pub fn next_expiry(&self) -> Option<Instant> {
         self.expiry.peek().map(|Reverse((at, _))| *at)

@@ -428,6 +428,10 @@ impl Engine {
         n
     }
 
+    pub fn n_expiry_entries(&self) -> usize {
+        self.expiries.len()
+    }
+
     /// When `expire` next has something to do: for the server's deadline queue.
     pub fn next_expiry(&self) -> Option<Instant> {
         self.expiries.peek().map(|Reverse((at, _))| *at)

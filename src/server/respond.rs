@@ -238,6 +238,7 @@ impl Server {
         }
         Snapshot {
             conns,
+            deadlines: self.deadline_counts(),
             channels: self.hub.n_channels(),
             published: self.hub.n_published,
             bytes_queued,

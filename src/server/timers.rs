@@ -46,6 +46,14 @@ impl Server {
         }
     }
 
+    /// The deadline queue's entries by kind, for `/stats`.
+    pub(super) fn deadline_counts(&self) -> crate::stats::DeadlineCounts {
+        let mut counts = self.deadlines.counts();
+        counts.channel += self.hub.n_expiry_entries() as u64;
+        counts.session += self.bayeux.n_expiry_entries() as u64;
+        counts
+    }
+
     /// Makes sure the deadline queue wakes the loop for the hub's next expiry.
     pub(super) fn schedule_expiry(&mut self) {
         let at = self.hub.next_expiry();
