@@ -61,7 +61,7 @@ impl Engine {
             id.clone(),
             Session::new(id.clone(), expires_at, may_publish, acks),
         );
-        self.expiries_push(expires_at, &id);
+        self.arm_expiry(expires_at, &id);
         self.stats.handshakes += 1;
 
         let mut reply = reply_to(msg);
