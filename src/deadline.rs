@@ -10,7 +10,10 @@
 //! - A connection (`ConnDeadline`): moving its deadline later pushes nothing;
 //!   the queued entry comes up early, finds the real deadline later and
 //!   queues itself again, once, at it. Moving it earlier pushes a new entry,
-//!   and the old one is stale until it comes up.
+//!   and the old one is stale until it comes up. Only the move from an idle
+//!   timeout to a header timeout does that while the connection stays open,
+//!   and only after its entry came up, so a kept-alive connection leaves at
+//!   most about idle / header timeout stale entries, however many requests.
 //! - A channel name: one entry while its buffer holds messages, set again
 //!   when it fires for the channel's next expiry. A channel deleted and
 //!   opened again adopts the entry its name already has (see `hub::Hub`).
@@ -339,6 +342,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A kept-alive connection sending a request every second for five
+    /// minutes: each request moves its deadline to the header timeout (10 s)
+    /// and its response to the idle timeout (60 s). Only a move earlier than
+    /// the queued entry pushes, and one does only after that entry came up,
+    /// so stale entries number at most idle / header, whatever the rate.
+    #[test]
+    fn keep_alive_requests_leave_few_entries() {
+        let t0 = Instant::now();
+        let mut d = Deadlines::new(t0);
+        let mut deadline = ConnDeadline::default();
+        let id = conn(1);
+        let mut most = 0;
+        for i in 0..300 {
+            let now = t0 + i * S;
+            while let Some((at, _)) = d.pop_due(now) {
+                assert!(!d.conn_due(&mut deadline, id, at), "no timeout at {i} s");
+            }
+            d.set_conn(&mut deadline, id, now + 10 * S);
+            d.set_conn(&mut deadline, id, now + 60 * S);
+            most = most.max(d.len());
+        }
+        assert!(most <= 1 + 60 / 10, "{most} entries");
     }
 
     #[test]
