@@ -1,13 +1,16 @@
 //! The deadline queue stays small: a kept-alive connection, a channel deleted
 //! and created again, and a Bayeux session each keep at most a couple of
 //! entries however much traffic they see. Sizes are read from `/stats`
-//! (`deadlines`), on a real server at `127.0.0.1:0`.
+//! (`deadlines`), on a real server at `127.0.0.1:0`. And the timers still
+//! fire when they should: a deadline moved later is kept, and a re-created
+//! channel's messages expire.
 
 mod common;
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
-use common::{call, channel, config, start, Client};
+use common::{call, channel, config, get, start, wait_until, Client, Config};
 use serde_json::{json, Value};
 
 /// `/stats` `deadlines` as JSON, read on the test's own connection when one
@@ -111,4 +114,50 @@ fn a_bayeux_session_keeps_one_expiry_entry_however_often_it_connects() {
     }
     let d = deadlines(&mut client);
     assert_eq!(count(&d, "session"), 3, "one entry per session: {d}");
+}
+
+/// The header timeout armed at accept comes up early, after the response
+/// moved the deadline to the (later) idle timeout: the entry must queue
+/// itself again rather than close the connection then.
+#[test]
+fn a_deadline_moved_later_fires_at_its_new_time() {
+    let idle = Duration::from_millis(600);
+    let addr = start(Config {
+        header_timeout: Duration::from_millis(200),
+        idle_timeout: idle,
+        ..config()
+    });
+    let mut client = Client::connect(addr);
+    let sent = Instant::now();
+    client.request("GET", "/healthz", &[], b"");
+    assert_eq!(client.read_response().status, 200);
+    client.expect_closed();
+    assert!(
+        sent.elapsed() >= idle,
+        "closed after {:?}, before the idle timeout",
+        sent.elapsed()
+    );
+}
+
+/// A channel deleted and created again adopts the expiry entry its name
+/// already has: the new channel's message still expires, the channel is
+/// freed, and its entry ends rather than re-arming.
+#[test]
+fn a_recreated_channels_messages_still_expire() {
+    let addr = start(Config {
+        message_ttl: Duration::from_millis(300),
+        ..config()
+    });
+    let name = channel("again");
+    publish(addr, &name);
+    let resp = call(addr, "DELETE", &format!("/pub/{name}"), &[], b"");
+    assert!(resp.status < 300, "delete: {}", resp.status);
+    publish(addr, &name);
+    wait_until("the channel's message expires and frees it", || {
+        get(addr, &format!("/pub/{name}")).status == 404
+    });
+    let mut client = Client::connect(addr);
+    wait_until("its expiry entry ends", || {
+        count(&deadlines(&mut client), "channel") == 0
+    });
 }
