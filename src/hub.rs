@@ -290,8 +290,8 @@ impl Hub {
 
     /// The expiry timer of channel `name` came up: drops its messages older
     /// than the TTL, then asks for the timer again at the next one's expiry,
-    /// or frees the channel if nothing holds it. A deleted channel's timer
-    /// ends here.
+    /// or frees the channel if nothing holds it. The timer of a name with no
+    /// channel (deleted or freed, and not opened again) ends here.
     pub fn on_expiry_timer(&mut self, name: &str, now: Instant) {
         self.tombstones.expire(now);
         self.timed.remove(name);

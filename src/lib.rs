@@ -7,8 +7,8 @@
 //! publishers `POST` messages, and every waiting subscriber gets them at once.
 //! Nearly all connections are idle most of the time, so halley keeps each
 //! parked connection down to about 200 bytes (an 88-byte enum-owning `Conn` in
-//! a slab, a hub key, one deadline) and never gives one a thread. One loop
-//! does everything:
+//! a slab, a hub key, one deadline-queue entry) and never gives one a thread.
+//! One loop does everything:
 //!
 //! ```text
 //!            +--------------------------------------------------------+

@@ -1,7 +1,9 @@
-//! Deadlines and shutdown. Every connection has at most one live deadline,
-//! whose meaning comes from its state: a header or idle timeout while reading,
-//! a heartbeat while streaming, the hold limit while long-polling or holding a
-//! Bayeux connect, the linger limit while closing.
+//! Deadlines and shutdown: what each timer of the one queue does when it
+//! comes up. Every connection has one deadline, whose meaning comes from its
+//! state: a header or idle timeout while reading, a heartbeat while
+//! streaming, the hold limit while long-polling or holding a Bayeux connect,
+//! the linger limit while closing. Channel and session timers go to the hub
+//! and the Bayeux engine, and what they ask to re-arm goes back in the queue.
 
 use std::time::Duration;
 
