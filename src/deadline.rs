@@ -52,7 +52,8 @@ pub enum Timer {
 
 /// A time in the queue: whole milliseconds since the queue was made, never
 /// zero. Eight bytes, where an `Instant` takes sixteen, so that a connection
-/// keeps its deadline and its entry's time in the space of one `Instant`.
+/// keeps its deadline and two entries' times in the space of one `Instant`
+/// (`ConnDeadline`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Tick(NonZeroU64);
 
@@ -195,10 +196,10 @@ impl Deadlines {
     }
 
     /// A `Timer::Conn(id)` entry set for `at` came up: whether the
-    /// connection's deadline is reached (and is now cleared). The live entry
-    /// come up early takes over the spare if that is not after the deadline,
-    /// or else queues itself again at the deadline; any other entry is stale
-    /// and dropped.
+    /// connection's deadline is reached (and is now cleared). A live entry
+    /// that came up early hands over to the spare if that is not after the
+    /// deadline, or else queues itself again at the deadline; any other entry
+    /// is stale and dropped.
     pub fn conn_due(&mut self, deadline: &mut ConnDeadline, id: ConnId, at: Tick) -> bool {
         let (Some(queued), Some(due)) = (deadline.queued, deadline.due()) else {
             return false;
