@@ -2,9 +2,11 @@
 //! subscribers (as connection ids, never connections). It resolves cursors into
 //! what a subscriber must be sent, including the gap when history is gone. It
 //! is pure: it takes `now` and returns values, and the server does all the IO.
+//! Message expiry runs on the server's deadline queue: the hub asks, in
+//! `to_arm`, for at most one `Timer::Channel` per channel name, and the server
+//! calls `on_expiry_timer` when it comes up.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -12,6 +14,7 @@ use slab::Slab;
 
 use crate::conn_id::ConnId;
 use crate::cursor::{self, Cursor};
+use crate::deadline::{Timer, ToArm};
 use crate::encode::Gap;
 use crate::http::Reject;
 use crate::message::Message;
@@ -100,9 +103,15 @@ pub struct Hub {
     epoch: u64,
     limits: Limits,
     channels: HashMap<Rc<str>, Channel>,
-    /// When each channel's oldest message expires; at most one live entry per
-    /// channel, stale ones are skipped when they come up.
-    expiry: BinaryHeap<Reverse<(Instant, Rc<str>)>>,
+    /// The names that have an expiry timer in the server's queue, one each.
+    /// A name keeps its timer when its channel is deleted or freed: a channel
+    /// opened again under it adopts the timer, which can only come up early
+    /// for the new channel's messages and then asks again for their expiry.
+    timed: HashSet<Rc<str>>,
+    /// Expiry timers for the server to set: one when a channel's buffer gets
+    /// a message and its name has no timer, and one each time a timer comes up
+    /// on messages not yet expired.
+    pub to_arm: ToArm,
     tombstones: Tombstones,
     pub n_published: u64,
 }
@@ -113,7 +122,8 @@ impl Hub {
             epoch,
             limits,
             channels: HashMap::new(),
-            expiry: BinaryHeap::new(),
+            timed: HashSet::new(),
+            to_arm: ToArm::default(),
             tombstones: Tombstones::default(),
             n_published: 0,
         }
@@ -190,11 +200,15 @@ impl Hub {
         if channel.buffer.len() >= limits.buffer {
             channel.buffer.pop_front();
         }
+        // A non-empty buffer's name always has its timer: look only when
+        // the buffer was empty.
         let first_buffered = channel.buffer.is_empty();
         channel.buffer.push_back(message.clone());
         if first_buffered {
             let name = channel.name.clone();
-            self.expiry.push(Reverse((now + limits.ttl, name)));
+            if self.timed.insert(name.clone()) {
+                self.to_arm.push(now + limits.ttl, Timer::Channel(name));
+            }
         }
         self.n_published += 1;
         message
@@ -274,35 +288,32 @@ impl Hub {
         Some(channel)
     }
 
-    /// When the next message expires, if any does.
-    pub fn next_expiry(&self) -> Option<Instant> {
-        self.expiry.peek().map(|Reverse((at, _))| *at)
-    }
-
-    /// Drops messages older than the TTL, and the channels left unused.
-    pub fn expire(&mut self, now: Instant) {
-        let ttl = self.limits.ttl;
-        while let Some(Reverse((at, _))) = self.expiry.peek() {
-            if *at > now {
-                break;
-            }
-            let Reverse((_, name)) = self.expiry.pop().expect("peeked");
-            let Some(channel) = self.channels.get_mut(&name) else {
-                continue;
-            };
-            while channel
-                .buffer
-                .front()
-                .is_some_and(|m| m.published + ttl <= now)
-            {
-                channel.buffer.pop_front();
-            }
-            match channel.buffer.front() {
-                Some(oldest) => self.expiry.push(Reverse((oldest.published + ttl, name))),
-                None => self.free_if_unused(&name, now),
-            }
-        }
+    /// The expiry timer of channel `name` came up: drops its messages older
+    /// than the TTL, then asks for the timer again at the next one's expiry,
+    /// or frees the channel if nothing holds it. The timer of a name with no
+    /// channel (deleted or freed, and not opened again) ends here.
+    pub fn on_expiry_timer(&mut self, name: &str, now: Instant) {
         self.tombstones.expire(now);
+        self.timed.remove(name);
+        let ttl = self.limits.ttl;
+        let Some(channel) = self.channels.get_mut(name) else {
+            return;
+        };
+        while channel
+            .buffer
+            .front()
+            .is_some_and(|m| m.published + ttl <= now)
+        {
+            channel.buffer.pop_front();
+        }
+        match channel.buffer.front() {
+            Some(oldest) => {
+                let (at, name) = (oldest.published + ttl, channel.name.clone());
+                self.timed.insert(name.clone());
+                self.to_arm.push(at, Timer::Channel(name));
+            }
+            None => self.free_if_unused(name, now),
+        }
     }
 
     fn open(&mut self, name: &str) -> &mut Channel {
@@ -348,6 +359,9 @@ impl Hub {
 /// memory is bounded: a forgotten channel's sequence raises `floor`, where
 /// every new channel starts, so an old cursor is always *below* a new channel's
 /// base and is answered with a gap (of unknown size), never misread.
+/// Tombstones are forgotten after the TTL whenever a channel is buried or an
+/// expiry timer comes up; they need no timer of their own, since
+/// `MAX_TOMBSTONES` bounds them anyway.
 struct Tombstones {
     /// Each buried channel's `(base, next_seq)` and when it is forgotten.
     buried: HashMap<Rc<str>, (Position, Instant)>,
@@ -369,6 +383,7 @@ impl Default for Tombstones {
 
 impl Tombstones {
     fn bury(&mut self, name: Rc<str>, position: Position, now: Instant, ttl: Duration) {
+        self.expire(now);
         if self.order.len() >= MAX_TOMBSTONES {
             self.forget_oldest();
         }

@@ -7,8 +7,8 @@
 //! publishers `POST` messages, and every waiting subscriber gets them at once.
 //! Nearly all connections are idle most of the time, so halley keeps each
 //! parked connection down to about 200 bytes (an 88-byte enum-owning `Conn` in
-//! a slab, a hub key, one deadline) and never gives one a thread. One loop
-//! does everything:
+//! a slab, a hub key, one deadline-queue entry) and never gives one a thread.
+//! One loop does everything:
 //!
 //! ```text
 //!            +--------------------------------------------------------+
@@ -50,7 +50,8 @@
 //! - `hub`: channels, their message buffers and subscribers, cursors and gaps.
 //! - `message`, `encode`, `json`, `cursor`: messages and their bytes per
 //!   transport, message ids.
-//! - `deadline`: the one deadline queue. `outq`: a connection's pending output.
+//! - `deadline`: the one deadline queue, for every timer. `outq`: a
+//!   connection's pending output.
 //! - `config`, `stats`: flags and counters. `token`: the publish token check.
 //! - `bayeux`: Bayeux 1.0 as an engine of sessions, subscriptions and held
 //!   connects that takes messages and `now` and returns what to answer,
@@ -72,9 +73,13 @@
 //!   recognised and ignored, never applied to the slot's next occupant.
 //! - A connection is freed only in the reap phase, after the batch of events,
 //!   so no handler ever sees a connection vanish under it.
-//! - A connection has at most one live deadline (`Conn::deadline`); queue
-//!   entries that do not match it are stale and skipped. Nothing scans all
-//!   connections on a timer.
+//! - Every timer is an entry in the one deadline queue: connection timeouts
+//!   and heartbeats, channel message expiry, Bayeux session expiry. A
+//!   connection, a channel name and a session each have at most one live
+//!   entry: a deadline moved later pushes nothing (the entry re-queues itself
+//!   when it comes up early), and stale entries are skipped when they come
+//!   up. `/stats` shows the queue's size. Nothing scans all connections on a
+//!   timer, and fan-out never touches the queue per delivery.
 //! - Writes are tried at once; only what a short write leaves is queued, and a
 //!   queue past `--max-queued-bytes` closes its connection (a slow consumer).
 //! - A published message is encoded at most once per transport; subscribers

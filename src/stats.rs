@@ -34,9 +34,23 @@ pub struct ConnCounts {
     pub other: u64,
 }
 
+/// Entries in the deadline queue by what they are for: stale ones included,
+/// since they cost memory until they come up.
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeadlineCounts {
+    pub conn: u64,
+    /// Channel message expiry.
+    pub channel: u64,
+    /// Bayeux session expiry.
+    pub session: u64,
+    /// Accept back-off and the shutdown limit.
+    pub other: u64,
+}
+
 /// Everything `/stats` reports, gathered by the server.
 pub struct Snapshot<'a> {
     pub conns: ConnCounts,
+    pub deadlines: DeadlineCounts,
     pub channels: usize,
     pub published: u64,
     pub bytes_queued: u64,
@@ -89,6 +103,15 @@ impl Snapshot<'_> {
         field(&mut out, "connections_accepted", self.counters.accepted);
         field(&mut out, "accept_errors", self.counters.accept_errors);
         field(&mut out, "timeouts", self.counters.timeouts);
+        let d = self.deadlines;
+        out.extend_from_slice(b"\"deadlines\":{");
+        field(&mut out, "total", d.conn + d.channel + d.session + d.other);
+        field(&mut out, "conn", d.conn);
+        field(&mut out, "channel", d.channel);
+        field(&mut out, "session", d.session);
+        field(&mut out, "other", d.other);
+        out.pop();
+        out.extend_from_slice(b"},");
         let b = &self.bayeux;
         out.extend_from_slice(b"\"bayeux\":{");
         field(&mut out, "sessions", b.sessions as u64);
@@ -156,6 +179,12 @@ mod tests {
                 bayeux: 5,
                 other: 4,
             },
+            deadlines: DeadlineCounts {
+                conn: 4,
+                channel: 2,
+                session: 1,
+                other: 0,
+            },
             channels: 2,
             published: 3,
             bytes_queued: 0,
@@ -175,6 +204,10 @@ mod tests {
         assert!(text.starts_with(
             r#"{"connections":{"total":15,"sse":1,"stream":2,"longpoll":3,"bayeux":5,"other":4},"channels":2,"#
         ));
+        assert!(
+            text.contains(r#""deadlines":{"total":7,"conn":4,"channel":2,"session":1,"other":0},"#),
+            "{text}"
+        );
         assert!(
             text.contains(r#""bayeux":{"sessions":2,"held_connects":1,"handshakes":3,"#),
             "{text}"

@@ -3,10 +3,11 @@
 //! calls. It never touches a socket: it takes messages and `now`, and returns
 //! what to answer, what to publish and what to hold. The handlers for each
 //! meta channel and for publishing live in `meta.rs`, fan-out and the
-//! answering of held connects in `deliver.rs`.
+//! answering of held connects in `deliver.rs`. Session expiry runs on the
+//! server's deadline queue: one `Timer::Session` per session, asked for in
+//! `to_arm` at handshake and again each time it comes up early.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ use super::channel;
 use super::message::{error_reply, BayeuxError, Message};
 use super::session::{ConnId, Held, Session};
 use super::wire::{encode_body, Framing};
+use crate::deadline::{Timer, ToArm};
 
 /// Subscriptions (channels and patterns) one session may hold. A page holds
 /// a handful, and one wildcard (`/chat/**`) stands for a whole family of
@@ -191,9 +193,11 @@ pub struct Engine {
     pub(super) ready: Vec<Rc<str>>,
     /// Responses produced outside a request (slow-session ends), sent by `flush`.
     pub(super) out: Vec<Response>,
-    /// Expiry candidates, earliest first. Entries go stale when a session
-    /// connects again or ends; `expire` skips those, as ae.c does with timers.
-    expiries: BinaryHeap<Reverse<(Instant, Rc<str>)>>,
+    /// Expiry timers for the server to set. Each session has one from its
+    /// handshake to its end: a connect only moves `Session::expires_at`
+    /// later, and the timer, coming up early, asks to be set again then
+    /// (`on_expiry_timer`).
+    pub to_arm: ToArm,
     pub(super) new_id: Box<dyn FnMut() -> u128>,
     pub(super) fanout_seq: u64,
     /// Reused by `on_publish` so a publish allocates only its encoding.
@@ -212,7 +216,7 @@ impl Engine {
             held: HashMap::new(),
             ready: Vec::new(),
             out: Vec::new(),
-            expiries: BinaryHeap::new(),
+            to_arm: ToArm::default(),
             new_id,
             fanout_seq: 0,
             scratch: Vec::new(),
@@ -316,8 +320,9 @@ impl Engine {
         })
     }
 
-    pub(super) fn expiries_push(&mut self, at: Instant, id: &Rc<str>) {
-        self.expiries.push(Reverse((at, id.clone())));
+    /// Asks for a new session's one expiry timer.
+    pub(super) fn arm_expiry(&mut self, at: Instant, id: &Rc<str>) {
+        self.to_arm.push(at, Timer::Session(id.clone()));
     }
 
     /// Builds the answer to a connect: pending messages first (unless
@@ -339,7 +344,6 @@ impl Engine {
             (Vec::new(), None)
         };
         session.expires_at = expires_at;
-        self.expiries_push(expires_at, id);
         let mut parts: Vec<String> = msgs.iter().map(|m| m.to_string()).collect();
         let mut reply = Map::new();
         reply.insert("channel".into(), "/meta/connect".into());
@@ -454,35 +458,29 @@ impl Engine {
         if let Some(session) = self.sessions.get_mut(&id) {
             session.held = None;
             session.expires_at = now + self.config.max_interval;
-            self.expiries.push(Reverse((session.expires_at, id)));
         }
     }
 
-    /// Ends sessions that have held no connect for `max_interval`, freeing
-    /// their queues. Returns how many ended.
-    pub fn expire(&mut self, now: Instant) -> usize {
-        let mut n = 0;
-        while let Some(Reverse((at, _))) = self.expiries.peek() {
-            if *at > now {
-                break;
-            }
-            let Reverse((_, id)) = self.expiries.pop().expect("peeked");
-            let due = self
-                .sessions
-                .get(&id)
-                .is_some_and(|s| s.held.is_none() && s.expires_at <= now);
-            if due {
-                self.end_session(&id, |_| unreachable!("a holding session never expires"));
+    /// The expiry timer of session `id` came up: ends the session if it has
+    /// held no connect for `max_interval` (returning true), or asks for the
+    /// timer again at the earliest the session could expire. A session
+    /// holding a connect cannot expire before `max_interval` from now, so it
+    /// is looked at again then. An ended session's timer ends here.
+    pub fn on_expiry_timer(&mut self, id: &Rc<str>, now: Instant) -> bool {
+        let Some(session) = self.sessions.get(id) else {
+            return false;
+        };
+        let next = match session.held {
+            Some(_) => now + self.config.max_interval,
+            None if session.expires_at > now => session.expires_at,
+            None => {
+                self.end_session(id, |_| unreachable!("a holding session never expires"));
                 self.stats.expired += 1;
-                n += 1;
+                return true;
             }
-        }
-        n
-    }
-
-    /// When `expire` next has something to do: for the server's deadline queue.
-    pub fn next_expiry(&self) -> Option<Instant> {
-        self.expiries.peek().map(|Reverse((at, _))| *at)
+        };
+        self.to_arm.push(next, Timer::Session(id.clone()));
+        false
     }
 }
 

@@ -87,7 +87,7 @@ impl Engine {
             Session::new(id.clone(), req.peer, expires_at, may_publish, acks),
         );
         *self.per_addr.entry(req.peer).or_default() += 1;
-        self.expiries_push(expires_at, &id);
+        self.arm_expiry(expires_at, &id);
         self.stats.handshakes += 1;
 
         let mut reply = reply_to(msg);

@@ -34,7 +34,8 @@
 //!   deadline (deadline, conn) fires  ──▶ engine.on_connect_timeout(conn, now) -> write it (None: stale)
 //!   parked conn closed (at once,     ──▶ engine.on_conn_closed(conn, now)
 //!     before the next flush phase)
-//!   deadline engine.next_expiry()    ──▶ engine.expire(now)
+//!   after each call: deadlines.arm(&mut engine.to_arm)   (session expiry timers)
+//!   Timer::Session(id) fires         ──▶ engine.on_expiry_timer(id, now)
 //! ```
 //!
 //! Replays must run right after `handle` returns, before the loop handles any

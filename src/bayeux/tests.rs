@@ -10,6 +10,7 @@ use super::engine::{
     MAX_HANDSHAKES_PER_REQUEST, MAX_SUBSCRIPTIONS_PER_MESSAGE, MAX_SUBSCRIPTIONS_PER_SESSION,
 };
 use super::*;
+use crate::deadline::{Deadlines, Timer};
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -446,10 +447,13 @@ fn sessions_expire_after_max_interval_without_a_connect() {
         connect(&mut e, 7, &held, t0 + 5 * SEC).reply,
         Reply::Hold { .. }
     ));
-    // (time, sessions ended by expire)
+    let mut queue = Deadlines::new(t0);
+    // (time, sessions ended by their timers)
     let steps = [(9, 0), (10, 1), (20, 0)];
     for (secs, want) in steps {
-        assert_eq!(e.expire(t0 + secs * SEC), want, "at {secs}s");
+        let ended = run_timers(&mut e, &mut queue, t0 + secs * SEC);
+        assert_eq!(ended, want, "at {secs}s");
+        assert_eq!(queue.len(), e.n_sessions(), "one timer per session");
     }
     assert_eq!(
         e.n_sessions(),
@@ -466,10 +470,50 @@ fn sessions_expire_after_max_interval_without_a_connect() {
     // The held connect's client goes away: the clock starts when the connection closes.
     e.on_conn_closed(7, t0 + 21 * SEC);
     assert_eq!(e.n_held(), 0);
-    assert_eq!(e.expire(t0 + 30 * SEC), 0);
-    assert_eq!(e.expire(t0 + 31 * SEC), 1);
+    assert_eq!(run_timers(&mut e, &mut queue, t0 + 30 * SEC), 0);
+    assert_eq!(run_timers(&mut e, &mut queue, t0 + 31 * SEC), 1);
     assert_eq!(e.n_sessions(), 0);
+    assert!(queue.is_empty());
     assert_eq!(e.stats.expired, 2);
+}
+
+/// The server's part in session expiry: sets the timers the engine asks for
+/// and hands back those due at `now`. Returns how many sessions ended.
+fn run_timers(e: &mut Engine, queue: &mut Deadlines, now: Instant) -> usize {
+    queue.arm(&mut e.to_arm);
+    let mut ended = 0;
+    while let Some((_, timer)) = queue.pop_due(now) {
+        let Timer::Session(id) = timer else {
+            panic!("the engine sets only session timers: {timer:?}")
+        };
+        ended += usize::from(e.on_expiry_timer(&id, now));
+        queue.arm(&mut e.to_arm);
+    }
+    ended
+}
+
+#[test]
+fn a_session_keeps_one_expiry_timer_however_often_it_connects() {
+    let mut e = engine(Config {
+        max_interval: 10 * SEC,
+        ..Config::default()
+    });
+    let t0 = Instant::now();
+    let mut queue = Deadlines::new(t0);
+    let cid = connected(&mut e, t0);
+    for i in 1..=100 {
+        let now = t0 + i * SEC / 10;
+        let msgs = json!([{"channel": "/meta/connect", "clientId": cid,
+                           "connectionType": "long-polling", "advice": {"timeout": 0}}]);
+        let reply = now_replies(&handle(&mut e, 1, msgs, now));
+        assert_eq!(reply[0]["successful"], true);
+        assert_eq!(run_timers(&mut e, &mut queue, now), 0);
+        assert_eq!(queue.len(), 1, "after connect {i}");
+    }
+    // The last connect, at 10 s, keeps the session until 20 s.
+    assert_eq!(run_timers(&mut e, &mut queue, t0 + 20 * SEC - SEC / 10), 0);
+    assert_eq!(run_timers(&mut e, &mut queue, t0 + 20 * SEC), 1);
+    assert!(queue.is_empty());
 }
 
 #[test]
@@ -886,7 +930,7 @@ fn sessions_are_bounded() {
     assert_eq!(e.stats.handshakes, 5);
     // a's sessions never connect and expire: a may handshake again.
     let later = t0 + 11 * SEC;
-    assert_eq!(e.expire(later), 5);
+    assert_eq!(run_timers(&mut e, &mut Deadlines::new(t0), later), 5);
     assert!(e.per_addr.is_empty());
     assert!(handshake_from(&mut e, a, 3, later).iter().all(ok));
     assert!(refused(

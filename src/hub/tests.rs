@@ -1,9 +1,23 @@
 use super::*;
+use crate::deadline::Deadlines;
 
 const TTL: Duration = Duration::from_secs(60);
 
 fn hub(buffer: usize) -> Hub {
     Hub::new(0xe, Limits { buffer, ttl: TTL })
+}
+
+/// The server's part in expiry: sets the timers the hub asks for and hands
+/// back those due at `now`.
+fn run_timers(hub: &mut Hub, queue: &mut Deadlines, now: Instant) {
+    queue.arm(&mut hub.to_arm);
+    while let Some((_, timer)) = queue.pop_due(now) {
+        let Timer::Channel(name) = timer else {
+            panic!("the hub sets only channel timers: {timer:?}")
+        };
+        hub.on_expiry_timer(&name, now);
+        queue.arm(&mut hub.to_arm);
+    }
 }
 
 fn publish_n(hub: &mut Hub, name: &str, n: usize, now: Instant) -> Vec<String> {
@@ -113,16 +127,19 @@ fn reports_a_restart_for_another_epoch() {
 fn expires_messages_and_frees_the_channel() {
     let t0 = Instant::now();
     let mut hub = hub(10);
+    let mut queue = Deadlines::new(t0);
     publish_n(&mut hub, "c", 2, t0);
     hub.publish("c", "late".into(), false, None, t0 + TTL / 2);
-    assert_eq!(hub.next_expiry(), Some(t0 + TTL));
+    run_timers(&mut hub, &mut queue, t0 + TTL / 2);
+    assert_eq!((queue.len(), queue.next()), (1, Some(t0 + TTL)));
 
-    hub.expire(t0 + TTL);
+    run_timers(&mut hub, &mut queue, t0 + TTL);
     assert_eq!(hub.channel("c").unwrap().n_messages(), 1);
-    assert_eq!(hub.next_expiry(), Some(t0 + TTL + TTL / 2));
+    assert_eq!((queue.len(), queue.next()), (1, Some(t0 + TTL + TTL / 2)));
 
-    hub.expire(t0 + 2 * TTL);
+    run_timers(&mut hub, &mut queue, t0 + 2 * TTL);
     assert!(hub.channel("c").is_none(), "an unused channel is freed");
+    assert!(queue.is_empty());
 
     // Its position survives: the old cursor learns exactly what it missed.
     let gap = hub.replay("c", at(&hub, 1), 100).unwrap().gap.unwrap();
@@ -138,9 +155,13 @@ fn expires_messages_and_frees_the_channel() {
 fn an_old_cursor_of_a_forgotten_channel_gets_a_gap_of_unknown_size() {
     let t0 = Instant::now();
     let mut hub = hub(10);
+    let mut queue = Deadlines::new(t0);
     publish_n(&mut hub, "c", 5, t0);
-    hub.expire(t0 + TTL);
-    hub.expire(t0 + 3 * TTL);
+    run_timers(&mut hub, &mut queue, t0 + TTL);
+    assert!(hub.channel("c").is_none());
+    // The tombstone is forgotten the next time the hub buries a channel.
+    publish_n(&mut hub, "d", 1, t0 + 3 * TTL);
+    hub.delete("d", t0 + 3 * TTL);
     assert_eq!(hub.tombstones.floor, 6);
     let gap = hub.replay("c", at(&hub, 2), 100).unwrap().gap.unwrap();
     assert_eq!(gap.missed, None);
@@ -193,4 +214,36 @@ fn deleting_keeps_the_position() {
     assert!(hub.channel("c").is_none());
     assert_eq!(hub.head_cursor("c"), hub.id_of(2));
     assert_eq!(hub.publish("c", "x".into(), false, None, now).seq, 3);
+}
+
+/// Deleting a channel and creating it again, many times: the name keeps one
+/// expiry entry, which each new channel adopts; it comes up early, drops what
+/// expired and asks again for the next message's expiry.
+#[test]
+fn a_recreated_channel_keeps_one_expiry_timer() {
+    let t0 = Instant::now();
+    let mut hub = hub(10);
+    let mut queue = Deadlines::new(t0);
+    for i in 0..50 {
+        let now = t0 + i * TTL / 100;
+        hub.publish("c", "x".into(), false, None, now);
+        run_timers(&mut hub, &mut queue, now);
+        assert_eq!(queue.len(), 1, "cycle {i}");
+        hub.delete("c", now);
+    }
+    let last = t0 + TTL / 2;
+    hub.publish("c", "last".into(), false, None, last);
+    run_timers(&mut hub, &mut queue, last);
+    assert_eq!((queue.len(), queue.next()), (1, Some(t0 + TTL)));
+    // The first life's entry comes up early and moves to the last message's expiry.
+    run_timers(&mut hub, &mut queue, t0 + TTL);
+    assert_eq!((queue.len(), queue.next()), (1, Some(last + TTL)));
+    assert_eq!(hub.channel("c").unwrap().n_messages(), 1);
+    run_timers(&mut hub, &mut queue, last + TTL);
+    assert!(queue.is_empty() && hub.channel("c").is_none());
+    // A deleted channel's entry ends when it comes up.
+    hub.publish("c", "x".into(), false, None, last + TTL);
+    hub.delete("c", last + TTL);
+    run_timers(&mut hub, &mut queue, last + 2 * TTL);
+    assert!(queue.is_empty() && hub.channel("c").is_none());
 }

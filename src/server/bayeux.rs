@@ -4,6 +4,7 @@
 //! answered from the flush phase, their deadline, or shutdown.
 
 use std::io;
+use std::rc::Rc;
 use std::time::Instant;
 
 use log::debug;
@@ -17,7 +18,6 @@ use crate::bayeux::{self, wire, BadRequest, Data, Engine, HubMessage, Reply, Res
 use crate::config::Config;
 use crate::conn_id::ConnId;
 use crate::cursor::{self, Cursor};
-use crate::deadline::Timer;
 use crate::encode::Gap;
 use crate::http::query::split_target;
 use crate::http::request::{Head, Method};
@@ -202,8 +202,6 @@ impl Server {
         for response in responses {
             self.answer_held(response);
         }
-        // Each answered connect restarted its session's expiry clock.
-        self.schedule_session_expiry();
     }
 
     /// A held connect's deadline: answered empty, and the client connects again.
@@ -215,7 +213,6 @@ impl Server {
                 self.close(id);
             }
         }
-        self.schedule_session_expiry();
     }
 
     /// Shutdown answers a held connect at once, with what its session has queued.
@@ -226,21 +223,18 @@ impl Server {
         }
     }
 
-    pub(super) fn on_session_expiry(&mut self) {
-        self.session_wakeup.fired();
-        let n = self.bayeux.expire(self.now);
-        if n > 0 {
-            debug!("{n} Bayeux sessions expired: no connect within maxInterval");
+    /// A session's expiry timer came up.
+    pub(super) fn on_session_expiry(&mut self, session: &Rc<str>) {
+        if self.bayeux.on_expiry_timer(session, self.now) {
+            debug!("Bayeux session {session} expired: no connect within maxInterval");
         }
         self.schedule_session_expiry();
     }
 
-    /// Makes sure the deadline queue wakes the loop for the engine's next
-    /// session expiry.
+    /// Sets the expiry timers the engine asked for; called after every engine
+    /// call that may ask (a request, which may handshake; an expiry timer).
     pub(super) fn schedule_session_expiry(&mut self) {
-        let at = self.bayeux.next_expiry();
-        self.deadlines
-            .wake_by(&mut self.session_wakeup, at, Timer::SessionExpiry);
+        self.deadlines.arm(&mut self.bayeux.to_arm);
     }
 
     pub(super) fn bayeux_figures(&self) -> BayeuxFigures<'_> {

@@ -5,10 +5,10 @@
 use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
-use std::time::Instant;
 
 use mio::net::TcpStream;
 
+use crate::deadline::ConnDeadline;
 use crate::http::chunked;
 use crate::http::request::Head;
 use crate::hub::Kind;
@@ -87,9 +87,9 @@ pub struct Conn {
     /// Bytes read but not yet parsed; empty (and unallocated) when idle.
     pub inbuf: Vec<u8>,
     pub out: OutQueue,
-    /// The one live deadline of this connection; entries in the deadline queue
-    /// that do not match it are stale.
-    pub deadline: Option<Instant>,
+    /// The one deadline of this connection, and which of its entries in the
+    /// deadline queue is live.
+    pub deadline: ConnDeadline,
 }
 
 /// Why a send failed: either way the connection must close.
@@ -117,7 +117,7 @@ impl Conn {
             state: State::Head { started: true },
             inbuf: Vec::new(),
             out: OutQueue::default(),
-            deadline: None,
+            deadline: ConnDeadline::default(),
         }
     }
 

@@ -31,7 +31,7 @@ use crate::bayeux::Engine;
 use crate::config::Config;
 use crate::conn_id::ConnId;
 use crate::cursor;
-use crate::deadline::{Deadlines, Timer, Wakeup};
+use crate::deadline::Deadlines;
 use crate::hub::{Hub, Limits};
 use crate::signals::SignalPipe;
 use crate::stats::Counters;
@@ -78,10 +78,6 @@ pub struct Server {
     /// While accepting is paused after running out of descriptors: the
     /// current back-off.
     accept_backoff: Option<Duration>,
-    /// The queue entries for the hub's message expiry and the Bayeux
-    /// engine's session expiry.
-    expiry_wakeup: Wakeup,
-    session_wakeup: Wakeup,
     shutting_down: bool,
     web: web::Web,
 }
@@ -109,7 +105,7 @@ impl Server {
             next_gen: 0,
             hub: Hub::new(cursor::new_epoch(), limits),
             bayeux: bayeux::new_engine(&config)?,
-            deadlines: Deadlines::default(),
+            deadlines: Deadlines::new(now),
             config,
             counters: Counters::default(),
             now,
@@ -119,8 +115,6 @@ impl Server {
             scratch: Vec::with_capacity(4096),
             bufs: BufPool::default(),
             accept_backoff: None,
-            expiry_wakeup: Wakeup::default(),
-            session_wakeup: Wakeup::default(),
             shutting_down: false,
             web,
         })
@@ -204,10 +198,10 @@ impl Server {
         lookup(&mut self.conns, id)
     }
 
+    /// Moves connection `id`'s one deadline to `at`; see `deadline::ConnDeadline`.
     fn set_deadline(&mut self, id: ConnId, at: Instant) {
-        if let Some(conn) = self.conn(id) {
-            conn.deadline = Some(at);
-            self.deadlines.set(at, Timer::Conn(id));
+        if let Some(conn) = lookup(&mut self.conns, id) {
+            self.deadlines.set_conn(&mut conn.deadline, id, at);
         }
     }
 
@@ -246,8 +240,6 @@ impl Server {
                 self.conns.remove(id.slot as usize);
             }
         }
-        // A session whose connect closed starts its expiry clock.
-        self.schedule_session_expiry();
     }
 }
 

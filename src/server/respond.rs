@@ -10,7 +10,7 @@ use log::{debug, info};
 use super::conn::{Conn, SendError, State};
 use super::{lookup, Server};
 use crate::conn_id::ConnId;
-use crate::deadline::{Deadlines, Timer};
+use crate::deadline::Deadlines;
 use crate::http::request::{Head, Method};
 use crate::http::response::{self, Framing};
 use crate::http::Reject;
@@ -238,6 +238,7 @@ impl Server {
         }
         Snapshot {
             conns,
+            deadlines: self.deadlines.counts(),
             channels: self.hub.n_channels(),
             published: self.hub.n_published,
             bytes_queued,
@@ -300,8 +301,7 @@ pub(super) fn after_response(
         (State::Closing, now + LINGER)
     };
     conn.state = state;
-    conn.deadline = Some(at);
-    deadlines.set(at, Timer::Conn(id));
+    deadlines.set_conn(&mut conn.deadline, id, at);
 }
 
 pub(super) fn note_send_error(counters: &mut crate::stats::Counters, id: ConnId, e: &SendError) {

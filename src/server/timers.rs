@@ -1,9 +1,11 @@
-//! Deadlines and shutdown. Every connection has at most one live deadline,
-//! whose meaning comes from its state: a header or idle timeout while reading,
-//! a heartbeat while streaming, the hold limit while long-polling or holding a
-//! Bayeux connect, the linger limit while closing.
+//! Deadlines and shutdown: what each timer of the one queue does when it
+//! comes up. Every connection has one deadline, whose meaning comes from its
+//! state: a header or idle timeout while reading, a heartbeat while
+//! streaming, the hold limit while long-polling or holding a Bayeux connect,
+//! the linger limit while closing. Channel and session timers go to the hub
+//! and the Bayeux engine, and what they ask to re-arm goes back in the queue.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use log::{debug, info};
 
@@ -11,7 +13,7 @@ use super::conn::{State, Transport};
 use super::respond::{note_send_error, Ask};
 use super::{lookup, Server};
 use crate::conn_id::ConnId;
-use crate::deadline::Timer;
+use crate::deadline::{Tick, Timer};
 use crate::encode::{SSE_HEARTBEAT, STREAM_HEARTBEAT};
 use crate::http::response::chunk_payload;
 use crate::http::Reject;
@@ -24,12 +26,11 @@ impl Server {
         while let Some((at, timer)) = self.deadlines.pop_due(self.now) {
             match timer {
                 Timer::Conn(id) => self.on_deadline(id, at),
-                Timer::Expiry => {
-                    self.expiry_wakeup.fired();
-                    self.hub.expire(self.now);
+                Timer::Channel(name) => {
+                    self.hub.on_expiry_timer(&name, self.now);
                     self.schedule_expiry();
                 }
-                Timer::SessionExpiry => self.on_session_expiry(),
+                Timer::Session(session) => self.on_session_expiry(&session),
                 Timer::ResumeAccept => self.on_accept_backoff_over(),
                 Timer::ShutdownLimit => {
                     let open: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
@@ -46,21 +47,21 @@ impl Server {
         }
     }
 
-    /// Makes sure the deadline queue wakes the loop for the hub's next expiry.
+    /// Sets the expiry timers the hub asked for; called after every hub call
+    /// that may ask (a publish, an expiry timer).
     pub(super) fn schedule_expiry(&mut self) {
-        let at = self.hub.next_expiry();
-        self.deadlines
-            .wake_by(&mut self.expiry_wakeup, at, Timer::Expiry);
+        self.deadlines.arm(&mut self.hub.to_arm);
     }
 
-    fn on_deadline(&mut self, id: ConnId, at: Instant) {
+    /// A connection's queue entry came up: its deadline is reached, or the
+    /// entry was early (it re-queued itself) or stale.
+    fn on_deadline(&mut self, id: ConnId, at: Tick) {
         let Some(conn) = lookup(&mut self.conns, id) else {
             return;
         };
-        if conn.deadline != Some(at) {
-            return; // Superseded by a later deadline.
+        if !self.deadlines.conn_due(&mut conn.deadline, id, at) {
+            return;
         }
-        conn.deadline = None;
         match &conn.state {
             State::Head { started: false } => self.close(id),
             State::Head { started: true } => {
