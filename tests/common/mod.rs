@@ -759,7 +759,9 @@ impl Proc {
 
     /// Like `start`, with a hook to adjust the command (e.g. limits).
     pub fn start_with(args: &[&str], adjust: impl FnOnce(&mut Command)) -> Proc {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_halley"));
+        // The benchmark crate's tests share this file but not the server binary.
+        let exe = option_env!("CARGO_BIN_EXE_halley").expect("the halley binary is in this crate");
+        let mut cmd = Command::new(exe);
         cmd.args(["--listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "warn")
