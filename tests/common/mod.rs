@@ -760,7 +760,9 @@ impl Proc {
 
     /// Like `start`, with a hook to adjust the command (e.g. limits).
     pub fn start_with(args: &[&str], adjust: impl FnOnce(&mut Command)) -> Proc {
-        // The benchmark crate's tests share this file but not the server binary.
+        // benches/tests share this file but build no server binary, so the path is
+        // looked up only when a test starts the server.
+        #[allow(clippy::option_env_unwrap)]
         let exe = option_env!("CARGO_BIN_EXE_halley").expect("the halley binary is in this crate");
         let mut cmd = Command::new(exe);
         cmd.args(["--listen", "127.0.0.1:0"])
