@@ -104,6 +104,12 @@ USAGE: halley [FLAGS]
                            Repeatable; 'none' opens nothing        [demo/]
   --help                   this text
 
+Seconds are decimal, from 0.001 to 86400 (a day; --message-ttl up to a year,
+31536000); --sse-retry takes 1 to 86400000 ms; counts are 1 to 1000000
+(--max-connections up to 10000000); bytes 1 to 1073741824 (1 GiB); a token or
+origin is 1 to 1024 visible ASCII characters without spaces. Anything else is
+refused at start, naming the flag, with exit status 2.
+
 Logging: RUST_LOG=info (default), debug or warn.
 ";
 
@@ -114,6 +120,25 @@ pub enum Command {
     Help,
 }
 
+// The accepted range of every flag. A value outside its range is refused at start, with the
+// flag and the range named, rather than left to overflow an `Instant` on the first request or
+// to spin the loop on a zero period.
+
+/// The shortest timeout, heartbeat or reconnect delay: below a millisecond a period is a spin.
+const MIN_PERIOD: Duration = Duration::from_millis(1);
+/// The longest timeout, heartbeat or reconnect delay: a day.
+const MAX_PERIOD: Duration = Duration::from_secs(24 * 3600);
+/// The longest a message may be kept: a year.
+const MAX_MESSAGE_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Far above any descriptor limit a kernel hands out.
+const MAX_CONNECTIONS: usize = 10_000_000;
+/// The largest `--max-body` and `--max-queued-bytes`: each is memory held per connection.
+const MAX_BYTES: usize = 1 << 30;
+/// The longest channel history and long-poll answer.
+const MAX_MESSAGES: usize = 1_000_000;
+/// The longest `--publish-token` and `--cors-origin`: each goes into a header line.
+const MAX_HEADER_VALUE: usize = 1024;
+
 pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
     let mut config = Config::default();
     let mut open_given = false;
@@ -122,64 +147,123 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
         if flag == "--help" || flag == "-h" {
             return Ok(Command::Help);
         }
-        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let bad = |what: &str| format!("{flag}: expected {what}, got {value:?}");
-        let secs = |v: &str| {
-            v.parse::<f64>()
-                .ok()
-                .filter(|s| *s > 0.0 && s.is_finite())
-                .map(Duration::from_secs_f64)
+        // Read before the flag is known, so that an unknown flag is named as such.
+        let value = args.next();
+        let v = Flag {
+            name: &flag,
+            value: value.as_deref(),
         };
-        let count = |v: &str| v.parse::<usize>().ok().filter(|n| *n > 0);
         match flag.as_str() {
             "--listen" => {
-                config.listen = value
+                config.listen = v
+                    .text()?
                     .parse()
-                    .map_err(|_| bad("an address like 127.0.0.1:8080"))?
+                    .map_err(|_| v.bad("an address like 127.0.0.1:8080"))?
             }
-            "--max-connections" => {
-                config.max_connections = count(&value).ok_or_else(|| bad("a positive number"))?
-            }
-            "--max-body" => {
-                config.max_body = value.parse().map_err(|_| bad("a number of bytes"))?
-            }
-            "--header-timeout" => {
-                config.header_timeout = secs(&value).ok_or_else(|| bad("seconds"))?
-            }
-            "--idle-timeout" => config.idle_timeout = secs(&value).ok_or_else(|| bad("seconds"))?,
-            "--buffer" => config.buffer = count(&value).ok_or_else(|| bad("a positive number"))?,
-            "--message-ttl" => config.message_ttl = secs(&value).ok_or_else(|| bad("seconds"))?,
-            "--max-queued-bytes" => {
-                config.max_queued_bytes = count(&value).ok_or_else(|| bad("a number of bytes"))?
-            }
-            "--heartbeat" => config.heartbeat = secs(&value).ok_or_else(|| bad("seconds"))?,
-            "--longpoll-timeout" => {
-                config.longpoll_timeout = secs(&value).ok_or_else(|| bad("seconds"))?
-            }
-            "--longpoll-batch" => {
-                config.longpoll_batch = count(&value).ok_or_else(|| bad("a positive number"))?
-            }
-            "--publish-token" if !value.is_empty() => config.publish_token = Some(value),
-            "--cors-origin" => config.cors_origin = value,
-            "--sse-retry" => {
-                config.sse_retry =
-                    Duration::from_millis(value.parse().map_err(|_| bad("milliseconds"))?)
-            }
-            "--static" => config.static_dir = Some(PathBuf::from(value)),
+            "--max-connections" => config.max_connections = v.count(1, MAX_CONNECTIONS)?,
+            "--max-body" => config.max_body = v.bytes(1, MAX_BYTES)?,
+            "--header-timeout" => config.header_timeout = v.secs(MIN_PERIOD, MAX_PERIOD)?,
+            "--idle-timeout" => config.idle_timeout = v.secs(MIN_PERIOD, MAX_PERIOD)?,
+            "--buffer" => config.buffer = v.count(1, MAX_MESSAGES)?,
+            "--message-ttl" => config.message_ttl = v.secs(MIN_PERIOD, MAX_MESSAGE_TTL)?,
+            "--max-queued-bytes" => config.max_queued_bytes = v.bytes(1, MAX_BYTES)?,
+            "--heartbeat" => config.heartbeat = v.secs(MIN_PERIOD, MAX_PERIOD)?,
+            "--longpoll-timeout" => config.longpoll_timeout = v.secs(MIN_PERIOD, MAX_PERIOD)?,
+            "--longpoll-batch" => config.longpoll_batch = v.count(1, MAX_MESSAGES)?,
+            "--publish-token" => config.publish_token = Some(v.header_value()?),
+            "--cors-origin" => config.cors_origin = v.header_value()?,
+            "--sse-retry" => config.sse_retry = v.millis(MIN_PERIOD, MAX_PERIOD)?,
+            "--static" => match v.text()? {
+                "" => return Err(v.bad("a directory")),
+                dir => config.static_dir = Some(PathBuf::from(dir)),
+            },
             "--open-publish" => {
                 // The first one given replaces the default prefix.
                 if !open_given {
                     config.open_publish.clear();
                     open_given = true;
                 }
-                if value != "none" {
-                    config.open_publish.push(OpenPrefix::parse(&value)?);
+                match v.text()? {
+                    "none" => {}
+                    prefix => config.open_publish.push(OpenPrefix::parse(prefix)?),
                 }
             }
             _ => return Err(format!("unknown flag {flag} (see --help)")),
         }
     }
     Ok(Command::Run(Box::new(config)))
+}
+
+/// One flag and the value given to it, read into the type and range the flag accepts; every
+/// refusal names the flag, the range and the value.
+struct Flag<'a> {
+    name: &'a str,
+    /// `None` when the flag was the last argument.
+    value: Option<&'a str>,
+}
+
+impl Flag<'_> {
+    fn text(&self) -> Result<&str, String> {
+        self.value
+            .ok_or_else(|| format!("{} needs a value (see --help)", self.name))
+    }
+
+    fn bad(&self, what: impl std::fmt::Display) -> String {
+        let value = self.value.unwrap_or_default();
+        format!("{}: expected {what}, got {value:?}", self.name)
+    }
+
+    /// Decimal seconds (`0.5`, `30`), checked before conversion: `Duration::from_secs_f64`
+    /// panics on what does not fit.
+    fn secs(&self, min: Duration, max: Duration) -> Result<Duration, String> {
+        let range = format!(
+            "seconds from {} to {}",
+            min.as_secs_f64(),
+            max.as_secs_f64()
+        );
+        match self.text()?.parse::<f64>() {
+            Ok(s) if (min.as_secs_f64()..=max.as_secs_f64()).contains(&s) => {
+                Ok(Duration::from_secs_f64(s))
+            }
+            _ => Err(self.bad(range)),
+        }
+    }
+
+    /// Whole milliseconds.
+    fn millis(&self, min: Duration, max: Duration) -> Result<Duration, String> {
+        let (lo, hi) = (min.as_millis() as u64, max.as_millis() as u64);
+        match self.text()?.parse::<u64>() {
+            Ok(ms) if (lo..=hi).contains(&ms) => Ok(Duration::from_millis(ms)),
+            _ => Err(self.bad(format!("milliseconds from {lo} to {hi}"))),
+        }
+    }
+
+    fn count(&self, min: usize, max: usize) -> Result<usize, String> {
+        self.whole(min, max, "a number")
+    }
+
+    fn bytes(&self, min: usize, max: usize) -> Result<usize, String> {
+        self.whole(min, max, "a number of bytes")
+    }
+
+    fn whole(&self, min: usize, max: usize, what: &str) -> Result<usize, String> {
+        match self.text()?.parse::<usize>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(self.bad(format!("{what} from {min} to {max}"))),
+        }
+    }
+
+    /// Text that goes into a header line as it is: visible ASCII, no spaces, so that it can
+    /// neither break the line nor differ from what a client sends after trimming.
+    fn header_value(&self) -> Result<String, String> {
+        let v = self.text()?;
+        if v.is_empty() || v.len() > MAX_HEADER_VALUE || !v.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(self.bad(format!(
+                "1 to {MAX_HEADER_VALUE} visible ASCII characters without spaces"
+            )));
+        }
+        Ok(v.to_owned())
+    }
 }
 
 #[cfg(test)]
@@ -247,6 +331,138 @@ mod tests {
             parse_args(["--help".to_string()]),
             Ok(Command::Help)
         ));
+    }
+
+    #[test]
+    fn refuses_values_outside_each_flags_range() {
+        let long_token = "x".repeat(MAX_HEADER_VALUE + 1);
+        // Flag, value, and the range the refusal must name.
+        let cases: &[(&str, &str, &str)] = &[
+            ("--idle-timeout", "1e19", "seconds from 0.001 to 86400"),
+            ("--heartbeat", "1e20", "seconds from 0.001 to 86400"),
+            ("--heartbeat", "1e-10", "seconds from 0.001 to 86400"),
+            ("--heartbeat", "0", "seconds from 0.001 to 86400"),
+            ("--heartbeat", "-1", "seconds from 0.001 to 86400"),
+            ("--heartbeat", "NaN", "seconds from 0.001 to 86400"),
+            ("--heartbeat", "inf", "seconds from 0.001 to 86400"),
+            ("--heartbeat", "soon", "seconds from 0.001 to 86400"),
+            ("--header-timeout", "86400.5", "seconds from 0.001 to 86400"),
+            (
+                "--longpoll-timeout",
+                "0.0001",
+                "seconds from 0.001 to 86400",
+            ),
+            (
+                "--message-ttl",
+                "31536001",
+                "seconds from 0.001 to 31536000",
+            ),
+            ("--max-connections", "0", "a number from 1 to 10000000"),
+            (
+                "--max-connections",
+                "10000001",
+                "a number from 1 to 10000000",
+            ),
+            ("--max-body", "0", "a number of bytes from 1 to 1073741824"),
+            ("--max-body", "-5", "a number of bytes from 1 to 1073741824"),
+            (
+                "--max-body",
+                "1e6",
+                "a number of bytes from 1 to 1073741824",
+            ),
+            (
+                "--max-queued-bytes",
+                "1073741825",
+                "a number of bytes from 1 to",
+            ),
+            ("--buffer", "0", "a number from 1 to 1000000"),
+            ("--buffer", "1000001", "a number from 1 to 1000000"),
+            ("--longpoll-batch", "0", "a number from 1 to 1000000"),
+            ("--sse-retry", "0", "milliseconds from 1 to 86400000"),
+            ("--sse-retry", "1.5", "milliseconds from 1 to 86400000"),
+            ("--sse-retry", "86400001", "milliseconds from 1 to 86400000"),
+            ("--publish-token", "", "1 to 1024 visible ASCII characters"),
+            ("--publish-token", "two words", "1 to 1024 visible ASCII"),
+            (
+                "--publish-token",
+                "t\r\nX-Evil: 1",
+                "1 to 1024 visible ASCII",
+            ),
+            ("--publish-token", "tökén", "1 to 1024 visible ASCII"),
+            ("--publish-token", &long_token, "1 to 1024 visible ASCII"),
+            ("--cors-origin", "", "1 to 1024 visible ASCII"),
+            (
+                "--cors-origin",
+                "a\r\nSet-Cookie: x",
+                "1 to 1024 visible ASCII",
+            ),
+            ("--listen", "nowhere", "an address like 127.0.0.1:8080"),
+            ("--static", "", "a directory"),
+            (
+                "--open-publish",
+                "bad prefix",
+                "a prefix is 1 to 127 characters",
+            ),
+        ];
+        for (flag, value, range) in cases {
+            let err = run(&[flag, value]).expect_err(&format!("{flag} {value:?} accepted"));
+            assert!(err.starts_with(flag), "{flag} {value:?}: {err}");
+            assert!(err.contains(range), "{flag} {value:?}: {err}");
+            assert!(
+                err.contains(&format!("{value:?}")),
+                "{flag} {value:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn accepts_each_end_of_each_range() {
+        let longest_token = "~".repeat(MAX_HEADER_VALUE);
+        let cases: &[(&str, &str)] = &[
+            ("--header-timeout", "0.001"),
+            ("--idle-timeout", "86400"),
+            ("--heartbeat", "0.001"),
+            ("--heartbeat", "86400"),
+            ("--longpoll-timeout", "1e3"),
+            ("--message-ttl", "31536000"),
+            ("--max-connections", "1"),
+            ("--max-connections", "10000000"),
+            ("--max-body", "1"),
+            ("--max-body", "1073741824"),
+            ("--max-queued-bytes", "1073741824"),
+            ("--buffer", "1000000"),
+            ("--longpoll-batch", "1"),
+            ("--sse-retry", "1"),
+            ("--sse-retry", "86400000"),
+            ("--publish-token", "!"),
+            ("--publish-token", &longest_token),
+            ("--cors-origin", "https://a.example:8443"),
+            ("--static", "."),
+        ];
+        for (flag, value) in cases {
+            if let Err(e) = run(&[flag, value]) {
+                panic!("{flag} {value:?} refused: {e}");
+            }
+        }
+        let c = run(&["--heartbeat", "86400", "--message-ttl", "31536000"]).unwrap();
+        assert_eq!(c.heartbeat, MAX_PERIOD);
+        assert_eq!(c.message_ttl, MAX_MESSAGE_TTL);
+    }
+
+    #[test]
+    fn names_unknown_flags_and_missing_values() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--frobnicate", "1"], "unknown flag --frobnicate"),
+            // Not "needs a value": the flag itself is what is wrong.
+            (&["--frobnicate"], "unknown flag --frobnicate"),
+            (&["--heartbeat"], "--heartbeat needs a value"),
+            (&["--publish-token"], "--publish-token needs a value"),
+            (&["--listen"], "--listen needs a value"),
+        ];
+        for (args, want) in cases {
+            let err = run(args).expect_err(&format!("{args:?} accepted"));
+            assert!(err.contains(want), "{args:?}: {err}");
+        }
     }
 
     #[test]

@@ -1,33 +1,11 @@
 //! JSON output. The core only ever writes JSON (replies, stream lines, long-poll
-//! bodies), so a string escaper and a few writers are all it needs.
+//! bodies), so a string writer and a few others are all it needs; strings are
+//! escaped by serde_json, the same escaper as the Bayeux replies'.
 
-/// Appends `s` as a quoted JSON string.
+/// Appends `s` as a quoted JSON string, escaped by serde_json: the one JSON
+/// string escaper, shared with the Bayeux replies that serde_json writes whole.
 pub fn push_str(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0..=0x1f => b"",
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        if escape.is_empty() {
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[(b >> 4) as usize]);
-            out.push(HEX[(b & 0xf) as usize]);
-        } else {
-            out.extend_from_slice(escape);
-        }
-        start = i + 1;
-    }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
+    serde_json::to_writer(&mut *out, s).expect("a string always serializes into a Vec");
 }
 
 /// Appends `s` as a JSON string, or `null` when absent.
@@ -63,8 +41,6 @@ pub fn error_body(message: &str) -> Vec<u8> {
     out
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +53,8 @@ mod tests {
             ("back\\slash", r#""back\\slash""#),
             ("line\nbreak\r\t", r#""line\nbreak\r\t""#),
             ("\u{1}\u{1f}", r#""\u0001\u001f""#),
+            ("\u{8}\u{c}\u{7f}", "\"\\b\\f\u{7f}\""),
+            ("a/b", r#""a/b""#),
             ("é✓", "\"é✓\""),
             ("", r#""""#),
         ];

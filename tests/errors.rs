@@ -357,7 +357,9 @@ fn bodies_over_max_body_get_413() {
     c.read_response().assert_error(413);
     c.expect_closed();
     assert_eq!(
-        get(addr, &format!("/pub/{ch}")).json()["messages"].as_u64(),
+        get(addr, &format!("/pub/{ch}")).json()["messages"]
+            .as_u64()
+            .unwrap(),
         2
     );
 }
@@ -377,10 +379,10 @@ fn stats_count_rejections_by_status() {
     c.read_response().assert_error(431);
     let s = stats(addr);
     let r = &s["rejections"];
-    assert_eq!(r["404"].as_u64(), 3, "{s:?}");
-    assert_eq!(r["405"].as_u64(), 1, "{s:?}");
-    assert_eq!(r["400"].as_u64(), 1, "{s:?}");
-    assert_eq!(r["431"].as_u64(), 1, "{s:?}");
+    assert_eq!(r["404"].as_u64().unwrap(), 3, "{s:?}");
+    assert_eq!(r["405"].as_u64().unwrap(), 1, "{s:?}");
+    assert_eq!(r["400"].as_u64().unwrap(), 1, "{s:?}");
+    assert_eq!(r["431"].as_u64().unwrap(), 1, "{s:?}");
 }
 
 /// A small deterministic generator, so a failing case can be replayed.
@@ -442,7 +444,7 @@ fn one_clients_garbage_does_not_disturb_a_concurrent_subscriber() {
         let ev = sse.next_event();
         assert_eq!(ev.data(), format!("msg {round}"));
         let line = stream.next_json();
-        assert_eq!(line["data"].as_str(), format!("msg {round}"));
+        assert_eq!(line["data"].as_str().unwrap(), format!("msg {round}"));
     }
     assert_eq!(get(addr, "/healthz").body, b"ok");
     drop(open);

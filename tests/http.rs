@@ -38,13 +38,13 @@ fn keep_alive_serves_many_requests_on_one_connection() {
         let r = c.read_response();
         assert_eq!(r.status, 201);
         assert_eq!(r.header("connection"), Some("keep-alive"));
-        assert_eq!(seq_of(r.json()["id"].as_str()), i + 1);
+        assert_eq!(seq_of(r.json()["id"].as_str().unwrap()), i + 1);
         c.request("GET", "/healthz", &[], b"");
         assert_eq!(c.read_response().body, b"ok");
     }
     let s = stats(addr);
     // One connection did all 100 requests (plus the one asking for stats).
-    assert_eq!(s["connections_accepted"].as_u64(), 2, "{s:?}");
+    assert_eq!(s["connections_accepted"].as_u64().unwrap(), 2, "{s:?}");
 }
 
 #[test]
@@ -74,19 +74,19 @@ fn pipelined_requests_are_answered_in_order() {
 
     let one = c.read_response();
     assert_eq!(one.status, 201);
-    assert_eq!(seq_of(one.json()["id"].as_str()), 1);
+    assert_eq!(seq_of(one.json()["id"].as_str().unwrap()), 1);
     let two = c.read_response();
     assert_eq!(two.status, 201);
-    assert_eq!(seq_of(two.json()["id"].as_str()), 2);
+    assert_eq!(seq_of(two.json()["id"].as_str().unwrap()), 2);
     let info = c.read_response();
     assert_eq!(info.status, 200);
-    assert_eq!(info.json()["messages"].as_u64(), 2);
+    assert_eq!(info.json()["messages"].as_u64().unwrap(), 2);
     c.read_response().assert_error(404);
     let poll = c.read_response().json();
-    let messages = poll["messages"].as_array();
+    let messages = poll["messages"].as_array().unwrap();
     assert_eq!(messages.len(), 2);
-    assert_eq!(messages[0]["data"].as_str(), "one");
-    assert_eq!(messages[1]["event"].as_str(), "e");
+    assert_eq!(messages[0]["data"].as_str().unwrap(), "one");
+    assert_eq!(messages[1]["event"].as_str().unwrap(), "e");
     let head = c.read_head_response();
     assert_eq!(head.header("content-length"), Some("2"));
     assert_eq!(c.read_response().body, b"ok");
@@ -125,7 +125,7 @@ fn expect_100_continue_gets_an_interim_response_before_the_body() {
     let r = c.read_response();
     assert_eq!(r.status, 201);
     let poll = get(addr, &format!("/sub/{ch}?since=earliest")).json();
-    assert_eq!(poll["messages"][0]["data"].as_str(), "hello");
+    assert_eq!(poll["messages"][0]["data"].as_str().unwrap(), "hello");
 
     // A body sent along with the head needs no interim response.
     c.send(format!(
@@ -172,8 +172,14 @@ fn chunked_request_bodies_are_decoded() {
     }
     assert_eq!(c.read_response().status, 201);
     let poll = get(addr, &format!("/sub/{ch}?since=earliest")).json();
-    assert_eq!(poll["messages"][0]["data"].as_str(), "hello, chunked!\n");
-    assert_eq!(poll["messages"][1]["data"].as_str(), "abc0123456789abcdef");
+    assert_eq!(
+        poll["messages"][0]["data"].as_str().unwrap(),
+        "hello, chunked!\n"
+    );
+    assert_eq!(
+        poll["messages"][1]["data"].as_str().unwrap(),
+        "abc0123456789abcdef"
+    );
 }
 
 #[test]
@@ -350,20 +356,20 @@ fn publish_answers_id_channel_and_subscribers() {
     let r = call(addr, "POST", &format!("/pub/{ch}"), &[], b"first");
     assert_eq!(r.status, 201);
     let body = r.json();
-    assert_eq!(body.keys(), vec!["id", "channel", "subscribers"]);
-    let id = body["id"].as_str();
+    assert_eq!(keys(&body), vec!["id", "channel", "subscribers"]);
+    let id = body["id"].as_str().unwrap();
     let (epoch, seq) = id.split_once('-').unwrap();
     assert_eq!(epoch.len(), 12, "epoch is 12 hex digits: {id}");
     assert!(epoch.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
     assert_eq!(seq, "1");
-    assert_eq!(body["channel"].as_str(), ch);
-    assert_eq!(body["subscribers"].as_u64(), 0);
+    assert_eq!(body["channel"].as_str().unwrap(), ch);
+    assert_eq!(body["subscribers"].as_u64().unwrap(), 0);
 
     let _a = Sub::sse(addr, &ch, "", &[]);
     let _b = Sub::stream(addr, &ch, "");
     let r = call(addr, "POST", &format!("/pub/{ch}"), &[], b"second").json();
-    assert_eq!(r["subscribers"].as_u64(), 2);
-    assert_eq!(r["id"].as_str(), format!("{epoch}-2"));
+    assert_eq!(r["subscribers"].as_u64().unwrap(), 2);
+    assert_eq!(r["id"].as_str().unwrap(), format!("{epoch}-2"));
     // Sequence numbers are per channel; the epoch is per server.
     let other = publish(addr, &channel("pub-other"), "x");
     assert_eq!(other, format!("{epoch}-1"));
@@ -377,18 +383,18 @@ fn channel_info_reports_subscribers_messages_and_last_id() {
     let _sub = Sub::sse(addr, &ch, "", &[]);
     let info = get(addr, &format!("/pub/{ch}")).json();
     assert_eq!(
-        info.keys(),
+        keys(&info),
         vec!["channel", "subscribers", "messages", "last_id"]
     );
-    assert_eq!(info["channel"].as_str(), ch);
-    assert_eq!(info["subscribers"].as_u64(), 1);
-    assert_eq!(info["messages"].as_u64(), 0);
+    assert_eq!(info["channel"].as_str().unwrap(), ch);
+    assert_eq!(info["subscribers"].as_u64().unwrap(), 1);
+    assert_eq!(info["messages"].as_u64().unwrap(), 0);
     assert!(info["last_id"].is_null());
     publish(addr, &ch, "a");
     let last = publish(addr, &ch, "b");
     let info = get(addr, &format!("/pub/{ch}")).json();
-    assert_eq!(info["messages"].as_u64(), 2);
-    assert_eq!(info["last_id"].as_str(), last);
+    assert_eq!(info["messages"].as_u64().unwrap(), 2);
+    assert_eq!(info["last_id"].as_str().unwrap(), last);
 }
 
 #[test]
@@ -397,13 +403,13 @@ fn channel_names_may_contain_slashes_dots_and_colons() {
     for name in ["chat/room1", "a.b:c_d-e", &"x".repeat(128)] {
         let r = call(addr, "POST", &format!("/pub/{name}"), &[], b"m");
         assert_eq!(r.status, 201, "{name}");
-        assert_eq!(r.json()["channel"].as_str(), name);
+        assert_eq!(r.json()["channel"].as_str().unwrap(), name);
         let poll = get(addr, &format!("/sub/{name}?since=earliest")).json();
-        assert_eq!(poll["messages"][0]["channel"].as_str(), name);
+        assert_eq!(poll["messages"][0]["channel"].as_str().unwrap(), name);
     }
     // A percent-encoded slash names the same channel.
     let poll = get(addr, "/sub/chat%2Froom1?since=earliest").json();
-    assert_eq!(poll["messages"].as_array().len(), 1);
+    assert_eq!(poll["messages"].as_array().unwrap().len(), 1);
 }
 
 #[test]
@@ -478,7 +484,7 @@ fn a_large_pipelined_batch_is_answered_completely_and_in_order() {
     for i in 0..300 {
         let r = c.read_response();
         assert_eq!(r.status, 201, "request {i}");
-        assert_eq!(seq_of(r.json()["id"].as_str()), i + 1);
+        assert_eq!(seq_of(r.json()["id"].as_str().unwrap()), i + 1);
         assert_eq!(c.read_response().body, b"ok");
     }
     writer.join().unwrap();
@@ -501,5 +507,5 @@ fn ids_are_never_reused_after_a_channel_is_deleted() {
     // A client that had everything before the delete resumes without a
     // refusal and gets the new message.
     let body = get(addr, &format!("/sub/{ch}?since={}", old[2])).json();
-    assert_eq!(body["messages"][0]["id"].as_str(), new);
+    assert_eq!(body["messages"][0]["id"].as_str().unwrap(), new);
 }

@@ -79,13 +79,13 @@ fn command_line_flags_reach_the_server() {
                 r.header("access-control-allow-origin"),
                 Some("https://flags.example")
             );
-            r.json()["id"].as_str().to_owned()
+            r.json()["id"].as_str().unwrap().to_owned()
         })
         .collect();
     // --buffer 2: the first message is gone.
     let body = get(addr, &format!("/sub/{ch}?since=earliest")).json();
-    assert_eq!(body["messages"].as_array().len(), 2);
-    assert_eq!(body["messages"][0]["id"].as_str(), ids[1]);
+    assert_eq!(body["messages"].as_array().unwrap().len(), 2);
+    assert_eq!(body["messages"][0]["id"].as_str().unwrap(), ids[1]);
     // --longpoll-timeout 0.2
     let r = get(addr, &format!("/sub/{ch}?since={}", ids[2]));
     assert_eq!(r.status, 204);
@@ -108,7 +108,7 @@ fn sigterm_ends_every_stream_answers_held_polls_and_exits_0() {
     assert_eq!(sse10.read_head().status, 200);
     let last = publish(addr, &ch, "before");
     assert_eq!(sse.next_event().data(), "before");
-    assert_eq!(stream.next_json()["data"].as_str(), "before");
+    assert_eq!(stream.next_json()["data"].as_str().unwrap(), "before");
     let mut poll = Client::connect(addr);
     poll.request("GET", &format!("/sub/{ch}?since={last}"), &[], b"");
     let mut idle = Client::connect(addr);
@@ -152,7 +152,7 @@ fn sigterm_exits_within_2_s_even_if_clients_do_not_close() {
     half.send("GET /healthz HTTP/1.1\r\nHost:");
     // The half-sent request is being read once /stats shows it as "other".
     wait_until("the partial request is accepted", || {
-        stats(addr)["connections"]["other"].as_u64() >= 2
+        stats(addr)["connections"]["other"].as_u64().unwrap() >= 2
     });
     proc.signal(libc::SIGTERM);
     let signalled = std::time::Instant::now();
@@ -180,7 +180,7 @@ fn a_request_in_flight_at_sigterm_is_answered_with_close() {
         "POST /pub/{ch} HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nla"
     ));
     wait_until("the body is being read", || {
-        stats(addr)["connections"]["other"].as_u64() >= 2
+        stats(addr)["connections"]["other"].as_u64().unwrap() >= 2
     });
     proc.signal(libc::SIGTERM);
     // The stream ending shows that shutdown has begun.
@@ -260,7 +260,7 @@ fn default_max_connections_sits_just_under_the_fd_limit() {
     let mut c = held.pop().unwrap();
     c.request("GET", "/stats", &[], b"");
     let s = c.read_response().json();
-    assert_eq!(s["accept_errors"].as_u64(), 0, "{s:?}");
+    assert_eq!(s["accept_errors"].as_u64().unwrap(), 0, "{s:?}");
 }
 
 #[test]
@@ -314,7 +314,7 @@ fn running_out_of_descriptors_backs_off_without_spinning_and_recovers() {
     }
     drop(rest);
     let s = stats(addr);
-    let errors = s["accept_errors"].as_u64();
+    let errors = s["accept_errors"].as_u64().unwrap();
     // A back-off from 10 ms doubling to 1 s retries about ten times in 2.5 s.
     assert!(
         (1..=50).contains(&errors),
@@ -343,9 +343,13 @@ fn stats_count_connections_channels_and_messages() {
     ] {
         assert!(!s[key].is_null(), "/stats lacks {key}: {s:?}");
     }
-    assert_eq!(s["connections"]["total"].as_u64(), 1, "just this request");
-    assert_eq!(s["messages_published"].as_u64(), 0);
-    assert!(s["rss_bytes"].as_u64() > 0);
+    assert_eq!(
+        s["connections"]["total"].as_u64().unwrap(),
+        1,
+        "just this request"
+    );
+    assert_eq!(s["messages_published"].as_u64().unwrap(), 0);
+    assert!(s["rss_bytes"].as_u64().unwrap() > 0);
 
     let mut sse1 = Sub::sse(addr, &ch, "", &[]);
     let mut sse2 = Sub::sse(addr, &ch, "", &[]);
@@ -355,11 +359,11 @@ fn stats_count_connections_channels_and_messages() {
     wait_subscribers(addr, &ch, 4);
     let s = stats(addr);
     let conns = &s["connections"];
-    assert_eq!(conns["sse"].as_u64(), 2, "{s:?}");
-    assert_eq!(conns["stream"].as_u64(), 1, "{s:?}");
-    assert_eq!(conns["longpoll"].as_u64(), 1, "{s:?}");
-    assert_eq!(conns["total"].as_u64(), 5, "{s:?}");
-    assert_eq!(s["channels"].as_u64(), 1);
+    assert_eq!(conns["sse"].as_u64().unwrap(), 2, "{s:?}");
+    assert_eq!(conns["stream"].as_u64().unwrap(), 1, "{s:?}");
+    assert_eq!(conns["longpoll"].as_u64().unwrap(), 1, "{s:?}");
+    assert_eq!(conns["total"].as_u64().unwrap(), 5, "{s:?}");
+    assert_eq!(s["channels"].as_u64().unwrap(), 1);
 
     for i in 0..3 {
         publish(addr, &ch, &format!("m{i}"));
@@ -372,10 +376,10 @@ fn stats_count_connections_channels_and_messages() {
     }
     publish(addr, &channel("other"), "x");
     let s = stats(addr);
-    assert_eq!(s["messages_published"].as_u64(), 4);
+    assert_eq!(s["messages_published"].as_u64().unwrap(), 4);
     // 3 messages to 3 streams, plus the first to the poller.
-    assert_eq!(s["messages_delivered"].as_u64(), 10, "{s:?}");
-    assert_eq!(s["channels"].as_u64(), 2);
-    assert_eq!(s["connections"]["longpoll"].as_u64(), 0);
-    assert_eq!(s["bytes_queued"].as_u64(), 0);
+    assert_eq!(s["messages_delivered"].as_u64().unwrap(), 10, "{s:?}");
+    assert_eq!(s["channels"].as_u64().unwrap(), 2);
+    assert_eq!(s["connections"]["longpoll"].as_u64().unwrap(), 0);
+    assert_eq!(s["bytes_queued"].as_u64().unwrap(), 0);
 }

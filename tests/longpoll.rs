@@ -30,8 +30,8 @@ fn messages_after_the_cursor_are_answered_at_once() {
     );
     // Long-poll is the default transport; `earliest` is the whole buffer.
     let all = get(addr, &format!("/sub/{ch}?since=earliest")).json();
-    assert_eq!(all["messages"].as_array().len(), 3);
-    assert_eq!(all["next"].as_str(), ids[2]);
+    assert_eq!(all["messages"].as_array().unwrap().len(), 3);
+    assert_eq!(all["next"].as_str().unwrap(), ids[2]);
 }
 
 #[test]
@@ -43,15 +43,15 @@ fn a_held_poll_is_answered_by_the_next_message() {
     c.request("GET", &format!("/sub/{ch}?since={last}"), &[], b"");
     wait_subscribers(addr, &ch, 1);
     let id = call(addr, "POST", &format!("/pub/{ch}?event=ev"), &[], b"new").json();
-    assert_eq!(id["subscribers"].as_u64(), 1);
+    assert_eq!(id["subscribers"].as_u64().unwrap(), 1);
     let r = c.read_response();
     assert_eq!(r.status, 200);
     let body = r.json();
-    let messages = body["messages"].as_array();
+    let messages = body["messages"].as_array().unwrap();
     assert_eq!(messages.len(), 1);
-    assert_eq!(messages[0]["data"].as_str(), "new");
-    assert_eq!(messages[0]["event"].as_str(), "ev");
-    assert_eq!(body["next"].as_str(), id["id"].as_str());
+    assert_eq!(messages[0]["data"].as_str().unwrap(), "new");
+    assert_eq!(messages[0]["event"].as_str().unwrap(), "ev");
+    assert_eq!(body["next"].as_str().unwrap(), id["id"].as_str().unwrap());
     // The poller left the channel with its answer.
     assert_eq!(subscribers(addr, &ch), 0);
 }
@@ -71,8 +71,8 @@ fn several_held_polls_without_a_cursor_all_get_the_message() {
     let id = publish(addr, &ch, "all of you");
     for c in &mut polls {
         let body = c.read_response().json();
-        assert_eq!(body["messages"][0]["data"].as_str(), "all of you");
-        assert_eq!(body["next"].as_str(), id);
+        assert_eq!(body["messages"][0]["data"].as_str().unwrap(), "all of you");
+        assert_eq!(body["next"].as_str().unwrap(), id);
     }
 }
 
@@ -102,9 +102,9 @@ fn timeout_answers_204_with_a_cursor_to_resume_from_without_loss() {
     let missed = publish(addr, &ch, "in between");
     c.request("GET", &format!("/sub/{ch}?since={cursor}"), &[], b"");
     let body = c.read_response().json();
-    assert_eq!(body["messages"].as_array().len(), 1);
-    assert_eq!(body["messages"][0]["data"].as_str(), "in between");
-    assert_eq!(body["next"].as_str(), missed);
+    assert_eq!(body["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(body["messages"][0]["data"].as_str().unwrap(), "in between");
+    assert_eq!(body["next"].as_str().unwrap(), missed);
 
     // On a channel that has never had a message, the cursor still resumes.
     let empty = channel("empty");
@@ -115,7 +115,7 @@ fn timeout_answers_204_with_a_cursor_to_resume_from_without_loss() {
     let first = publish(addr, &empty, "first");
     c.request("GET", &format!("/sub/{empty}?since={cursor}"), &[], b"");
     let body = c.read_response().json();
-    assert_eq!(body["messages"][0]["id"].as_str(), first);
+    assert_eq!(body["messages"][0]["id"].as_str().unwrap(), first);
 }
 
 #[test]
@@ -151,13 +151,13 @@ fn a_thousand_messages_arrive_complete_and_in_order_through_chained_cursors() {
         assert_eq!(r.status, 200, "poll {polls}: {r:?}");
         let body = r.json();
         assert!(body["gap"].is_null(), "{body:?}");
-        let messages = body["messages"].as_array();
+        let messages = body["messages"].as_array().unwrap();
         assert!(!messages.is_empty());
         for m in messages {
-            got.push(m["data"].as_str().parse().unwrap());
+            got.push(m["data"].as_str().unwrap().parse().unwrap());
         }
-        let next = body["next"].as_str().to_owned();
-        assert_eq!(next, messages.last().unwrap()["id"].as_str());
+        let next = body["next"].as_str().unwrap().to_owned();
+        assert_eq!(next, messages.last().unwrap()["id"].as_str().unwrap());
         cursor = next;
     }
     publisher.join().unwrap();
@@ -183,10 +183,14 @@ fn a_long_backlog_comes_in_batches_whose_next_continues() {
     while got.len() < 8 {
         c.request("GET", &format!("/sub/{ch}?since={cursor}"), &[], b"");
         let body = c.read_response().json();
-        let messages = body["messages"].as_array();
+        let messages = body["messages"].as_array().unwrap();
         sizes.push(messages.len());
-        got.extend(messages.iter().map(|m| m["data"].as_str().to_owned()));
-        cursor = body["next"].as_str().to_owned();
+        got.extend(
+            messages
+                .iter()
+                .map(|m| m["data"].as_str().unwrap().to_owned()),
+        );
+        cursor = body["next"].as_str().unwrap().to_owned();
     }
     assert_eq!(sizes, vec![3, 3, 2]);
     assert_eq!(got, (1..=8).map(|i| format!("m{i}")).collect::<Vec<_>>());
@@ -205,23 +209,24 @@ fn a_cursor_older_than_the_buffer_gets_a_gap_field() {
         .map(|i| publish(addr, &ch, &format!("m{i}")))
         .collect();
     let body = get(addr, &format!("/sub/{ch}?since={}", ids[0])).json();
-    assert_eq!(body.keys(), vec!["messages", "next", "gap"]);
+    assert_eq!(keys(&body), vec!["messages", "next", "gap"]);
     let gap = &body["gap"];
-    assert_eq!(gap["reason"].as_str(), "expired");
-    assert_eq!(gap["missed"].as_u64(), 2, "m2 and m3 were evicted");
-    assert_eq!(gap["cursor"].as_str(), ids[0]);
-    assert_eq!(gap["next"].as_str(), ids[2]);
+    assert_eq!(gap["reason"].as_str().unwrap(), "expired");
+    assert_eq!(gap["missed"].as_u64().unwrap(), 2, "m2 and m3 were evicted");
+    assert_eq!(gap["cursor"].as_str().unwrap(), ids[0]);
+    assert_eq!(gap["next"].as_str().unwrap(), ids[2]);
     // Delivery goes on from the oldest held message, batch by batch.
     let data: Vec<&str> = body["messages"]
         .as_array()
+        .unwrap()
         .iter()
-        .map(|m| m["data"].as_str())
+        .map(|m| m["data"].as_str().unwrap())
         .collect();
     assert_eq!(data, vec!["m4", "m5"]);
-    assert_eq!(body["next"].as_str(), ids[4]);
+    assert_eq!(body["next"].as_str().unwrap(), ids[4]);
     let body = get(addr, &format!("/sub/{ch}?since={}", ids[4])).json();
     assert!(body["gap"].is_null());
-    assert_eq!(body["messages"][0]["data"].as_str(), "m6");
+    assert_eq!(body["messages"][0]["data"].as_str().unwrap(), "m6");
 }
 
 #[test]
@@ -233,24 +238,24 @@ fn a_cursor_from_another_run_gets_a_restarted_gap_field() {
     let kept = publish(after, &ch, "kept");
     let body = get(after, &format!("/sub/{ch}?since={old}")).json();
     let gap = &body["gap"];
-    assert_eq!(gap["reason"].as_str(), "restarted");
+    assert_eq!(gap["reason"].as_str().unwrap(), "restarted");
     assert!(gap["missed"].is_null());
-    assert_eq!(gap["cursor"].as_str(), old);
-    assert_eq!(body["messages"][0]["data"].as_str(), "kept");
-    assert_eq!(body["next"].as_str(), kept);
+    assert_eq!(gap["cursor"].as_str().unwrap(), old);
+    assert_eq!(body["messages"][0]["data"].as_str().unwrap(), "kept");
+    assert_eq!(body["next"].as_str().unwrap(), kept);
 
     // On a channel with nothing held, the gap alone is the answer (not a
     // silent hold), and its `next` is a cursor that resumes.
     let quiet = channel("quiet");
     let old = publish(before, &quiet, "lost");
     let body = get(after, &format!("/sub/{quiet}?since={old}")).json();
-    assert_eq!(body["gap"]["reason"].as_str(), "restarted");
-    assert!(body["messages"].as_array().is_empty());
-    let next = body["next"].as_str().to_owned();
+    assert_eq!(body["gap"]["reason"].as_str().unwrap(), "restarted");
+    assert!(body["messages"].as_array().unwrap().is_empty());
+    let next = body["next"].as_str().unwrap().to_owned();
     let id = publish(after, &quiet, "first");
     let body = get(after, &format!("/sub/{quiet}?since={next}")).json();
     assert!(body["gap"].is_null());
-    assert_eq!(body["messages"][0]["id"].as_str(), id);
+    assert_eq!(body["messages"][0]["id"].as_str().unwrap(), id);
 }
 
 #[test]
@@ -288,7 +293,7 @@ fn a_pipelined_request_behind_a_held_poll_is_answered_after_it() {
     let id = publish(addr, &ch, "wake");
     let r = c.read_response();
     assert_eq!(r.status, 200);
-    assert_eq!(r.json()["messages"][0]["id"].as_str(), id);
+    assert_eq!(r.json()["messages"][0]["id"].as_str().unwrap(), id);
     assert_eq!(c.read_response().body, b"ok");
     let r = c.read_response();
     assert_eq!(r.status, 201);
@@ -341,7 +346,7 @@ fn http10_long_poll_closes_after_its_answer() {
     wait_subscribers(addr, &ch, 1);
     publish(addr, &ch, "new");
     let r = c.read_response();
-    assert_eq!(r.json()["messages"][0]["data"].as_str(), "new");
+    assert_eq!(r.json()["messages"][0]["data"].as_str().unwrap(), "new");
     assert!(r.closes());
     c.expect_closed();
 }
@@ -353,13 +358,13 @@ fn a_client_leaving_while_held_is_noticed_and_its_channel_freed() {
     let mut c = Client::connect(addr);
     c.request("GET", &format!("/sub/{ch}"), &[], b"");
     wait_subscribers(addr, &ch, 1);
-    assert_eq!(stats(addr)["connections"]["longpoll"].as_u64(), 1);
+    assert_eq!(stats(addr)["connections"]["longpoll"].as_u64().unwrap(), 1);
     drop(c);
     // With neither subscribers nor messages, the channel is freed.
     wait_until("the channel is freed", || {
         get(addr, &format!("/pub/{ch}")).status == 404
     });
     let s = stats(addr);
-    assert_eq!(s["connections"]["longpoll"].as_u64(), 0);
-    assert_eq!(s["channels"].as_u64(), 0);
+    assert_eq!(s["connections"]["longpoll"].as_u64().unwrap(), 0);
+    assert_eq!(s["channels"].as_u64().unwrap(), 0);
 }

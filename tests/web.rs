@@ -199,7 +199,7 @@ fn open_channels_rate_limit_each_address_with_429_and_retry_after() {
     limited.assert_error(429);
     let retry: u64 = limited.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=2).contains(&retry), "Retry-After: {retry}");
-    assert_eq!(stats(addr)["rejections"]["429"].as_u64(), 1);
+    assert_eq!(stats(addr)["rejections"]["429"].as_u64().unwrap(), 1);
 
     // Other channels are not open channels: no limit applies to them.
     for _ in 0..20 {
@@ -207,7 +207,7 @@ fn open_channels_rate_limit_each_address_with_429_and_retry_after() {
     }
     // The limited messages were not published.
     let info = get(addr, &format!("/pub/{channel}")).json();
-    assert_eq!(info["messages"].as_u64(), 10);
+    assert_eq!(info["messages"].as_u64().unwrap(), 10);
 }
 
 #[test]

@@ -6,7 +6,9 @@ pub fn split_target(target: &str) -> (&str, &str) {
 }
 
 /// Percent-decodes `s` (and `+` as space when `plus_is_space`, as in forms).
-/// Fails on a broken escape or on bytes that do not form UTF-8.
+/// Fails on a broken escape or on bytes that do not form UTF-8. This is the
+/// server's one percent-decoder: query parameters, channel names, static file
+/// paths and Bayeux form bodies all go through it.
 pub fn decode(s: &str, plus_is_space: bool) -> Result<String, &'static str> {
     if !s.contains(['%', '+']) {
         return Ok(s.to_owned());
@@ -17,9 +19,7 @@ pub fn decode(s: &str, plus_is_space: bool) -> Result<String, &'static str> {
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
-                let hex = bytes.get(i + 1..i + 3).ok_or("broken percent-escape")?;
-                let hex = std::str::from_utf8(hex).map_err(|_| "broken percent-escape")?;
-                out.push(u8::from_str_radix(hex, 16).map_err(|_| "broken percent-escape")?);
+                out.push(escaped_byte(bytes.get(i + 1..i + 3)).ok_or("broken percent-escape")?);
                 i += 3;
             }
             b'+' if plus_is_space => {
@@ -33,6 +33,16 @@ pub fn decode(s: &str, plus_is_space: bool) -> Result<String, &'static str> {
         }
     }
     String::from_utf8(out).map_err(|_| "percent-escapes do not form UTF-8")
+}
+
+/// The byte that the two characters after a `%` spell: exactly two hex digits.
+/// (`u8::from_str_radix` would also take `+5`, a sign and one digit.)
+fn escaped_byte(hex: Option<&[u8]>) -> Option<u8> {
+    let digit = |b: u8| (b as char).to_digit(16);
+    match hex? {
+        &[hi, lo] => Some((digit(hi)? * 16 + digit(lo)?) as u8),
+        _ => None,
+    }
 }
 
 /// The decoded value of the first `key` parameter in `query`, if any.
@@ -69,6 +79,23 @@ mod tests {
             ("%4", true, Err(())),
             ("%zz", true, Err(())),
             ("%FF", true, Err(())),
+            ("%2f%2F", false, Ok("//")),
+            ("%41%4a%4A%7e", false, Ok("AJJ~")),
+            ("%00", false, Ok("\0")),
+            ("100%25", true, Ok("100%")),
+            ("%2B+", true, Ok("+ ")),
+            ("a%", true, Err(())),
+            // A sign is not a hex digit, though `u8::from_str_radix` takes one.
+            ("%+5", true, Err(())),
+            ("%+5", false, Err(())),
+            ("%-1", true, Err(())),
+            ("%5+", true, Err(())),
+            ("% 5", true, Err(())),
+            ("%5g", true, Err(())),
+            ("%0x1", true, Err(())),
+            ("%é", true, Err(())),
+            // Two hex digits and no more: the third is a plain character.
+            ("%414", false, Ok("A4")),
         ];
         for (input, plus, want) in cases {
             assert_eq!(

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 use super::etag;
+use crate::http::query;
 
 /// The file served for a directory, e.g. for `/` or `/docs/`.
 pub const INDEX_FILE: &str = "index.html";
@@ -81,37 +82,21 @@ pub fn parse_target(target: &str) -> Result<SafePath, Refusal> {
     Ok(SafePath { segments, is_dir })
 }
 
+/// One segment, decoded by the server's one percent-decoder, then checked for what no file name holds.
 fn percent_decode(raw: &str) -> Result<String, Refusal> {
     use Refusal::BadRequest;
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let byte = if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .ok_or(BadRequest("truncated percent escape"))?;
-            let hex = std::str::from_utf8(hex).map_err(|_| BadRequest("bad percent escape"))?;
-            let value =
-                u8::from_str_radix(hex, 16).map_err(|_| BadRequest("bad percent escape"))?;
-            if value == b'/' || value == b'\\' {
-                return Err(BadRequest("encoded slashes are not allowed"));
-            }
-            i += 3;
-            value
-        } else {
-            i += 1;
-            bytes[i - 1]
-        };
-        if byte == b'\\' {
-            return Err(BadRequest("backslashes are not allowed"));
-        }
-        if byte < 0x20 || byte == 0x7f {
-            return Err(BadRequest("control characters and NUL are not allowed"));
-        }
-        out.push(byte);
+    let segment = query::decode(raw, false).map_err(BadRequest)?;
+    // The segment was split on `/` before decoding, so a slash in it was encoded.
+    if segment.contains('/') {
+        return Err(BadRequest("encoded slashes are not allowed"));
     }
-    String::from_utf8(out).map_err(|_| BadRequest("the path is not UTF-8"))
+    if segment.contains('\\') {
+        return Err(BadRequest("backslashes are not allowed"));
+    }
+    if segment.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        return Err(BadRequest("control characters and NUL are not allowed"));
+    }
+    Ok(segment)
 }
 
 /// The content type for a file name, by extension; unknown types are sent as opaque bytes so that a

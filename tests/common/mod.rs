@@ -1,7 +1,7 @@
 //! Shared helpers for the integration tests: starting a server (in-process or
 //! as the `halley` binary), a raw HTTP/1.1 client over `TcpStream` that reads
-//! responses, chunks, SSE events and NDJSON lines, and a small JSON reader so
-//! tests can assert on structure without a dependency.
+//! responses, chunks, SSE events and NDJSON lines, and JSON bodies read into
+//! `serde_json::Value`s so tests can assert on structure.
 //!
 //! Tests synchronise on bytes arriving (every read has a timeout) or on state
 //! the server reports (`wait_until` over `/stats` or `GET /pub/{ch}`), never on
@@ -9,13 +9,13 @@
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use halley::Config;
+pub use serde_json::Value;
 
 /// How long any single read may wait before the test fails.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -85,8 +85,9 @@ impl Response {
         std::str::from_utf8(&self.body).expect("body is UTF-8")
     }
 
-    pub fn json(&self) -> Json {
-        Json::parse(self.text())
+    #[track_caller]
+    pub fn json(&self) -> Value {
+        parse_json(self.text())
     }
 
     /// Asserts the shape every error answer has: the status, a JSON
@@ -96,9 +97,9 @@ impl Response {
         assert_eq!(self.status, status, "{self:?}");
         assert_eq!(self.header("content-type"), Some("application/json"));
         let body = self.json();
-        let message = body["error"].as_str();
+        let message = body["error"].as_str().expect("a message");
         assert!(!message.is_empty(), "error body {body:?}");
-        assert_eq!(body.keys(), vec!["error"], "error body {body:?}");
+        assert_eq!(keys(&body), vec!["error"], "error body {body:?}");
     }
 
     pub fn closes(&self) -> bool {
@@ -430,11 +431,11 @@ pub fn publish(addr: SocketAddr, channel: &str, data: &str) -> String {
         data.as_bytes(),
     );
     assert_eq!(resp.status, 201, "publish: {resp:?} {}", resp.text());
-    resp.json()["id"].as_str().to_owned()
+    resp.json()["id"].as_str().unwrap().to_owned()
 }
 
 /// `/stats` as JSON.
-pub fn stats(addr: SocketAddr) -> Json {
+pub fn stats(addr: SocketAddr) -> Value {
     let resp = get(addr, "/stats");
     assert_eq!(resp.status, 200);
     resp.json()
@@ -445,7 +446,7 @@ pub fn subscribers(addr: SocketAddr, channel: &str) -> u64 {
     let resp = get(addr, &format!("/pub/{channel}"));
     match resp.status {
         404 => 0,
-        200 => resp.json()["subscribers"].as_u64(),
+        200 => resp.json()["subscribers"].as_u64().unwrap(),
         s => panic!("GET /pub/{channel}: {s}"),
     }
 }
@@ -698,11 +699,11 @@ impl Sub {
 
     /// The next non-empty NDJSON line, parsed.
     #[track_caller]
-    pub fn next_json(&mut self) -> Json {
+    pub fn next_json(&mut self) -> Value {
         loop {
             let line = self.next_line();
             if !line.is_empty() {
-                return Json::parse(&line);
+                return parse_json(&line);
             }
         }
     }
@@ -759,7 +760,11 @@ impl Proc {
 
     /// Like `start`, with a hook to adjust the command (e.g. limits).
     pub fn start_with(args: &[&str], adjust: impl FnOnce(&mut Command)) -> Proc {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_halley"));
+        // benches/tests share this file but build no server binary, so the path is
+        // looked up only when a test starts the server.
+        #[allow(clippy::option_env_unwrap)]
+        let exe = option_env!("CARGO_BIN_EXE_halley").expect("the halley binary is in this crate");
+        let mut cmd = Command::new(exe);
         cmd.args(["--listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "warn")
@@ -841,247 +846,19 @@ impl Drop for Proc {
 }
 
 // ---------------------------------------------------------------------------
-// A small JSON reader.
+// JSON, read with serde_json.
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum Json {
-    Null,
-    Bool(bool),
-    Num(f64),
-    Str(String),
-    Arr(Vec<Json>),
-    /// Keys in the order they came.
-    Obj(Vec<(String, Json)>),
+/// Parses `text` as JSON, failing the test with the text when it is not.
+#[track_caller]
+pub fn parse_json(text: &str) -> Value {
+    serde_json::from_str(text)
+        .unwrap_or_else(|e| panic!("{e} in JSON {}", preview(text.as_bytes())))
 }
 
-static NULL: Json = Json::Null;
-
-impl std::ops::Index<&str> for Json {
-    type Output = Json;
-    fn index(&self, key: &str) -> &Json {
-        match self {
-            Json::Obj(fields) => fields
-                .iter()
-                .find(|(k, _)| k == key)
-                .map_or(&NULL, |(_, v)| v),
-            _ => &NULL,
-        }
-    }
-}
-
-impl std::ops::Index<usize> for Json {
-    type Output = Json;
-    fn index(&self, i: usize) -> &Json {
-        match self {
-            Json::Arr(items) => items.get(i).unwrap_or(&NULL),
-            _ => &NULL,
-        }
-    }
-}
-
-impl Json {
-    #[track_caller]
-    pub fn parse(text: &str) -> Json {
-        let mut p = Parser {
-            s: text.as_bytes(),
-            i: 0,
-        };
-        let v = p.value();
-        p.ws();
-        assert_eq!(
-            p.i,
-            p.s.len(),
-            "trailing bytes in JSON {}",
-            preview(text.as_bytes())
-        );
-        v
-    }
-
-    #[track_caller]
-    pub fn as_str(&self) -> &str {
-        match self {
-            Json::Str(s) => s,
-            other => panic!("expected a string, got {other:?}"),
-        }
-    }
-
-    #[track_caller]
-    pub fn as_u64(&self) -> u64 {
-        match self {
-            Json::Num(n) if *n >= 0.0 && n.fract() == 0.0 => *n as u64,
-            other => panic!("expected a count, got {other:?}"),
-        }
-    }
-
-    #[track_caller]
-    pub fn as_array(&self) -> &[Json] {
-        match self {
-            Json::Arr(items) => items,
-            other => panic!("expected an array, got {other:?}"),
-        }
-    }
-
-    pub fn is_null(&self) -> bool {
-        matches!(self, Json::Null)
-    }
-
-    /// An object's keys in order (empty for anything else).
-    pub fn keys(&self) -> Vec<&str> {
-        match self {
-            Json::Obj(fields) => fields.iter().map(|(k, _)| k.as_str()).collect(),
-            _ => Vec::new(),
-        }
-    }
-
-    /// An object's fields as a map of key to value.
-    pub fn map(&self) -> BTreeMap<&str, &Json> {
-        match self {
-            Json::Obj(fields) => fields.iter().map(|(k, v)| (k.as_str(), v)).collect(),
-            _ => BTreeMap::new(),
-        }
-    }
-}
-
-struct Parser<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl Parser<'_> {
-    fn ws(&mut self) {
-        while self.i < self.s.len() && b" \t\r\n".contains(&self.s[self.i]) {
-            self.i += 1;
-        }
-    }
-
-    fn eat(&mut self, b: u8) {
-        self.ws();
-        assert_eq!(
-            self.s.get(self.i).copied(),
-            Some(b),
-            "JSON: expected {:?} at {} in {}",
-            b as char,
-            self.i,
-            preview(self.s)
-        );
-        self.i += 1;
-    }
-
-    fn value(&mut self) -> Json {
-        self.ws();
-        match self.s.get(self.i) {
-            Some(b'{') => {
-                self.i += 1;
-                let mut fields = Vec::new();
-                self.ws();
-                if self.s.get(self.i) == Some(&b'}') {
-                    self.i += 1;
-                    return Json::Obj(fields);
-                }
-                loop {
-                    self.ws();
-                    let key = self.string();
-                    self.eat(b':');
-                    fields.push((key, self.value()));
-                    self.ws();
-                    match self.s.get(self.i) {
-                        Some(b',') => self.i += 1,
-                        Some(b'}') => {
-                            self.i += 1;
-                            return Json::Obj(fields);
-                        }
-                        _ => panic!("JSON: bad object in {}", preview(self.s)),
-                    }
-                }
-            }
-            Some(b'[') => {
-                self.i += 1;
-                let mut items = Vec::new();
-                self.ws();
-                if self.s.get(self.i) == Some(&b']') {
-                    self.i += 1;
-                    return Json::Arr(items);
-                }
-                loop {
-                    items.push(self.value());
-                    self.ws();
-                    match self.s.get(self.i) {
-                        Some(b',') => self.i += 1,
-                        Some(b']') => {
-                            self.i += 1;
-                            return Json::Arr(items);
-                        }
-                        _ => panic!("JSON: bad array in {}", preview(self.s)),
-                    }
-                }
-            }
-            Some(b'"') => Json::Str(self.string()),
-            Some(b't') => self.word("true", Json::Bool(true)),
-            Some(b'f') => self.word("false", Json::Bool(false)),
-            Some(b'n') => self.word("null", Json::Null),
-            _ => {
-                let start = self.i;
-                while self.i < self.s.len() && b"+-0123456789.eE".contains(&self.s[self.i]) {
-                    self.i += 1;
-                }
-                let text = std::str::from_utf8(&self.s[start..self.i]).unwrap();
-                Json::Num(text.parse().unwrap_or_else(|_| {
-                    panic!("JSON: bad value at {start} in {}", preview(self.s))
-                }))
-            }
-        }
-    }
-
-    fn word(&mut self, w: &str, v: Json) -> Json {
-        assert!(self.s[self.i..].starts_with(w.as_bytes()), "JSON: bad word");
-        self.i += w.len();
-        v
-    }
-
-    fn hex4(&mut self) -> u32 {
-        let h = std::str::from_utf8(&self.s[self.i..self.i + 4]).unwrap();
-        self.i += 4;
-        u32::from_str_radix(h, 16).expect("JSON: bad \\u escape")
-    }
-
-    fn string(&mut self) -> String {
-        self.eat(b'"');
-        let mut out = Vec::new();
-        loop {
-            let b = *self.s.get(self.i).expect("JSON: unterminated string");
-            self.i += 1;
-            match b {
-                b'"' => return String::from_utf8(out).expect("JSON string is UTF-8"),
-                b'\\' => {
-                    let e = self.s[self.i];
-                    self.i += 1;
-                    let c = match e {
-                        b'"' => '"',
-                        b'\\' => '\\',
-                        b'/' => '/',
-                        b'b' => '\u{8}',
-                        b'f' => '\u{c}',
-                        b'n' => '\n',
-                        b'r' => '\r',
-                        b't' => '\t',
-                        b'u' => {
-                            let mut cp = self.hex4();
-                            if (0xd800..0xdc00).contains(&cp) {
-                                assert_eq!(&self.s[self.i..self.i + 2], b"\\u", "lone surrogate");
-                                self.i += 2;
-                                let lo = self.hex4();
-                                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-                            }
-                            char::from_u32(cp).expect("JSON: bad code point")
-                        }
-                        _ => panic!("JSON: bad escape \\{}", e as char),
-                    };
-                    let mut tmp = [0u8; 4];
-                    out.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
-                }
-                b if b < 0x20 => panic!("JSON: raw control byte {b:#x} in a string"),
-                b => out.push(b),
-            }
-        }
-    }
+/// An object's keys in the order they came on the wire (the tests build serde_json with
+/// `preserve_order`); empty for anything but an object.
+pub fn keys(value: &Value) -> Vec<&str> {
+    value
+        .as_object()
+        .map_or_else(Vec::new, |o| o.keys().map(String::as_str).collect())
 }

@@ -2,6 +2,8 @@
 //! counting or timing subscribers correctly, the numbers in BENCHMARKS.md would silently lie,
 //! so this fails first. Every child process is bounded by a deadline.
 
+// The server crate's test helpers: `Proc` starts any of the project's servers.
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::process::{Command, Stdio};
