@@ -9,8 +9,8 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use super::channel;
-use super::engine::{Data, Engine, HubMessage, Replay, Response};
-use super::message::{error_reply, BayeuxError, Message};
+use super::engine::{Data, Engine, HubMessage, Response, Resume};
+use super::message::{error_reply, BayeuxError, Incoming};
 use super::session::Push;
 
 impl Engine {
@@ -61,7 +61,7 @@ impl Engine {
     /// after the cursor), with `gap` set when the cursor was too old or from
     /// another epoch: the client then gets a message with `data: null` and
     /// `ext.halley.gap` (the server's description of what was lost) first.
-    pub fn on_replay(&mut self, replay: &Replay, gap: Option<Value>, history: &[HubMessage]) {
+    pub fn on_replay(&mut self, replay: &Resume, gap: Option<Value>, history: &[HubMessage]) {
         let Some(id) = self
             .sessions
             .get_key_value(replay.client_id.as_str())
@@ -99,10 +99,10 @@ impl Engine {
                 self.stats.slow_sessions += 1;
                 log::info!("bayeux session {id} ended: its queue passed {max} bytes");
                 let resp = self.end_session(id, |held| {
-                    let m = Message {
+                    let m = Incoming {
                         channel: "/meta/connect".into(),
                         id: held.reply_id.clone(),
-                        ..Message::default()
+                        ..Incoming::default()
                     };
                     error_reply(&m, &BayeuxError::SessionUnknown)
                 });

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Map, Value};
 
 use super::channel;
-use super::message::{error_reply, BayeuxError, Message};
+use super::message::{error_reply, BayeuxError, Incoming};
 use super::session::{ConnId, Held, Session};
 use super::wire::{encode_body, Framing};
 use crate::deadline::{Timer, ToArm};
@@ -50,7 +50,7 @@ pub const MAX_SESSIONS_PER_ADDR: usize = 1_000;
 
 /// The engine's settings; the server fills them from its flags.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub struct Settings {
     /// How long a connect is held when nothing is pending (`--longpoll-timeout`).
     pub timeout: Duration,
     /// How long a session lives without a connect in progress. CometD's default is 10 s.
@@ -66,9 +66,9 @@ pub struct Config {
     pub max_sessions_per_addr: usize,
 }
 
-impl Default for Config {
-    fn default() -> Config {
-        Config {
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
             timeout: Duration::from_secs(30),
             max_interval: Duration::from_secs(10),
             max_queued_bytes: 1 << 20,
@@ -121,7 +121,7 @@ pub enum Since {
 /// `channel` after `since` and passes it to `on_replay` before anything else
 /// happens on the loop, so history comes before live messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Replay {
+pub struct Resume {
     pub client_id: String,
     pub channel: String,
     pub since: Since,
@@ -154,7 +154,7 @@ pub struct Outcome {
     /// Messages to publish into the hub, in order.
     pub publishes: Vec<Publish>,
     /// Resumed subscriptions to fill from the hub's buffers.
-    pub replays: Vec<Replay>,
+    pub resumes: Vec<Resume>,
     /// Earlier held connects that this request released; answer them now.
     pub released: Vec<Response>,
 }
@@ -181,7 +181,7 @@ pub struct Stats {
 }
 
 pub struct Engine {
-    pub(super) config: Config,
+    pub(super) config: Settings,
     pub(super) sessions: HashMap<Rc<str>, Session>,
     /// Live sessions per client address; an address with none has no entry.
     pub(super) per_addr: HashMap<IpAddr, usize>,
@@ -207,7 +207,7 @@ pub struct Engine {
 
 impl Engine {
     /// An engine whose clientIds come from `new_id` (use `Urandom::into_source`).
-    pub fn new(config: Config, new_id: Box<dyn FnMut() -> u128>) -> Engine {
+    pub fn new(config: Settings, new_id: Box<dyn FnMut() -> u128>) -> Engine {
         Engine {
             config,
             sessions: HashMap::new(),
@@ -244,7 +244,7 @@ impl Engine {
     ) -> Outcome {
         let mut req = Request::new(peer);
         for value in messages {
-            let msg = Message::from_value(value);
+            let msg = Incoming::from_value(value);
             self.dispatch(&msg, &mut req, now);
         }
         let reply = match req.hold {
@@ -275,12 +275,12 @@ impl Engine {
         Outcome {
             reply,
             publishes: req.publishes,
-            replays: req.replays,
+            resumes: req.resumes,
             released: req.released,
         }
     }
 
-    fn dispatch(&mut self, msg: &Message, req: &mut Request, now: Instant) {
+    fn dispatch(&mut self, msg: &Incoming, req: &mut Request, now: Instant) {
         let result = match msg.channel.as_str() {
             "" => Err(BayeuxError::Missing("channel_missing")),
             "/meta/handshake" => self.on_handshake(msg, req, now),
@@ -300,7 +300,7 @@ impl Engine {
     }
 
     /// The session a message names, or the 402 that sends the client back to handshake.
-    pub(super) fn session_of(&mut self, msg: &Message) -> Result<&mut Session, BayeuxError> {
+    pub(super) fn session_of(&mut self, msg: &Incoming) -> Result<&mut Session, BayeuxError> {
         let id = msg
             .client_id
             .as_deref()
@@ -493,7 +493,7 @@ pub(super) struct Request {
     pub replies: Vec<String>,
     pub hold: Option<PendingHold>,
     pub publishes: Vec<Publish>,
-    pub replays: Vec<Replay>,
+    pub resumes: Vec<Resume>,
     pub released: Vec<Response>,
 }
 
@@ -505,7 +505,7 @@ impl Request {
             replies: Vec::new(),
             hold: None,
             publishes: Vec::new(),
-            replays: Vec::new(),
+            resumes: Vec::new(),
             released: Vec::new(),
         }
     }

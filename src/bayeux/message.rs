@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 /// The fields of a request message that the engine looks at.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Message {
+pub struct Incoming {
     pub channel: String,
     /// Echoed as-is in the reply; clients use strings (CometD "1", Faye "1a").
     pub id: Option<Value>,
@@ -26,11 +26,11 @@ pub struct Message {
     pub supported_connection_types: Option<Vec<String>>,
 }
 
-impl Message {
+impl Incoming {
     /// Reads a message object; `parse_json` guarantees `value` is an object.
-    pub fn from_value(value: Value) -> Message {
+    pub fn from_value(value: Value) -> Incoming {
         let Value::Object(mut obj) = value else {
-            return Message::default();
+            return Incoming::default();
         };
         let string = |v: Option<Value>| match v {
             Some(Value::String(s)) => Some(s),
@@ -59,7 +59,7 @@ impl Message {
                     .filter_map(|t| t.as_str().map(str::to_string))
                     .collect()
             });
-        Message {
+        Incoming {
             channel: string(obj.remove("channel")).unwrap_or_default(),
             id: obj.remove("id").filter(|id| !id.is_null()),
             client_id: string(obj.remove("clientId")),
@@ -114,7 +114,7 @@ impl BayeuxError {
 }
 
 /// Starts a reply to `msg`: its channel and its id echoed.
-pub fn reply_to(msg: &Message) -> Map<String, Value> {
+pub fn reply_to(msg: &Incoming) -> Map<String, Value> {
     let mut reply = Map::new();
     reply.insert("channel".into(), Value::String(msg.channel.clone()));
     if let Some(id) = &msg.id {
@@ -125,7 +125,7 @@ pub fn reply_to(msg: &Message) -> Map<String, Value> {
 
 /// The unsuccessful reply to `msg`. A 402 carries `advice: {reconnect: handshake}`,
 /// which both CometD and Faye follow by handshaking again on their own.
-pub fn error_reply(msg: &Message, err: &BayeuxError) -> String {
+pub fn error_reply(msg: &Incoming, err: &BayeuxError) -> String {
     let mut reply = reply_to(msg);
     reply.insert("successful".into(), Value::Bool(false));
     reply.insert("error".into(), Value::String(err.to_wire()));
@@ -178,7 +178,7 @@ mod tests {
             ),
         ];
         for (value, channel, id, client_id, n_subs) in cases {
-            let m = Message::from_value(value.clone());
+            let m = Incoming::from_value(value.clone());
             assert_eq!(m.channel, channel, "{value}");
             assert_eq!(m.id, id, "{value}");
             assert_eq!(m.client_id.as_deref(), client_id, "{value}");
@@ -188,7 +188,7 @@ mod tests {
 
     #[test]
     fn reads_advice_and_ext() {
-        let m = Message::from_value(json!({
+        let m = Incoming::from_value(json!({
             "channel": "/meta/connect", "advice": {"timeout": 0},
             "ext": {"ack": 3, "halley": {"since": "abc"}}
         }));
@@ -196,7 +196,7 @@ mod tests {
         assert_eq!(m.ext_field("ack"), Some(&json!(3)));
         assert_eq!(m.halley_field("since"), Some(&json!("abc")));
         assert_eq!(
-            Message::from_value(json!({"advice": {"timeout": "x"}})).advice_timeout_ms,
+            Incoming::from_value(json!({"advice": {"timeout": "x"}})).advice_timeout_ms,
             None
         );
     }
@@ -231,7 +231,7 @@ mod tests {
         for (err, want) in cases {
             assert_eq!(err.to_wire(), want);
         }
-        let msg = Message::from_value(json!({"channel": "/meta/connect", "id": "4"}));
+        let msg = Incoming::from_value(json!({"channel": "/meta/connect", "id": "4"}));
         let reply: Value =
             serde_json::from_str(&error_reply(&msg, &BayeuxError::SessionUnknown)).unwrap();
         assert_eq!(

@@ -10,11 +10,11 @@ use serde_json::{json, Value};
 
 use super::channel::{self, NameError, Pattern};
 use super::engine::{
-    Engine, PendingHold, Publish, Replay, Request, Since, MAX_HANDSHAKES_PER_REQUEST,
+    Engine, PendingHold, Publish, Request, Resume, Since, MAX_HANDSHAKES_PER_REQUEST,
     MAX_SUBSCRIPTIONS_PER_MESSAGE, MAX_SUBSCRIPTIONS_PER_SESSION,
 };
 use super::ids::format_id;
-use super::message::{reply_to, BayeuxError, Message};
+use super::message::{reply_to, BayeuxError, Incoming};
 use super::session::Session;
 use crate::token::Token;
 
@@ -28,7 +28,7 @@ type Handled = Result<(), BayeuxError>;
 impl Engine {
     pub(super) fn on_handshake(
         &mut self,
-        msg: &Message,
+        msg: &Incoming,
         req: &mut Request,
         now: Instant,
     ) -> Handled {
@@ -110,7 +110,12 @@ impl Engine {
     /// client's own advice asks for `timeout: 0` (CometD's first connect after
     /// a handshake or a network failure), or when messages are waiting;
     /// otherwise it is held until messages arrive or the timeout passes.
-    pub(super) fn on_connect(&mut self, msg: &Message, req: &mut Request, now: Instant) -> Handled {
+    pub(super) fn on_connect(
+        &mut self,
+        msg: &Incoming,
+        req: &mut Request,
+        now: Instant,
+    ) -> Handled {
         let session = self.session_of(msg)?;
         let id = session.id.clone();
         if let Some(ack) = msg.ext_field("ack").and_then(Value::as_u64) {
@@ -150,7 +155,7 @@ impl Engine {
         Ok(())
     }
 
-    pub(super) fn on_subscribe(&mut self, msg: &Message, req: &mut Request) -> Handled {
+    pub(super) fn on_subscribe(&mut self, msg: &Incoming, req: &mut Request) -> Handled {
         let since = match msg.halley_field("since") {
             None => None,
             Some(Value::String(s)) if s == "earliest" => Some(Since::Earliest),
@@ -182,7 +187,7 @@ impl Engine {
             }
             if let (Some(since), Some(name)) = (&since, p.exact()) {
                 let hub = channel::to_hub(name).expect("checked").to_string();
-                req.replays.push(Replay {
+                req.resumes.push(Resume {
                     client_id: id.to_string(),
                     channel: hub,
                     since: since.clone(),
@@ -196,7 +201,7 @@ impl Engine {
         Ok(())
     }
 
-    pub(super) fn on_unsubscribe(&mut self, msg: &Message, req: &mut Request) -> Handled {
+    pub(super) fn on_unsubscribe(&mut self, msg: &Incoming, req: &mut Request) -> Handled {
         let id = self.session_of(msg)?.id.clone();
         let patterns = self.check_subscription(msg, false)?;
         let session = self.sessions.get_mut(&id).expect("checked above");
@@ -218,7 +223,7 @@ impl Engine {
     /// an oversized message costs no parsing.
     fn check_subscription(
         &mut self,
-        msg: &Message,
+        msg: &Incoming,
         resuming: bool,
     ) -> Result<Vec<Pattern>, BayeuxError> {
         if msg.subscription.len() > MAX_SUBSCRIPTIONS_PER_MESSAGE {
@@ -238,7 +243,7 @@ impl Engine {
 
     pub(super) fn on_disconnect(
         &mut self,
-        msg: &Message,
+        msg: &Incoming,
         req: &mut Request,
         _now: Instant,
     ) -> Handled {
@@ -266,7 +271,7 @@ impl Engine {
     /// token is checked at handshake, so this is what keeps Bayeux from being
     /// a way around it). `/service/**` messages are for the server alone, and
     /// halley runs no services, so they are acknowledged and go nowhere.
-    pub(super) fn on_message(&mut self, msg: &Message, req: &mut Request) -> Handled {
+    pub(super) fn on_message(&mut self, msg: &Incoming, req: &mut Request) -> Handled {
         let name = msg.channel.as_str();
         let session = self.session_of(msg)?;
         if channel::check_name(name).is_err() {
@@ -310,7 +315,7 @@ impl Engine {
 }
 
 /// Parses and checks every channel a (un)subscribe names.
-fn check_patterns(msg: &Message, resuming: bool) -> Result<Vec<Pattern>, BayeuxError> {
+fn check_patterns(msg: &Incoming, resuming: bool) -> Result<Vec<Pattern>, BayeuxError> {
     if msg.subscription.is_empty() {
         return Err(BayeuxError::Missing("subscription_missing"));
     }
@@ -341,7 +346,7 @@ fn check_patterns(msg: &Message, resuming: bool) -> Result<Vec<Pattern>, BayeuxE
 
 /// An unsuccessful handshake: `403::<reason>` with the advice that tells
 /// the client whether and when to try again.
-fn refused_handshake(msg: &Message, reason: &str, advice: Value) -> String {
+fn refused_handshake(msg: &Incoming, reason: &str, advice: Value) -> String {
     let mut reply = reply_to(msg);
     reply.insert("successful".into(), false.into());
     reply.insert("error".into(), format!("403::{reason}").into());
@@ -349,7 +354,7 @@ fn refused_handshake(msg: &Message, reason: &str, advice: Value) -> String {
     Value::Object(reply).to_string()
 }
 
-fn subscription_reply(msg: &Message, id: &str) -> String {
+fn subscription_reply(msg: &Incoming, id: &str) -> String {
     let mut reply = reply_to(msg);
     reply.insert("clientId".into(), Value::String(id.to_string()));
     reply.insert(

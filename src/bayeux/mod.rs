@@ -27,7 +27,7 @@
 //!                                     Hold{deadline} -> park conn, push (deadline, conn) on the deadline queue
 //!                          publishes: hub.publish(channel, json as application/json, event)
 //!                                     then engine.on_publish(&hub_message) for each
-//!                          replays:   hub.read_after(channel, since) -> engine.on_replay(..)
+//!                          resumes:   hub.read_after(channel, since) -> engine.on_replay(..)
 //!                          released:  write each (earlier held connects of the same client)
 //!   any hub publish (/pub or Bayeux) ──▶ engine.on_publish(&msg)
 //!   every loop iteration, flush phase ──▶ engine.flush(now) -> write each Response
@@ -112,7 +112,7 @@
 //!   (its held connect gets `402`, so the client handshakes again) rather than
 //!   dropping messages silently.
 //! - Every bound a client can push on is a named constant in `engine` (or a
-//!   `Config` field), refused in Bayeux form and counted in `Stats`:
+//!   `Settings` field), refused in Bayeux form and counted in `Stats`:
 //!   subscriptions per session and per message (`403:..:too_many_subscriptions`),
 //!   handshakes per request (`403::too_many_handshakes`, advice `none`), and
 //!   sessions in all and per client address (`403::too_many_sessions`, advice
@@ -133,7 +133,7 @@ pub mod session;
 pub mod wire;
 
 pub use engine::{
-    Config, Data, Engine, HubMessage, Outcome, Publish, Replay, Reply, Response, Since, Stats,
+    Data, Engine, HubMessage, Outcome, Publish, Reply, Response, Resume, Settings, Since, Stats,
 };
 pub use session::ConnId;
 pub use wire::{BadRequest, Framing};

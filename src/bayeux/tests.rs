@@ -17,7 +17,7 @@ const SEC: Duration = Duration::from_secs(1);
 /// The client address of every request unless a test says otherwise.
 const PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
 
-fn engine(config: Config) -> Engine {
+fn engine(config: Settings) -> Engine {
     let mut n = 0u128;
     Engine::new(
         config,
@@ -110,7 +110,7 @@ fn delivered(replies: &Value) -> Vec<Value> {
 
 #[test]
 fn handshake_reply_has_what_clients_need() {
-    let mut e = engine(Config::default());
+    let mut e = engine(Settings::default());
     let t0 = Instant::now();
     let o = handle(
         &mut e,
@@ -139,7 +139,7 @@ fn handshake_reply_has_what_clients_need() {
 /// Per-message validation: each row is one message and the error it gets.
 #[test]
 fn message_validation() {
-    let mut e = engine(Config::default());
+    let mut e = engine(Settings::default());
     let t0 = Instant::now();
     let cid = handshake(&mut e, t0);
     let cases = [
@@ -225,14 +225,14 @@ fn message_validation() {
         if want.starts_with("402") {
             assert_eq!(r["advice"]["reconnect"], "handshake", "{msg}");
         }
-        assert!(o.publishes.is_empty() && o.replays.is_empty(), "{msg}");
+        assert!(o.publishes.is_empty() && o.resumes.is_empty(), "{msg}");
     }
     assert_eq!(e.stats.unknown_session, 5);
 }
 
 #[test]
 fn connects_are_answered_at_once_then_held() {
-    let mut e = engine(Config::default());
+    let mut e = engine(Settings::default());
     let t0 = Instant::now();
     let cid = handshake(&mut e, t0);
     // The first connect is answered at once.
@@ -278,7 +278,7 @@ fn connects_are_answered_at_once_then_held() {
 
 #[test]
 fn held_connect_times_out_with_an_empty_reply() {
-    let mut e = engine(Config::default());
+    let mut e = engine(Settings::default());
     let t0 = Instant::now();
     let cid = connected(&mut e, t0);
     assert!(matches!(
@@ -301,7 +301,7 @@ fn held_connect_times_out_with_an_empty_reply() {
 
 #[test]
 fn publish_reaches_a_held_connect_on_flush() {
-    let mut e = engine(Config::default());
+    let mut e = engine(Settings::default());
     let t0 = Instant::now();
     let cid = connected(&mut e, t0);
     subscribe(&mut e, &cid, "/chat/room1", t0);
@@ -346,7 +346,7 @@ fn publish_reaches_a_held_connect_on_flush() {
 
 #[test]
 fn bayeux_publish_goes_to_the_hub() {
-    let mut e = engine(Config::default());
+    let mut e = engine(Settings::default());
     let t0 = Instant::now();
     let cid = handshake(&mut e, t0);
     let o = handle(
@@ -380,7 +380,7 @@ fn bayeux_publish_goes_to_the_hub() {
 
 #[test]
 fn wildcards_unsubscribe_and_dedup() {
-    let mut e = engine(Config::default());
+    let mut e = engine(Settings::default());
     let t0 = Instant::now();
     let one = connected(&mut e, t0);
     let deep = connected(&mut e, t0);
@@ -434,9 +434,9 @@ fn wildcards_unsubscribe_and_dedup() {
 
 #[test]
 fn sessions_expire_after_max_interval_without_a_connect() {
-    let config = Config {
+    let config = Settings {
         max_interval: 10 * SEC,
-        ..Config::default()
+        ..Settings::default()
     };
     let mut e = engine(config);
     let t0 = Instant::now();
@@ -494,9 +494,9 @@ fn run_timers(e: &mut Engine, queue: &mut Deadlines, now: Instant) -> usize {
 
 #[test]
 fn a_session_keeps_one_expiry_timer_however_often_it_connects() {
-    let mut e = engine(Config {
+    let mut e = engine(Settings {
         max_interval: 10 * SEC,
-        ..Config::default()
+        ..Settings::default()
     });
     let t0 = Instant::now();
     let mut queue = Deadlines::new(t0);
@@ -518,7 +518,7 @@ fn a_session_keeps_one_expiry_timer_however_often_it_connects() {
 
 #[test]
 fn disconnect_ends_the_session_and_its_held_connect() {
-    let mut e = engine(Config::default());
+    let mut e = engine(Settings::default());
     let t0 = Instant::now();
     let cid = connected(&mut e, t0);
     subscribe(&mut e, &cid, "/a", t0);
@@ -544,9 +544,9 @@ fn disconnect_ends_the_session_and_its_held_connect() {
 
 #[test]
 fn publish_token_from_the_handshake_ext() {
-    let config = Config {
+    let config = Settings {
         publish_token: Some("s3cret".into()),
-        ..Config::default()
+        ..Settings::default()
     };
     let mut e = engine(config);
     let t0 = Instant::now();
@@ -592,7 +592,7 @@ fn publish_token_from_the_handshake_ext() {
 /// CometD's AckExtension: a connect reply lost with its connection is sent again.
 #[test]
 fn ack_extension_redelivers_after_a_dropped_connect() {
-    let mut e = engine(Config::default());
+    let mut e = engine(Settings::default());
     let t0 = Instant::now();
     let o = handle(
         &mut e,
@@ -637,9 +637,9 @@ fn ack_extension_redelivers_after_a_dropped_connect() {
 
 #[test]
 fn a_full_queue_ends_the_session() {
-    let config = Config {
+    let config = Settings {
         max_queued_bytes: 400,
-        ..Config::default()
+        ..Settings::default()
     };
     let mut e = engine(config);
     let t0 = Instant::now();
@@ -669,7 +669,7 @@ fn a_full_queue_ends_the_session() {
 
 #[test]
 fn jsonp_held_connect_keeps_its_framing() {
-    let mut e = engine(Config::default());
+    let mut e = engine(Settings::default());
     let t0 = Instant::now();
     let cid = connected(&mut e, t0);
     subscribe(&mut e, &cid, "/a", t0);
@@ -697,7 +697,7 @@ fn jsonp_held_connect_keeps_its_framing() {
 /// Faye batches a publish with its connect; the publish reply waits with the held connect.
 #[test]
 fn replies_batched_with_a_held_connect_wait_for_it() {
-    let mut e = engine(Config::default());
+    let mut e = engine(Settings::default());
     let t0 = Instant::now();
     let cid = connected(&mut e, t0);
     let o = handle(
@@ -720,7 +720,7 @@ fn replies_batched_with_a_held_connect_wait_for_it() {
 
 #[test]
 fn resume_asks_the_hub_and_delivers_history_first() {
-    let mut e = engine(Config::default());
+    let mut e = engine(Settings::default());
     let t0 = Instant::now();
     let cid = connected(&mut e, t0);
     let o = handle(
@@ -729,12 +729,12 @@ fn resume_asks_the_hub_and_delivers_history_first() {
         json!([{"channel": "/meta/subscribe", "clientId": cid, "subscription": "/chat/room1", "ext": {"halley": {"since": "e1-5"}}}]),
         t0,
     );
-    let replay = Replay {
+    let replay = Resume {
         client_id: cid.clone(),
         channel: "chat/room1".into(),
         since: Since::Id("e1-5".into()),
     };
-    assert_eq!(o.replays, std::slice::from_ref(&replay));
+    assert_eq!(o.resumes, std::slice::from_ref(&replay));
     let history = [
         HubMessage {
             id: "e1-6",
@@ -774,7 +774,7 @@ fn resume_asks_the_hub_and_delivers_history_first() {
 #[test]
 fn a_closed_held_connect_gets_no_reply_and_its_messages_wait() {
     for publish_first in [false, true] {
-        let mut e = engine(Config::default());
+        let mut e = engine(Settings::default());
         let t0 = Instant::now();
         let cid = connected(&mut e, t0);
         subscribe(&mut e, &cid, "/chat/room1", t0);
@@ -817,7 +817,7 @@ fn channels(prefix: &str, n: usize) -> Vec<String> {
 /// (un)subscribe changes nothing and is counted.
 #[test]
 fn subscriptions_are_bounded() {
-    let mut e = engine(Config::default());
+    let mut e = engine(Settings::default());
     let t0 = Instant::now();
     let cid = handshake(&mut e, t0);
     let max = MAX_SUBSCRIPTIONS_PER_SESSION;
@@ -891,10 +891,10 @@ fn handshake_from(e: &mut Engine, peer: IpAddr, n: usize, now: Instant) -> Vec<V
 /// address; ending a session gives its address's room back.
 #[test]
 fn sessions_are_bounded() {
-    let mut e = engine(Config {
+    let mut e = engine(Settings {
         max_sessions: 5,
         max_sessions_per_addr: 3,
-        ..Config::default()
+        ..Settings::default()
     });
     let t0 = Instant::now();
     let a = IpAddr::from([192, 0, 2, 1]);

@@ -32,11 +32,11 @@ const NO_CACHE: [&str; 1] = ["Cache-Control: no-cache"];
 /// `--longpoll-timeout`, session queues bounded by `--max-queued-bytes`, and
 /// `--publish-token` applies to Bayeux publishes too.
 pub(super) fn new_engine(config: &Config) -> io::Result<Engine> {
-    let settings = bayeux::Config {
+    let settings = bayeux::Settings {
         timeout: config.longpoll_timeout,
         max_queued_bytes: config.max_queued_bytes,
         publish_token: config.publish_token.clone(),
-        ..bayeux::Config::default()
+        ..bayeux::Settings::default()
     };
     Ok(Engine::new(settings, Urandom::open()?.into_source()))
 }
@@ -99,7 +99,7 @@ impl Server {
         }
         // History before this request's publishes, so a resumed subscription
         // gets each message once and in order.
-        for replay in &outcome.replays {
+        for replay in &outcome.resumes {
             self.replay_to_session(replay);
         }
         for publish in outcome.publishes {
@@ -144,7 +144,7 @@ impl Server {
     /// buffer. A cursor the hub cannot place (malformed, or ahead of the
     /// channel) is never skipped silently: the session is told with a gap, and
     /// delivery goes on from now.
-    fn replay_to_session(&mut self, replay: &bayeux::Replay) {
+    fn replay_to_session(&mut self, replay: &bayeux::Resume) {
         let cursor = match &replay.since {
             Since::Earliest => Ok(Cursor::Earliest),
             Since::Id(text) => cursor::parse(text),
