@@ -48,9 +48,13 @@ pub enum State {
     /// messages, its deadline, or shutdown; the engine keeps what the reply
     /// needs, keyed by this connection's id.
     Held { keep_alive: bool },
-    /// Sending a last response; then the write side is shut and input is
-    /// drained until the client closes, so it reads the response before any RST.
-    Closing,
+    /// Sending a last response. While output is queued, the send timeout
+    /// governs; once it has drained, the write side is shut and input is
+    /// drained until the client closes or the linger ends, so the client reads
+    /// the response before any RST. `eof` once the client has half-closed:
+    /// then there is nothing to drain and the connection closes as soon as
+    /// its output is out.
+    Closing { eof: bool },
     /// Finished, waiting to be reaped after this batch of events; `sub` is the
     /// hub subscription still to be removed then, and `held_connect` says the
     /// Bayeux engine still holds a connect on it, to be forgotten then.
@@ -227,8 +231,9 @@ impl Conn {
     }
 
     /// Writes queued output; called when the socket becomes writable.
-    pub fn flush(&mut self) -> io::Result<()> {
-        self.out.write_to(&self.socket).map(|_| ())
+    /// Returns how many bytes left the queue.
+    pub fn flush(&mut self) -> io::Result<usize> {
+        self.out.write_to(&self.socket)
     }
 
     /// Tries to write `parts` straight to the socket, unless output is already

@@ -143,7 +143,7 @@ impl Server {
                 let (frame, range) = frame_for(message, transport, http10);
                 conn.queue_owed(Chunk::Shared(frame.clone(), range));
             }
-            conn.flush()
+            conn.flush().map(|_| ())
         };
         if let Err(e) = sent {
             note_send_error(&mut self.counters, id, &SendError::Io(e));

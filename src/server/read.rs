@@ -38,15 +38,34 @@ impl Server {
             return;
         }
         let was_over = conn.out.queued() > max_queued;
-        if let Err(e) = conn.flush() {
-            debug!("{id:?}: write failed while flushing: {e}");
-            return self.close(id);
-        }
-        match conn.state {
-            State::Closing if conn.out.is_empty() => {
-                let _ = conn.socket.shutdown(std::net::Shutdown::Write);
+        match conn.flush() {
+            Err(e) => {
+                debug!("{id:?}: write failed while flushing: {e}");
+                self.close(id)
             }
-            State::Head { .. } if was_over && conn.out.queued() <= max_queued => self.drive(id),
+            Ok(0) => {}
+            Ok(_) if conn.out.is_empty() => self.on_drained(id, was_over),
+            // The send timeout counts from here again.
+            Ok(_) => conn.out.note_progress(self.now),
+        }
+    }
+
+    /// A connection's queued output has all gone out: a closing connection
+    /// shuts its write side (or closes, if the client already has), and one
+    /// waiting for a request goes back to its header or idle timeout and reads
+    /// any request that waited behind the output.
+    fn on_drained(&mut self, id: ConnId, was_over: bool) {
+        let conn = lookup(&mut self.conns, id).expect("flushed connection is open");
+        match conn.state {
+            State::Closing { eof: true } => self.close(id),
+            State::Closing { eof: false } | State::Head { .. } => {
+                let at = super::respond::drained_deadline(conn, self.now, &self.config);
+                let resume = was_over && matches!(conn.state, State::Head { .. });
+                self.set_deadline(id, at);
+                if resume {
+                    self.drive(id);
+                }
+            }
             _ => {}
         }
     }
@@ -61,7 +80,9 @@ impl Server {
                 State::Head { .. } => self.read_head(id),
                 State::Body(_) => self.read_body(id),
                 State::Polling { .. } | State::Held { .. } => self.hold_input(id),
-                State::Streaming { .. } | State::Closing => self.discard_input(id),
+                // After the client's EOF there is nothing left to read.
+                State::Closing { eof: true } => Step::Wait,
+                State::Streaming { .. } | State::Closing { .. } => self.discard_input(id),
                 State::Closed { .. } => Step::Wait,
             };
             if step == Step::Wait {
@@ -191,7 +212,7 @@ impl Server {
                 Step::Wait
             }
             Ok(Input::Eof) => {
-                self.close(id);
+                self.on_read_eof(id);
                 Step::Wait
             }
             Err(e) => {
@@ -231,9 +252,28 @@ impl Server {
         let conn = lookup(&mut self.conns, id).expect("driven connection is open");
         match conn.discard_input() {
             Ok(Input::WouldBlock) | Ok(Input::Data) => {}
-            Ok(Input::Eof) | Err(_) => self.close(id),
+            Ok(Input::Eof) => self.on_read_eof(id),
+            Err(_) => self.close(id),
         }
         Step::Wait
+    }
+
+    /// The client has half-closed. With nothing queued for it, the connection
+    /// is done; with a response still queued, reading stops but writing goes
+    /// on until the output is out (or the send timeout), then it closes. A
+    /// client that sends its request and shuts its write side is legitimate.
+    fn on_read_eof(&mut self, id: ConnId) {
+        let conn = lookup(&mut self.conns, id).expect("driven connection is open");
+        if conn.out.is_empty() || matches!(conn.state, State::Streaming { .. }) {
+            return self.close(id);
+        }
+        if !matches!(conn.state, State::Closing { .. }) {
+            debug!("{id:?}: client half-closed with a response queued; finishing it");
+        }
+        // The deadline stays: it is already the send timeout's (set when the
+        // response queued) or the request's own, which `on_deadline` reads
+        // as the send timeout while output is queued.
+        conn.state = State::Closing { eof: true };
     }
 }
 

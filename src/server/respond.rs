@@ -277,6 +277,10 @@ impl Ask {
 /// After a response: back to reading the next request (which may already be
 /// buffered), or closing. Works on one connection's fields so the fan-out can
 /// call it while it holds the hub.
+///
+/// A response the socket did not take whole is governed by the send timeout
+/// until it drains (`Server::on_drained` then starts the state's own clock):
+/// neither the idle timeout nor the linger may cut a response short.
 pub(super) fn after_response(
     conn: &mut Conn,
     id: ConnId,
@@ -285,23 +289,38 @@ pub(super) fn after_response(
     config: &crate::config::Config,
     deadlines: &mut Deadlines,
 ) {
-    let (state, at) = if keep_alive {
-        let started = !conn.inbuf.is_empty();
-        let timeout = if started {
-            config.header_timeout
-        } else {
-            config.idle_timeout
-        };
-        (State::Head { started }, now + timeout)
-    } else {
-        if conn.out.is_empty() {
-            let _ = conn.socket.shutdown(Shutdown::Write);
-        }
-        (State::Closing, now + LINGER)
+    conn.state = match keep_alive {
+        true => State::Head {
+            started: !conn.inbuf.is_empty(),
+        },
+        false => State::Closing { eof: false },
     };
-    conn.state = state;
+    let at = if conn.out.is_empty() {
+        drained_deadline(conn, now, config)
+    } else {
+        conn.out.note_progress(now);
+        now + config.send_timeout
+    };
     conn.deadline = Some(at);
     deadlines.set(at, Timer::Conn(id));
+}
+
+/// The deadline of a connection whose output has just gone out (or never
+/// queued): the header or idle timeout while reading, or the linger while
+/// closing, whose write side it shuts now.
+pub(super) fn drained_deadline(
+    conn: &mut Conn,
+    now: std::time::Instant,
+    config: &crate::config::Config,
+) -> std::time::Instant {
+    match conn.state {
+        State::Head { started: true } => now + config.header_timeout,
+        State::Head { started: false } => now + config.idle_timeout,
+        _ => {
+            let _ = conn.socket.shutdown(Shutdown::Write);
+            now + LINGER
+        }
+    }
 }
 
 pub(super) fn note_send_error(counters: &mut crate::stats::Counters, id: ConnId, e: &SendError) {
