@@ -21,6 +21,9 @@ enum Step {
     Wait,
 }
 
+/// Body bytes reserved up front at most, whatever `Content-Length` claims.
+const BODY_RESERVE: usize = 16 * 1024;
+
 /// The interim answer to `Expect: 100-continue`.
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -115,14 +118,33 @@ impl Server {
         }
     }
 
-    /// A head is complete: answer it now, or start reading its body.
+    /// A head is complete: refuse it, answer it now, or start reading its
+    /// body. A refused request is answered at once: a body that arrived with
+    /// the head is skipped and the connection kept, but one still to come is
+    /// never read, and the connection closes. A body too large always closes.
     fn on_head(&mut self, id: ConnId, head: Head) {
-        let limit = self.body_limit(&head);
+        let limit = match self.admit(id, &head) {
+            Ok(limit) => limit,
+            Err(reject) => {
+                let conn = lookup(&mut self.conns, id).expect("driven connection is open");
+                let skipped = match head.body {
+                    _ if reject.status == 413 => false,
+                    BodyKind::None => true,
+                    BodyKind::Length(n) if n <= conn.inbuf.len() as u64 => {
+                        conn.inbuf.drain(..n as usize);
+                        true
+                    }
+                    BodyKind::Length(_) | BodyKind::Chunked => false,
+                };
+                let ask = Ask {
+                    keep_alive: head.keep_alive && skipped,
+                    head_only: false,
+                };
+                return self.reject(id, reject, ask);
+            }
+        };
         let reader = match head.body {
             BodyKind::None => return self.on_request(id, head, Vec::new()),
-            BodyKind::Length(n) if n > limit as u64 => {
-                return self.reject(id, too_large(limit), Ask::CLOSE)
-            }
             BodyKind::Length(n) => BodyReader::Length { left: n as usize },
             BodyKind::Chunked => BodyReader::Chunked {
                 decoder: chunked::Decoder::default(),
@@ -131,8 +153,10 @@ impl Server {
         };
         let conn = lookup(&mut self.conns, id).expect("driven connection is open");
         let wants_continue = head.expect_continue && conn.inbuf.is_empty();
+        // The buffer grows with what arrives; a Content-Length is only a
+        // claim, and reserving it up front would let any head cost memory.
         let capacity = match reader {
-            BodyReader::Length { left } => left,
+            BodyReader::Length { left } => left.min(BODY_RESERVE),
             BodyReader::Chunked { .. } => 0,
         };
         conn.state = State::Body(Box::new(BodyState {
@@ -166,7 +190,7 @@ impl Server {
                         decoder.is_done()
                     }
                     Err(chunked::Error::TooLarge) => {
-                        let reject = too_large(*limit);
+                        let reject = super::web::too_large(*limit);
                         self.reject(id, reject, Ask::CLOSE);
                         return Step::Again;
                     }
@@ -275,8 +299,4 @@ impl Server {
         // as the send timeout while output is queued.
         conn.state = State::Closing { eof: true };
     }
-}
-
-fn too_large(limit: usize) -> Reject {
-    Reject::new(413, format!("request body exceeds {limit} bytes"))
 }

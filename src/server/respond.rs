@@ -93,9 +93,8 @@ impl Server {
         event: Option<String>,
         body: Vec<u8>,
     ) {
-        if let Err(reject) = self.check_publish(id, head, channel, body.len()) {
-            return self.reject(id, reject, Ask::of(head));
-        }
+        // The token, open-channel and rate rules were decided from the head
+        // (`admit`), before the body was read.
         let Ok(data) = String::from_utf8(body) else {
             return self.reject(
                 id,
