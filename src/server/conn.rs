@@ -306,13 +306,18 @@ impl Conn {
     }
 
     /// Reads and throws away whatever the client sends (a parked stream has
-    /// nothing more to receive), until the socket would block or closes.
-    pub fn discard_input(&mut self) -> io::Result<Input> {
+    /// nothing more to receive), until the socket would block or closes, or
+    /// `budget` bytes are gone: then `Data`, as more may be waiting.
+    pub fn discard_input(&mut self, budget: usize) -> io::Result<Input> {
         let mut scratch = [0u8; 1024];
+        let mut read = 0;
         loop {
+            if read >= budget {
+                return Ok(Input::Data);
+            }
             match (&self.socket).read(&mut scratch) {
                 Ok(0) => return Ok(Input::Eof),
-                Ok(_) => continue,
+                Ok(n) => read += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Input::WouldBlock),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),

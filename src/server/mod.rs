@@ -72,6 +72,14 @@ pub struct Server {
     /// requests to run; handled after the event batch, never in the middle of
     /// a fan-out.
     to_resume: Vec<ConnId>,
+    /// Connections whose turn ran out of budget with input perhaps still in
+    /// the kernel, which no readiness edge will announce again; driven in the
+    /// resume phase, and while there are any, poll does not sleep.
+    ready: Vec<ConnId>,
+    /// `ready`'s spare buffer, swapped in while its entries are driven.
+    ready_now: Vec<ConnId>,
+    /// The budget of the connection being driven.
+    turn: read::Turn,
     /// Reused to build responses, so answering allocates nothing.
     scratch: Vec<u8>,
     bufs: BufPool,
@@ -116,6 +124,9 @@ impl Server {
             started: now,
             to_reap: Vec::new(),
             to_resume: Vec::new(),
+            ready: Vec::new(),
+            ready_now: Vec::new(),
+            turn: read::Turn::default(),
             scratch: Vec::with_capacity(4096),
             bufs: BufPool::default(),
             accept_backoff: None,
@@ -160,7 +171,8 @@ impl Server {
             self.flush_bayeux();
             // 5. Fire due deadlines: timeouts, heartbeats, expiry.
             self.fire_deadlines();
-            // 6. Run requests that waited behind a parked one.
+            // 6. Run requests that waited behind a parked one, and give
+            //    connections whose turn ran out their next one.
             self.resume();
             // 7. Free connections closed during this iteration.
             self.reap();
@@ -172,9 +184,10 @@ impl Server {
     }
 
     /// Until the earliest deadline; not at all while Bayeux replies wait for
-    /// the flush phase (a request run by `resume` may have queued them).
+    /// the flush phase (a request run by `resume` may have queued them) or
+    /// connections wait on the ready list.
     fn poll_timeout(&self) -> Option<Duration> {
-        if self.bayeux.needs_flush() {
+        if self.bayeux.needs_flush() || !self.ready.is_empty() {
             return Some(Duration::ZERO);
         }
         self.deadlines
@@ -218,7 +231,16 @@ impl Server {
         }
     }
 
+    /// Drives the connections whose turn ran out last time, each once (one
+    /// that runs out again waits for the next iteration), then those unparked
+    /// during this iteration.
     fn resume(&mut self) {
+        std::mem::swap(&mut self.ready, &mut self.ready_now);
+        let mut ready = std::mem::take(&mut self.ready_now);
+        for id in ready.drain(..) {
+            self.drive(id);
+        }
+        self.ready_now = ready;
         while let Some(id) = self.to_resume.pop() {
             self.drive(id);
         }

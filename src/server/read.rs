@@ -1,8 +1,9 @@
 //! The request side of a connection: reading bytes, parsing heads, reading
 //! bodies, and handing complete requests to `respond`. A transition runs the
 //! next state at once, since the bytes it needs may already be buffered
-//! (pipelining), and reading always goes on until the socket would block, as
-//! edge-triggered readiness requires.
+//! (pipelining), and reading goes on until the socket would block, as
+//! edge-triggered readiness requires, or until the connection's turn is spent
+//! (`Turn`), when it waits on the ready list for its next one.
 
 use log::debug;
 
@@ -19,6 +20,34 @@ use crate::http::Reject;
 enum Step {
     Again,
     Wait,
+}
+
+/// Bytes one connection may read in one turn (a readiness event, or its
+/// place on the ready list) before the others get theirs; see `Turn`.
+const MAX_BYTES_PER_TURN: usize = 64 * 1024;
+/// Requests one connection may have answered in one turn.
+const MAX_REQUESTS_PER_TURN: usize = 32;
+
+/// What the connection being driven has had of this turn. Edge-triggered
+/// readiness would have one connection read until its socket would block,
+/// which a peer that pipelines or streams without pause never lets happen;
+/// like Redis and libuv, each connection gets a budget, and one that spends
+/// it goes on the ready list to be driven again after the others (the
+/// kernel will not report it again, so it must not be forgotten).
+#[derive(Default)]
+pub(super) struct Turn {
+    bytes: usize,
+    requests: usize,
+}
+
+impl Turn {
+    fn spent(&self) -> bool {
+        self.bytes >= MAX_BYTES_PER_TURN || self.requests >= MAX_REQUESTS_PER_TURN
+    }
+
+    fn bytes_left(&self) -> usize {
+        MAX_BYTES_PER_TURN.saturating_sub(self.bytes)
+    }
 }
 
 /// Body bytes reserved up front at most, whatever `Content-Length` claims.
@@ -73,8 +102,10 @@ impl Server {
         }
     }
 
-    /// Runs the connection's state machine as far as the available bytes go.
+    /// Runs the connection's state machine as far as the available bytes go,
+    /// or until its turn is spent; then it waits on the ready list.
     pub(super) fn drive(&mut self, id: ConnId) {
+        self.turn = Turn::default();
         loop {
             let Some(conn) = lookup(&mut self.conns, id) else {
                 return;
@@ -89,6 +120,11 @@ impl Server {
                 State::Closed { .. } => Step::Wait,
             };
             if step == Step::Wait {
+                return;
+            }
+            if self.turn.spent() {
+                self.counters.budget_yields += 1;
+                self.ready.push(id);
                 return;
             }
         }
@@ -107,6 +143,7 @@ impl Server {
             Ok(Parsed::Partial) => self.read_more(id),
             Ok(Parsed::Complete { head, len }) => {
                 conn.inbuf.drain(..len);
+                self.turn.requests += 1;
                 self.on_head(id, head);
                 Step::Again
             }
@@ -219,8 +256,10 @@ impl Server {
     /// Reads once more for a head or body in progress.
     fn read_more(&mut self, id: ConnId) -> Step {
         let conn = lookup(&mut self.conns, id).expect("driven connection is open");
+        let before = conn.inbuf.len();
         match conn.read_some(&mut self.bufs) {
             Ok(Input::Data) => {
+                self.turn.bytes += conn.inbuf.len() - before;
                 if let State::Head {
                     started: started @ false,
                 } = &mut conn.state
@@ -274,8 +313,14 @@ impl Server {
     /// only its leaving matters.
     fn discard_input(&mut self, id: ConnId) -> Step {
         let conn = lookup(&mut self.conns, id).expect("driven connection is open");
-        match conn.discard_input() {
-            Ok(Input::WouldBlock) | Ok(Input::Data) => {}
+        let budget = self.turn.bytes_left();
+        match conn.discard_input(budget) {
+            Ok(Input::Data) => {
+                // More may be waiting; the drive loop sees the turn spent.
+                self.turn.bytes += budget;
+                return Step::Again;
+            }
+            Ok(Input::WouldBlock) => {}
             Ok(Input::Eof) => self.on_read_eof(id),
             Err(_) => self.close(id),
         }
