@@ -14,7 +14,7 @@
 //!            +--------------------------------------------------------+
 //!            |                    Server::run                         |
 //!            |                                                        |
-//!   kernel   |  1 poll(timeout = earliest deadline; 0 if work is due)  |
+//!   kernel   |  1 poll(timeout = earliest deadline; 0 if work is due) |
 //!   epoll -->|  2 now = Instant::now()                                |
 //!            |  3 dispatch events:  listener -> accept                |
 //!            |                      signal pipe -> begin_shutdown     |
