@@ -19,7 +19,7 @@ mod web;
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use log::info;
 use mio::event::Event;
@@ -32,6 +32,7 @@ use crate::config::Config;
 use crate::conn_id::ConnId;
 use crate::cursor;
 use crate::deadline::{Deadlines, Timer, Wakeup};
+use crate::http::response::HttpDate;
 use crate::hub::{Hub, Limits};
 use crate::signals::SignalPipe;
 use crate::stats::Counters;
@@ -65,6 +66,8 @@ pub struct Server {
     counters: Counters,
     /// The time of this loop iteration, read once after each poll.
     now: Instant,
+    /// The wall-clock time of this iteration, for the `Date` header.
+    date: HttpDate,
     started: Instant,
     /// Connections closed during this iteration, freed at its end.
     to_reap: Vec<ConnId>,
@@ -121,6 +124,7 @@ impl Server {
             config,
             counters: Counters::default(),
             now,
+            date: HttpDate::new(SystemTime::now()),
             started: now,
             to_reap: Vec::new(),
             to_resume: Vec::new(),
@@ -162,6 +166,7 @@ impl Server {
             }
             // 2. Read the clock once for everything this iteration does.
             self.now = Instant::now();
+            self.date.update(SystemTime::now());
             // 3. Dispatch readiness: accept, read, write.
             for event in events.iter() {
                 self.dispatch(event);

@@ -159,6 +159,7 @@ impl Server {
             framing: Framing::Length(body.len()),
             keep_alive,
             cors_origin: &self.config.cors_origin,
+            date: Some(self.date.as_str()),
             extra,
         };
         response::write_full(&mut self.scratch, response_head, body, !ask.head_only);
@@ -183,6 +184,7 @@ impl Server {
             framing: Framing::Length(0),
             keep_alive,
             cors_origin: &self.config.cors_origin,
+            date: Some(self.date.as_str()),
             extra: &extra,
         };
         response::write_full(
