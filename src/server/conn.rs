@@ -177,6 +177,22 @@ impl Conn {
         Ok(())
     }
 
+    /// Sends a response head and a borrowed body in one `writev`; only what
+    /// the socket does not take is copied into the queue.
+    pub fn send_head_and_body(&mut self, head: &[u8], body: &[u8]) -> io::Result<()> {
+        let written = self.write_now(&[head, body])?;
+        if written < head.len() {
+            self.out
+                .push(Chunk::Owned(head[written..].to_vec()), Debt::Owed);
+        }
+        let body_written = written.saturating_sub(head.len());
+        if body_written < body.len() {
+            self.out
+                .push(Chunk::Owned(body[body_written..].to_vec()), Debt::Owed);
+        }
+        Ok(())
+    }
+
     /// Sends an owned response head and a shared body in one `writev`.
     pub fn send_head_and_shared(&mut self, head: &[u8], body: &Rc<[u8]>) -> io::Result<()> {
         let written = self.write_now(&[head, body])?;

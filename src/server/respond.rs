@@ -23,6 +23,10 @@ pub(super) const LINGER: Duration = Duration::from_secs(2);
 
 const JSON: &str = "application/json";
 
+/// Bodies up to this size are copied behind their head and sent in one
+/// write; larger ones are written beside it (`Conn::send_head_and_body`).
+const COPY_BODY_MAX: usize = 16 * 1024;
+
 impl Server {
     pub(super) fn on_request(&mut self, id: ConnId, head: Head, body: Vec<u8>) {
         let route = match routes::route(&head) {
@@ -162,8 +166,22 @@ impl Server {
             date: Some(self.date.as_str()),
             extra,
         };
-        response::write_full(&mut self.scratch, response_head, body, !ask.head_only);
-        self.send_scratch(id);
+        if ask.head_only || body.len() <= COPY_BODY_MAX {
+            response::write_full(&mut self.scratch, response_head, body, !ask.head_only);
+            self.send_scratch(id);
+        } else {
+            // A large body (a long-poll batch, a file) goes out beside its
+            // head, and only what the socket does not take is copied; through
+            // `scratch` it would be copied whole and grow it for good.
+            response_head.write(&mut self.scratch);
+            let Some(conn) = lookup(&mut self.conns, id) else {
+                return;
+            };
+            if let Err(e) = conn.send_head_and_body(&self.scratch, body) {
+                note_send_error(&mut self.counters, id, &SendError::Io(e));
+                return self.close(id);
+            }
+        }
         self.finish_response(id, keep_alive);
     }
 
