@@ -77,8 +77,16 @@ impl Server {
             }
             Ok(0) => {}
             Ok(_) if conn.out.is_empty() => self.on_drained(id, was_over),
-            // The send timeout counts from here again.
-            Ok(_) => conn.out.note_progress(self.now),
+            Ok(_) => {
+                // The send timeout counts from here again.
+                conn.out.note_progress(self.now);
+                // A pipelining client whose answers piled up past the limit
+                // is read again once they are back under it.
+                let under = was_over && conn.out.queued() <= max_queued;
+                if under && matches!(conn.state, State::Head { .. }) {
+                    self.drive(id);
+                }
+            }
         }
     }
 
