@@ -19,6 +19,9 @@ pub struct Config {
     pub header_timeout: Duration,
     /// How long a keep-alive connection may sit between requests.
     pub idle_timeout: Duration,
+    /// How long a connection with a response queued may go without the
+    /// client taking any of it; then it is closed (counted in /stats).
+    pub send_timeout: Duration,
     /// Messages kept per channel.
     pub buffer: usize,
     pub message_ttl: Duration,
@@ -48,6 +51,7 @@ impl Default for Config {
             max_body: 1024 * 1024,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(30),
             buffer: 100,
             message_ttl: Duration::from_secs(3600),
             max_queued_bytes: 1024 * 1024,
@@ -85,6 +89,8 @@ USAGE: halley [FLAGS]
   --max-body BYTES         largest request body, else 413         [1048576]
   --header-timeout SECS    first byte to end of head, else closed [10]
   --idle-timeout SECS      keep-alive connection idle time        [60]
+  --send-timeout SECS      a queued response taking no progress
+                           this long is closed                    [30]
   --buffer N               messages kept per channel              [100]
   --message-ttl SECS       how long a message is kept             [3600]
   --max-queued-bytes BYTES queued output before a slow subscriber
@@ -164,6 +170,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
             "--max-body" => config.max_body = v.bytes(1, MAX_BYTES)?,
             "--header-timeout" => config.header_timeout = v.secs(MIN_PERIOD, MAX_PERIOD)?,
             "--idle-timeout" => config.idle_timeout = v.secs(MIN_PERIOD, MAX_PERIOD)?,
+            "--send-timeout" => config.send_timeout = v.secs(MIN_PERIOD, MAX_PERIOD)?,
             "--buffer" => config.buffer = v.count(1, MAX_MESSAGES)?,
             "--message-ttl" => config.message_ttl = v.secs(MIN_PERIOD, MAX_MESSAGE_TTL)?,
             "--max-queued-bytes" => config.max_queued_bytes = v.bytes(1, MAX_BYTES)?,
@@ -473,6 +480,7 @@ mod tests {
             "--max-body",
             "--header-timeout",
             "--idle-timeout",
+            "--send-timeout",
             "--buffer",
             "--message-ttl",
             "--max-queued-bytes",

@@ -14,7 +14,7 @@
 //!            +--------------------------------------------------------+
 //!            |                    Server::run                         |
 //!            |                                                        |
-//!   kernel   |  1 poll(timeout = earliest deadline; 0 if flush due)   |
+//!   kernel   |  1 poll(timeout = earliest deadline; 0 if work is due) |
 //!   epoll -->|  2 now = Instant::now()                                |
 //!            |  3 dispatch events:  listener -> accept                |
 //!            |                      signal pipe -> begin_shutdown     |
@@ -25,7 +25,7 @@
 //!            |     hub.publish --> deliver (fan-out, Bayeux sessions) |
 //!            |  4 flush: answer held Bayeux connects messages reached |
 //!            |  5 fire due deadlines (timeouts, heartbeats, expiry)   |
-//!            |  6 resume connections unparked in this iteration       |
+//!            |  6 resume unparked conns and those out of turn budget  |
 //!            |  7 reap connections closed in this iteration           |
 //!            +--------------------------------------------------------+
 //! ```
@@ -67,7 +67,9 @@
 //! # Invariants
 //!
 //! - One thread. Nothing blocks except `poll`; every socket is non-blocking and
-//!   edge-triggered, and every read loop runs until `WouldBlock`.
+//!   edge-triggered, and every read loop runs until `WouldBlock` or until the
+//!   connection's turn budget is spent; then it waits on the ready list, which
+//!   keeps `poll` from sleeping, so no peer starves the others.
 //! - Connections are named by `ConnId` (slot + generation) everywhere outside
 //!   the slab: in mio tokens, the hub, the deadline queue. A stale id is
 //!   recognised and ignored, never applied to the slot's next occupant.

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::ops::Range;
 use std::rc::Rc;
+use std::time::Instant;
 
 /// Bytes waiting to be written.
 pub enum Chunk {
@@ -58,6 +59,21 @@ impl OutQueue {
         self.pending.as_ref().map_or(0, |p| p.queued - p.owed)
     }
 
+    /// When the queue last moved: a write took bytes from it, or the server
+    /// started the send timeout's clock (`note_progress`). `None` while
+    /// nothing is queued or the clock was never started. The send timeout
+    /// counts from here, so a slow reader that keeps reading is never cut.
+    pub fn last_progress(&self) -> Option<Instant> {
+        self.pending.as_ref().and_then(|p| p.progress_at)
+    }
+
+    /// Records that the queue moved at `now`; nothing when it is empty.
+    pub fn note_progress(&mut self, now: Instant) {
+        if let Some(p) = &mut self.pending {
+            p.progress_at = Some(now);
+        }
+    }
+
     pub fn push(&mut self, chunk: Chunk, debt: Debt) {
         self.pending
             .get_or_insert_with(Box::default)
@@ -88,6 +104,9 @@ struct Pending {
     /// stream's replay precedes its messages; other connections have no live
     /// output), so writes pay them off first.
     owed: usize,
+    /// See `OutQueue::last_progress`. It lives here, not in the connection,
+    /// because only a connection with output queued needs it.
+    progress_at: Option<Instant>,
 }
 
 /// How many chunks one `writev` takes at most.
@@ -193,5 +212,27 @@ mod tests {
         assert_eq!(q.write_to(&mut w).unwrap(), 8);
         assert!(q.is_empty());
         assert_eq!(w.out, b"static,shared,owned");
+    }
+
+    /// The send timeout's clock lives with the queued bytes: it starts when
+    /// noted and is gone once they are, so the next response starts afresh.
+    #[test]
+    fn progress_is_kept_only_while_bytes_are_queued() {
+        let t0 = Instant::now();
+        let mut q = OutQueue::default();
+        q.note_progress(t0);
+        assert_eq!(q.last_progress(), None);
+        q.push(Chunk::Static(b"abc"), Debt::Owed);
+        assert_eq!(q.last_progress(), None);
+        q.note_progress(t0);
+        assert_eq!(q.last_progress(), Some(t0));
+        let mut w = Trickle {
+            out: Vec::new(),
+            limit: 8,
+            calls_left: 1,
+        };
+        q.write_to(&mut w).unwrap();
+        assert!(q.is_empty());
+        assert_eq!(q.last_progress(), None);
     }
 }

@@ -12,6 +12,12 @@ pub struct Counters {
     pub slow_consumer_closes: u64,
     pub accept_errors: u64,
     pub timeouts: u64,
+    /// Connections closed because a queued response took no progress for
+    /// `--send-timeout`.
+    pub send_timeouts: u64,
+    /// Readiness turns that spent their budget and handed the connection
+    /// back to the loop, to be driven again after the others.
+    pub budget_yields: u64,
     /// Error responses by status code.
     pub rejections: BTreeMap<u16, u64>,
 }
@@ -103,6 +109,8 @@ impl Snapshot<'_> {
         field(&mut out, "connections_accepted", self.counters.accepted);
         field(&mut out, "accept_errors", self.counters.accept_errors);
         field(&mut out, "timeouts", self.counters.timeouts);
+        field(&mut out, "send_timeouts", self.counters.send_timeouts);
+        field(&mut out, "budget_yields", self.counters.budget_yields);
         let d = self.deadlines;
         out.extend_from_slice(b"\"deadlines\":{");
         field(&mut out, "total", d.conn + d.channel + d.session + d.other);

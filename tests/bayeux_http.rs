@@ -175,10 +175,12 @@ fn handshake_answers_with_a_session_and_advice() {
     );
     let r = c.response();
     let len = r.body.len();
+    // Every response carries the time it was sent; tests/http_head.rs checks its form.
+    let date = r.header("Date").expect("a Date header");
     assert_eq!(
         r.head,
         format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\
+            "HTTP/1.1 200 OK\r\nDate: {date}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\
              Connection: keep-alive\r\nAccess-Control-Allow-Origin: *\r\n\
              Access-Control-Expose-Headers: Halley-Cursor, Retry-After\r\n\
              Cache-Control: no-cache\r\n\r\n"

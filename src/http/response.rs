@@ -1,8 +1,10 @@
 //! Writing response heads. Every response carries the CORS origin and says
 //! whether the connection stays open; bodies are framed by length, by chunks,
-//! or (for HTTP/1.0 streams) by closing the connection.
+//! or (for HTTP/1.0 streams) by closing the connection. `HttpDate` is the
+//! `Date` header's value, formatted once a second, not once a response.
 
 use std::io::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// How the body that follows a head is delimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,6 +22,9 @@ pub struct Head<'a> {
     pub framing: Framing,
     pub keep_alive: bool,
     pub cors_origin: &'a str,
+    /// The `Date` header's value (`HttpDate::as_str`); an origin server
+    /// with a clock sends one on every response (RFC 9110 6.6.1).
+    pub date: Option<&'a str>,
     /// Further header lines, each without its CRLF.
     pub extra: &'a [&'a str],
 }
@@ -27,6 +32,11 @@ pub struct Head<'a> {
 impl Head<'_> {
     pub fn write(&self, out: &mut Vec<u8>) {
         let _ = write!(out, "HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
+        if let Some(date) = self.date {
+            out.extend_from_slice(b"Date: ");
+            out.extend_from_slice(date.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
         if let Some(ct) = self.content_type {
             let _ = write!(out, "Content-Type: {ct}\r\n");
         }
@@ -87,6 +97,88 @@ pub fn chunk_payload(chunk: &[u8]) -> std::ops::Range<usize> {
 /// The chunk that ends a chunked body.
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
+/// The current time as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`,
+/// RFC 9110 5.6.7), reformatted only when the second changes: the server
+/// updates it once per loop iteration and every response copies the bytes.
+pub struct HttpDate {
+    secs: u64,
+    text: [u8; IMF_FIXDATE_LEN],
+}
+
+/// The length of every IMF-fixdate.
+const IMF_FIXDATE_LEN: usize = 29;
+
+impl HttpDate {
+    pub fn new(now: SystemTime) -> HttpDate {
+        let secs = unix_secs(now);
+        HttpDate {
+            secs,
+            text: imf_fixdate(secs),
+        }
+    }
+
+    /// Moves to `now`; formats only if a new second has begun.
+    pub fn update(&mut self, now: SystemTime) {
+        let secs = unix_secs(now);
+        if secs != self.secs {
+            self.secs = secs;
+            self.text = imf_fixdate(secs);
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.text).expect("an IMF-fixdate is ASCII")
+    }
+}
+
+fn unix_secs(now: SystemTime) -> u64 {
+    // A clock before 1970 is wrong; 1970 is as good an answer as any.
+    now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Formats seconds since 1970 as an IMF-fixdate.
+fn imf_fixdate(secs: u64) -> [u8; IMF_FIXDATE_LEN] {
+    const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
+    let days = secs / 86_400;
+    let (year, month, day) = civil_from_days(days);
+    let in_day = secs % 86_400;
+    let mut out = *b"Thu, 01 Jan 1970 00:00:00 GMT";
+    out[..3].copy_from_slice(DAYS[(days % 7) as usize]);
+    let mut two = |at: usize, n: u64| {
+        out[at] = b'0' + (n / 10) as u8;
+        out[at + 1] = b'0' + (n % 10) as u8;
+    };
+    two(5, day);
+    two(17, in_day / 3600);
+    two(20, in_day / 60 % 60);
+    two(23, in_day % 60);
+    two(12, year / 100 % 100);
+    two(14, year % 100);
+    out[8..11].copy_from_slice(MONTHS[month as usize - 1]);
+    out
+}
+
+/// Year, month (1-12) and day (1-31) of a day counted from 1970-01-01, by
+/// Howard Hinnant's `civil_from_days`: the year is shifted to start in
+/// March, so the leap day falls at its end, in 400-year eras.
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
 pub fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
@@ -125,6 +217,7 @@ mod tests {
             framing: Framing::Length(0),
             keep_alive: true,
             cors_origin: "*",
+            date: None,
             extra: &["Allow: GET"],
         };
         write_full(&mut out, head, b"{}", true);
@@ -134,6 +227,49 @@ mod tests {
              Connection: keep-alive\r\nAccess-Control-Allow-Origin: *\r\n\
              Access-Control-Expose-Headers: Halley-Cursor, Retry-After\r\nAllow: GET\r\n\r\n{}"
         );
+    }
+
+    #[test]
+    fn formats_imf_fixdates() {
+        let cases = [
+            (0, "Thu, 01 Jan 1970 00:00:00 GMT"),
+            (784_111_777, "Sun, 06 Nov 1994 08:49:37 GMT"),
+            (951_782_400, "Tue, 29 Feb 2000 00:00:00 GMT"),
+            (951_868_799, "Tue, 29 Feb 2000 23:59:59 GMT"),
+            (978_307_199, "Sun, 31 Dec 2000 23:59:59 GMT"),
+            (1_709_164_800, "Thu, 29 Feb 2024 00:00:00 GMT"),
+            (4_107_542_400, "Mon, 01 Mar 2100 00:00:00 GMT"),
+            (253_402_300_799, "Fri, 31 Dec 9999 23:59:59 GMT"),
+        ];
+        for (secs, want) in cases {
+            let got = imf_fixdate(secs);
+            assert_eq!(std::str::from_utf8(&got).unwrap(), want, "{secs}");
+        }
+    }
+
+    #[test]
+    fn the_date_changes_only_with_the_second() {
+        use std::time::Duration;
+        let t = UNIX_EPOCH + Duration::from_millis(784_111_777_250);
+        let mut date = HttpDate::new(t);
+        assert_eq!(date.as_str(), "Sun, 06 Nov 1994 08:49:37 GMT");
+        date.update(t + Duration::from_millis(700));
+        assert_eq!(date.as_str(), "Sun, 06 Nov 1994 08:49:37 GMT");
+        date.update(t + Duration::from_millis(750));
+        assert_eq!(date.as_str(), "Sun, 06 Nov 1994 08:49:38 GMT");
+
+        let mut out = Vec::new();
+        let head = Head {
+            status: 200,
+            content_type: None,
+            framing: Framing::Length(0),
+            keep_alive: false,
+            cors_origin: "*",
+            date: Some(date.as_str()),
+            extra: &[],
+        };
+        head.write(&mut out);
+        assert!(out.starts_with(b"HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:38 GMT\r\n"));
     }
 
     #[test]

@@ -48,9 +48,13 @@ pub enum State {
     /// messages, its deadline, or shutdown; the engine keeps what the reply
     /// needs, keyed by this connection's id.
     Held { keep_alive: bool },
-    /// Sending a last response; then the write side is shut and input is
-    /// drained until the client closes, so it reads the response before any RST.
-    Closing,
+    /// Sending a last response. While output is queued, the send timeout
+    /// governs; once it has drained, the write side is shut and input is
+    /// drained until the client closes or the linger ends, so the client reads
+    /// the response before any RST. `eof` once the client has half-closed:
+    /// then there is nothing to drain and the connection closes as soon as
+    /// its output is out.
+    Closing { eof: bool },
     /// Finished, waiting to be reaped after this batch of events; `sub` is the
     /// hub subscription still to be removed then, and `held_connect` says it
     /// was holding a Bayeux connect (which `Server::close` tells the engine at once).
@@ -173,6 +177,22 @@ impl Conn {
         Ok(())
     }
 
+    /// Sends a response head and a borrowed body in one `writev`; only what
+    /// the socket does not take is copied into the queue.
+    pub fn send_head_and_body(&mut self, head: &[u8], body: &[u8]) -> io::Result<()> {
+        let written = self.write_now(&[head, body])?;
+        if written < head.len() {
+            self.out
+                .push(Chunk::Owned(head[written..].to_vec()), Debt::Owed);
+        }
+        let body_written = written.saturating_sub(head.len());
+        if body_written < body.len() {
+            self.out
+                .push(Chunk::Owned(body[body_written..].to_vec()), Debt::Owed);
+        }
+        Ok(())
+    }
+
     /// Sends an owned response head and a shared body in one `writev`.
     pub fn send_head_and_shared(&mut self, head: &[u8], body: &Rc<[u8]>) -> io::Result<()> {
         let written = self.write_now(&[head, body])?;
@@ -227,8 +247,9 @@ impl Conn {
     }
 
     /// Writes queued output; called when the socket becomes writable.
-    pub fn flush(&mut self) -> io::Result<()> {
-        self.out.write_to(&self.socket).map(|_| ())
+    /// Returns how many bytes left the queue.
+    pub fn flush(&mut self) -> io::Result<usize> {
+        self.out.write_to(&self.socket)
     }
 
     /// Tries to write `parts` straight to the socket, unless output is already
@@ -301,13 +322,18 @@ impl Conn {
     }
 
     /// Reads and throws away whatever the client sends (a parked stream has
-    /// nothing more to receive), until the socket would block or closes.
-    pub fn discard_input(&mut self) -> io::Result<Input> {
+    /// nothing more to receive), until the socket would block or closes, or
+    /// `budget` bytes are gone: then `Data`, as more may be waiting.
+    pub fn discard_input(&mut self, budget: usize) -> io::Result<Input> {
         let mut scratch = [0u8; 1024];
+        let mut read = 0;
         loop {
+            if read >= budget {
+                return Ok(Input::Data);
+            }
             match (&self.socket).read(&mut scratch) {
                 Ok(0) => return Ok(Input::Eof),
-                Ok(_) => continue,
+                Ok(n) => read += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Input::WouldBlock),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),

@@ -40,23 +40,30 @@ impl Server {
             Ok(replay) => replay,
             Err(reject) => return self.reject(id, reject, Ask::of(head)),
         };
+        let head_only = head.method == Method::Head;
         match mode {
-            _ if head.method == Method::Head => {
-                let content_type = match mode {
-                    Mode::Stream(Transport::Sse) => SSE_TYPE,
-                    Mode::Stream(Transport::Stream) => STREAM_TYPE,
-                    Mode::LongPoll => "application/json",
-                };
-                self.respond(id, Ask::of(head), 200, content_type, b"", &STREAM_HEADERS);
-            }
+            Mode::Stream(transport) if head_only => self.stream_head_only(id, head, transport),
             Mode::Stream(transport) => self.open_stream(id, head, channel, transport, replay),
+            // GET would wait for a message; there is no body to measure yet.
+            Mode::LongPoll if replay.messages.is_empty() && replay.gap.is_none() && head_only => {
+                self.respond(
+                    id,
+                    Ask::of(head),
+                    200,
+                    "application/json",
+                    b"",
+                    &STREAM_HEADERS,
+                )
+            }
             Mode::LongPoll if replay.messages.is_empty() && replay.gap.is_none() => {
                 self.park_poll(id, head, channel)
             }
             Mode::LongPoll => {
                 let messages: Vec<&Message> = replay.messages.iter().map(|m| &**m).collect();
                 let body = encode::poll_body(&messages, replay.gap.as_ref(), &replay.next);
-                self.counters.delivered += messages.len() as u64;
+                if !head_only {
+                    self.counters.delivered += messages.len() as u64;
+                }
                 self.respond(
                     id,
                     Ask::of(head),
@@ -67,6 +74,38 @@ impl Server {
                 );
             }
         }
+    }
+
+    /// `HEAD` on a stream: the head `GET` would get, which announces a
+    /// chunked body (or, for HTTP/1.0, one that ends with the connection),
+    /// never a length; nothing follows and nothing subscribes.
+    fn stream_head_only(&mut self, id: ConnId, head: &Head, transport: Transport) {
+        let keep_alive = head.keep_alive && !head.http10 && !self.shutting_down;
+        self.scratch.clear();
+        self.write_stream_head(transport, head.http10, keep_alive);
+        self.send_scratch(id);
+        self.finish_response(id, keep_alive);
+    }
+
+    /// A stream's response head, into `scratch`.
+    fn write_stream_head(&mut self, transport: Transport, http10: bool, keep_alive: bool) {
+        response::Head {
+            status: 200,
+            content_type: Some(match transport {
+                Transport::Sse => SSE_TYPE,
+                Transport::Stream => STREAM_TYPE,
+            }),
+            framing: if http10 {
+                Framing::UntilClose
+            } else {
+                Framing::Chunked
+            },
+            keep_alive,
+            cors_origin: &self.config.cors_origin,
+            date: Some(self.date.as_str()),
+            extra: &STREAM_HEADERS,
+        }
+        .write(&mut self.scratch);
     }
 
     /// Answers with the stream's head, the SSE preamble, any gap and the
@@ -81,23 +120,8 @@ impl Server {
     ) {
         let http10 = head.http10;
         self.scratch.clear();
-        response::Head {
-            status: 200,
-            content_type: Some(match transport {
-                Transport::Sse => SSE_TYPE,
-                Transport::Stream => STREAM_TYPE,
-            }),
-            framing: if http10 {
-                Framing::UntilClose
-            } else {
-                Framing::Chunked
-            },
-            // A stream ends only when the server ends it, and then it closes.
-            keep_alive: false,
-            cors_origin: &self.config.cors_origin,
-            extra: &STREAM_HEADERS,
-        }
-        .write(&mut self.scratch);
+        // A stream ends only when the server ends it, and then it closes.
+        self.write_stream_head(transport, http10, false);
         let push_chunk = |scratch: &mut Vec<u8>, chunk: &[u8]| {
             let range = if http10 {
                 chunk_payload(chunk)
@@ -143,7 +167,7 @@ impl Server {
                 let (frame, range) = frame_for(message, transport, http10);
                 conn.queue_owed(Chunk::Shared(frame.clone(), range));
             }
-            conn.flush()
+            conn.flush().map(|_| ())
         };
         if let Err(e) = sent {
             note_send_error(&mut self.counters, id, &SendError::Io(e));
@@ -213,6 +237,7 @@ impl Server {
                 framing: Framing::Length(body.len()),
                 keep_alive,
                 cors_origin: &self.config.cors_origin,
+                date: Some(self.date.as_str()),
                 extra: &["Cache-Control: no-cache"],
             }
             .write(&mut self.scratch);

@@ -19,7 +19,7 @@ mod web;
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use log::info;
 use mio::event::Event;
@@ -32,6 +32,7 @@ use crate::config::Config;
 use crate::conn_id::ConnId;
 use crate::cursor;
 use crate::deadline::Deadlines;
+use crate::http::response::HttpDate;
 use crate::hub::{Hub, Limits};
 use crate::signals::SignalPipe;
 use crate::stats::Counters;
@@ -65,6 +66,8 @@ pub struct Server {
     counters: Counters,
     /// The time of this loop iteration, read once after each poll.
     now: Instant,
+    /// The wall-clock time of this iteration, for the `Date` header.
+    date: HttpDate,
     started: Instant,
     /// Connections closed during this iteration, freed at its end.
     to_reap: Vec<ConnId>,
@@ -72,6 +75,14 @@ pub struct Server {
     /// requests to run; handled after the event batch, never in the middle of
     /// a fan-out.
     to_resume: Vec<ConnId>,
+    /// Connections whose turn ran out of budget with input perhaps still in
+    /// the kernel, which no readiness edge will announce again; driven in the
+    /// resume phase, and while there are any, poll does not sleep.
+    ready: Vec<ConnId>,
+    /// `ready`'s spare buffer, swapped in while its entries are driven.
+    ready_now: Vec<ConnId>,
+    /// The budget of the connection being driven.
+    turn: read::Turn,
     /// Reused to build responses, so answering allocates nothing.
     scratch: Vec<u8>,
     bufs: BufPool,
@@ -109,9 +120,13 @@ impl Server {
             config,
             counters: Counters::default(),
             now,
+            date: HttpDate::new(SystemTime::now()),
             started: now,
             to_reap: Vec::new(),
             to_resume: Vec::new(),
+            ready: Vec::new(),
+            ready_now: Vec::new(),
+            turn: read::Turn::default(),
             scratch: Vec::with_capacity(4096),
             bufs: BufPool::default(),
             accept_backoff: None,
@@ -145,6 +160,7 @@ impl Server {
             }
             // 2. Read the clock once for everything this iteration does.
             self.now = Instant::now();
+            self.date.update(SystemTime::now());
             // 3. Dispatch readiness: accept, read, write.
             for event in events.iter() {
                 self.dispatch(event);
@@ -154,7 +170,8 @@ impl Server {
             self.flush_bayeux();
             // 5. Fire due deadlines: timeouts, heartbeats, expiry.
             self.fire_deadlines();
-            // 6. Run requests that waited behind a parked one.
+            // 6. Run requests that waited behind a parked one, and give
+            //    connections whose turn ran out their next one.
             self.resume();
             // 7. Free connections closed during this iteration.
             self.reap();
@@ -166,9 +183,10 @@ impl Server {
     }
 
     /// Until the earliest deadline; not at all while Bayeux replies wait for
-    /// the flush phase (a request run by `resume` may have queued them).
+    /// the flush phase (a request run by `resume` may have queued them) or
+    /// connections wait on the ready list.
     fn poll_timeout(&self) -> Option<Duration> {
-        if self.bayeux.needs_flush() {
+        if self.bayeux.needs_flush() || !self.ready.is_empty() {
             return Some(Duration::ZERO);
         }
         self.deadlines
@@ -221,7 +239,16 @@ impl Server {
         }
     }
 
+    /// Drives the connections whose turn ran out last time, each once (one
+    /// that runs out again waits for the next iteration), then those unparked
+    /// during this iteration.
     fn resume(&mut self) {
+        std::mem::swap(&mut self.ready, &mut self.ready_now);
+        let mut ready = std::mem::take(&mut self.ready_now);
+        for id in ready.drain(..) {
+            self.drive(id);
+        }
+        self.ready_now = ready;
         while let Some(id) = self.to_resume.pop() {
             self.drive(id);
         }

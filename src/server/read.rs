@@ -1,8 +1,9 @@
 //! The request side of a connection: reading bytes, parsing heads, reading
 //! bodies, and handing complete requests to `respond`. A transition runs the
 //! next state at once, since the bytes it needs may already be buffered
-//! (pipelining), and reading always goes on until the socket would block, as
-//! edge-triggered readiness requires.
+//! (pipelining), and reading goes on until the socket would block, as
+//! edge-triggered readiness requires, or until the connection's turn is spent
+//! (`Turn`), when it waits on the ready list for its next one.
 
 use log::debug;
 
@@ -21,6 +22,37 @@ enum Step {
     Wait,
 }
 
+/// Bytes one connection may read in one turn (a readiness event, or its
+/// place on the ready list) before the others get theirs; see `Turn`.
+const MAX_BYTES_PER_TURN: usize = 64 * 1024;
+/// Requests one connection may have answered in one turn.
+const MAX_REQUESTS_PER_TURN: usize = 32;
+
+/// What the connection being driven has had of this turn. Edge-triggered
+/// readiness would have one connection read until its socket would block,
+/// which a peer that pipelines or streams without pause never lets happen;
+/// like Redis and libuv, each connection gets a budget, and one that spends
+/// it goes on the ready list to be driven again after the others (the
+/// kernel will not report it again, so it must not be forgotten).
+#[derive(Default)]
+pub(super) struct Turn {
+    bytes: usize,
+    requests: usize,
+}
+
+impl Turn {
+    fn spent(&self) -> bool {
+        self.bytes >= MAX_BYTES_PER_TURN || self.requests >= MAX_REQUESTS_PER_TURN
+    }
+
+    fn bytes_left(&self) -> usize {
+        MAX_BYTES_PER_TURN.saturating_sub(self.bytes)
+    }
+}
+
+/// Body bytes reserved up front at most, whatever `Content-Length` claims.
+const BODY_RESERVE: usize = 16 * 1024;
+
 /// The interim answer to `Expect: 100-continue`.
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -38,21 +70,50 @@ impl Server {
             return;
         }
         let was_over = conn.out.queued() > max_queued;
-        if let Err(e) = conn.flush() {
-            debug!("{id:?}: write failed while flushing: {e}");
-            return self.close(id);
-        }
-        match conn.state {
-            State::Closing if conn.out.is_empty() => {
-                let _ = conn.socket.shutdown(std::net::Shutdown::Write);
+        match conn.flush() {
+            Err(e) => {
+                debug!("{id:?}: write failed while flushing: {e}");
+                self.close(id)
             }
-            State::Head { .. } if was_over && conn.out.queued() <= max_queued => self.drive(id),
+            Ok(0) => {}
+            Ok(_) if conn.out.is_empty() => self.on_drained(id, was_over),
+            Ok(_) => {
+                // The send timeout counts from here again.
+                conn.out.note_progress(self.now);
+                // A pipelining client whose answers piled up past the limit
+                // is read again once they are back under it.
+                let under = was_over && conn.out.queued() <= max_queued;
+                if under && matches!(conn.state, State::Head { .. }) {
+                    self.drive(id);
+                }
+            }
+        }
+    }
+
+    /// A connection's queued output has all gone out: a closing connection
+    /// shuts its write side (or closes, if the client already has), and one
+    /// waiting for a request goes back to its header or idle timeout and reads
+    /// any request that waited behind the output.
+    fn on_drained(&mut self, id: ConnId, was_over: bool) {
+        let conn = lookup(&mut self.conns, id).expect("flushed connection is open");
+        match conn.state {
+            State::Closing { eof: true } => self.close(id),
+            State::Closing { eof: false } | State::Head { .. } => {
+                let at = super::respond::drained_deadline(conn, self.now, &self.config);
+                let resume = was_over && matches!(conn.state, State::Head { .. });
+                self.set_deadline(id, at);
+                if resume {
+                    self.drive(id);
+                }
+            }
             _ => {}
         }
     }
 
-    /// Runs the connection's state machine as far as the available bytes go.
+    /// Runs the connection's state machine as far as the available bytes go,
+    /// or until its turn is spent; then it waits on the ready list.
     pub(super) fn drive(&mut self, id: ConnId) {
+        self.turn = Turn::default();
         loop {
             let Some(conn) = lookup(&mut self.conns, id) else {
                 return;
@@ -61,10 +122,17 @@ impl Server {
                 State::Head { .. } => self.read_head(id),
                 State::Body(_) => self.read_body(id),
                 State::Polling { .. } | State::Held { .. } => self.hold_input(id),
-                State::Streaming { .. } | State::Closing => self.discard_input(id),
+                // After the client's EOF there is nothing left to read.
+                State::Closing { eof: true } => Step::Wait,
+                State::Streaming { .. } | State::Closing { .. } => self.discard_input(id),
                 State::Closed { .. } => Step::Wait,
             };
             if step == Step::Wait {
+                return;
+            }
+            if self.turn.spent() {
+                self.counters.budget_yields += 1;
+                self.ready.push(id);
                 return;
             }
         }
@@ -83,6 +151,7 @@ impl Server {
             Ok(Parsed::Partial) => self.read_more(id),
             Ok(Parsed::Complete { head, len }) => {
                 conn.inbuf.drain(..len);
+                self.turn.requests += 1;
                 self.on_head(id, head);
                 Step::Again
             }
@@ -94,14 +163,33 @@ impl Server {
         }
     }
 
-    /// A head is complete: answer it now, or start reading its body.
+    /// A head is complete: refuse it, answer it now, or start reading its
+    /// body. A refused request is answered at once: a body that arrived with
+    /// the head is skipped and the connection kept, but one still to come is
+    /// never read, and the connection closes. A body too large always closes.
     fn on_head(&mut self, id: ConnId, head: Head) {
-        let limit = self.body_limit(&head);
+        let limit = match self.admit(id, &head) {
+            Ok(limit) => limit,
+            Err(reject) => {
+                let conn = lookup(&mut self.conns, id).expect("driven connection is open");
+                let skipped = match head.body {
+                    _ if reject.status == 413 => false,
+                    BodyKind::None => true,
+                    BodyKind::Length(n) if n <= conn.inbuf.len() as u64 => {
+                        conn.inbuf.drain(..n as usize);
+                        true
+                    }
+                    BodyKind::Length(_) | BodyKind::Chunked => false,
+                };
+                let ask = Ask {
+                    keep_alive: head.keep_alive && skipped,
+                    head_only: false,
+                };
+                return self.reject(id, reject, ask);
+            }
+        };
         let reader = match head.body {
             BodyKind::None => return self.on_request(id, head, Vec::new()),
-            BodyKind::Length(n) if n > limit as u64 => {
-                return self.reject(id, too_large(limit), Ask::CLOSE)
-            }
             BodyKind::Length(n) => BodyReader::Length { left: n as usize },
             BodyKind::Chunked => BodyReader::Chunked {
                 decoder: chunked::Decoder::default(),
@@ -110,8 +198,10 @@ impl Server {
         };
         let conn = lookup(&mut self.conns, id).expect("driven connection is open");
         let wants_continue = head.expect_continue && conn.inbuf.is_empty();
+        // The buffer grows with what arrives; a Content-Length is only a
+        // claim, and reserving it up front would let any head cost memory.
         let capacity = match reader {
-            BodyReader::Length { left } => left,
+            BodyReader::Length { left } => left.min(BODY_RESERVE),
             BodyReader::Chunked { .. } => 0,
         };
         conn.state = State::Body(Box::new(BodyState {
@@ -145,7 +235,7 @@ impl Server {
                         decoder.is_done()
                     }
                     Err(chunked::Error::TooLarge) => {
-                        let reject = too_large(*limit);
+                        let reject = super::web::too_large(*limit);
                         self.reject(id, reject, Ask::CLOSE);
                         return Step::Again;
                     }
@@ -174,8 +264,10 @@ impl Server {
     /// Reads once more for a head or body in progress.
     fn read_more(&mut self, id: ConnId) -> Step {
         let conn = lookup(&mut self.conns, id).expect("driven connection is open");
+        let before = conn.inbuf.len();
         match conn.read_some(&mut self.bufs) {
             Ok(Input::Data) => {
+                self.turn.bytes += conn.inbuf.len() - before;
                 if let State::Head {
                     started: started @ false,
                 } = &mut conn.state
@@ -191,7 +283,7 @@ impl Server {
                 Step::Wait
             }
             Ok(Input::Eof) => {
-                self.close(id);
+                self.on_read_eof(id);
                 Step::Wait
             }
             Err(e) => {
@@ -229,14 +321,35 @@ impl Server {
     /// only its leaving matters.
     fn discard_input(&mut self, id: ConnId) -> Step {
         let conn = lookup(&mut self.conns, id).expect("driven connection is open");
-        match conn.discard_input() {
-            Ok(Input::WouldBlock) | Ok(Input::Data) => {}
-            Ok(Input::Eof) | Err(_) => self.close(id),
+        let budget = self.turn.bytes_left();
+        match conn.discard_input(budget) {
+            Ok(Input::Data) => {
+                // More may be waiting; the drive loop sees the turn spent.
+                self.turn.bytes += budget;
+                return Step::Again;
+            }
+            Ok(Input::WouldBlock) => {}
+            Ok(Input::Eof) => self.on_read_eof(id),
+            Err(_) => self.close(id),
         }
         Step::Wait
     }
-}
 
-fn too_large(limit: usize) -> Reject {
-    Reject::new(413, format!("request body exceeds {limit} bytes"))
+    /// The client has half-closed. With nothing queued for it, the connection
+    /// is done; with a response still queued, reading stops but writing goes
+    /// on until the output is out (or the send timeout), then it closes. A
+    /// client that sends its request and shuts its write side is legitimate.
+    fn on_read_eof(&mut self, id: ConnId) {
+        let conn = lookup(&mut self.conns, id).expect("driven connection is open");
+        if conn.out.is_empty() || matches!(conn.state, State::Streaming { .. }) {
+            return self.close(id);
+        }
+        if !matches!(conn.state, State::Closing { .. }) {
+            debug!("{id:?}: client half-closed with a response queued; finishing it");
+        }
+        // The deadline stays: it is already the send timeout's (set when the
+        // response queued) or the request's own, which `on_deadline` reads
+        // as the send timeout while output is queued.
+        conn.state = State::Closing { eof: true };
+    }
 }

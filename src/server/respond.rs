@@ -23,6 +23,10 @@ pub(super) const LINGER: Duration = Duration::from_secs(2);
 
 const JSON: &str = "application/json";
 
+/// Bodies up to this size are copied behind their head and sent in one
+/// write; larger ones are written beside it (`Conn::send_head_and_body`).
+const COPY_BODY_MAX: usize = 16 * 1024;
+
 impl Server {
     pub(super) fn on_request(&mut self, id: ConnId, head: Head, body: Vec<u8>) {
         let route = match routes::route(&head) {
@@ -93,9 +97,8 @@ impl Server {
         event: Option<String>,
         body: Vec<u8>,
     ) {
-        if let Err(reject) = self.check_publish(id, head, channel, body.len()) {
-            return self.reject(id, reject, Ask::of(head));
-        }
+        // The token, open-channel and rate rules were decided from the head
+        // (`admit`), before the body was read.
         let Ok(data) = String::from_utf8(body) else {
             return self.reject(
                 id,
@@ -160,10 +163,25 @@ impl Server {
             framing: Framing::Length(body.len()),
             keep_alive,
             cors_origin: &self.config.cors_origin,
+            date: Some(self.date.as_str()),
             extra,
         };
-        response::write_full(&mut self.scratch, response_head, body, !ask.head_only);
-        self.send_scratch(id);
+        if ask.head_only || body.len() <= COPY_BODY_MAX {
+            response::write_full(&mut self.scratch, response_head, body, !ask.head_only);
+            self.send_scratch(id);
+        } else {
+            // A large body (a long-poll batch, a file) goes out beside its
+            // head, and only what the socket does not take is copied; through
+            // `scratch` it would be copied whole and grow it for good.
+            response_head.write(&mut self.scratch);
+            let Some(conn) = lookup(&mut self.conns, id) else {
+                return;
+            };
+            if let Err(e) = conn.send_head_and_body(&self.scratch, body) {
+                note_send_error(&mut self.counters, id, &SendError::Io(e));
+                return self.close(id);
+            }
+        }
         self.finish_response(id, keep_alive);
     }
 
@@ -184,6 +202,7 @@ impl Server {
             framing: Framing::Length(0),
             keep_alive,
             cors_origin: &self.config.cors_origin,
+            date: Some(self.date.as_str()),
             extra: &extra,
         };
         response::write_full(
@@ -278,6 +297,10 @@ impl Ask {
 /// After a response: back to reading the next request (which may already be
 /// buffered), or closing. Works on one connection's fields so the fan-out can
 /// call it while it holds the hub.
+///
+/// A response the socket did not take whole is governed by the send timeout
+/// until it drains (`Server::on_drained` then starts the state's own clock):
+/// neither the idle timeout nor the linger may cut a response short.
 pub(super) fn after_response(
     conn: &mut Conn,
     id: ConnId,
@@ -286,22 +309,37 @@ pub(super) fn after_response(
     config: &crate::config::Config,
     deadlines: &mut Deadlines,
 ) {
-    let (state, at) = if keep_alive {
-        let started = !conn.inbuf.is_empty();
-        let timeout = if started {
-            config.header_timeout
-        } else {
-            config.idle_timeout
-        };
-        (State::Head { started }, now + timeout)
-    } else {
-        if conn.out.is_empty() {
-            let _ = conn.socket.shutdown(Shutdown::Write);
-        }
-        (State::Closing, now + LINGER)
+    conn.state = match keep_alive {
+        true => State::Head {
+            started: !conn.inbuf.is_empty(),
+        },
+        false => State::Closing { eof: false },
     };
-    conn.state = state;
+    let at = if conn.out.is_empty() {
+        drained_deadline(conn, now, config)
+    } else {
+        conn.out.note_progress(now);
+        now + config.send_timeout
+    };
     deadlines.set_conn(&mut conn.deadline, id, at);
+}
+
+/// The deadline of a connection whose output has just gone out (or never
+/// queued): the header or idle timeout while reading, or the linger while
+/// closing, whose write side it shuts now.
+pub(super) fn drained_deadline(
+    conn: &mut Conn,
+    now: std::time::Instant,
+    config: &crate::config::Config,
+) -> std::time::Instant {
+    match conn.state {
+        State::Head { started: true } => now + config.header_timeout,
+        State::Head { started: false } => now + config.idle_timeout,
+        _ => {
+            let _ = conn.socket.shutdown(Shutdown::Write);
+            now + LINGER
+        }
+    }
 }
 
 pub(super) fn note_send_error(counters: &mut crate::stats::Counters, id: ConnId, e: &SendError) {

@@ -18,7 +18,8 @@ use crate::encode::{SSE_HEARTBEAT, STREAM_HEARTBEAT};
 use crate::http::response::chunk_payload;
 use crate::http::Reject;
 
-/// How long shutdown waits for connections to take their last bytes.
+/// How long shutdown waits for requests in progress to complete; responses
+/// already going out are bounded by the send timeout instead.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 
 impl Server {
@@ -33,7 +34,14 @@ impl Server {
                 Timer::Session(session) => self.on_session_expiry(&session),
                 Timer::ResumeAccept => self.on_accept_backoff_over(),
                 Timer::ShutdownLimit => {
-                    let open: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
+                    // A response still going out is left to finish, bounded
+                    // by the send timeout; everything else closes now.
+                    let open: Vec<usize> = self
+                        .conns
+                        .iter()
+                        .filter(|(_, c)| c.out.is_empty())
+                        .map(|(slot, _)| slot)
+                        .collect();
                     info!("shutdown grace over; closing {} connections", open.len());
                     for slot in open {
                         let id = ConnId {
@@ -61,6 +69,10 @@ impl Server {
         };
         if !self.deadlines.conn_due(&mut conn.deadline, id, at) {
             return;
+        }
+        let sending = matches!(conn.state, State::Head { .. } | State::Closing { .. });
+        if sending && !conn.out.is_empty() {
+            return self.on_send_deadline(id);
         }
         match &conn.state {
             State::Head { started: false } => self.close(id),
@@ -99,9 +111,32 @@ impl Server {
             }
             State::Polling { .. } => self.end_poll(id),
             State::Held { .. } => self.on_connect_timeout(id),
-            State::Closing => self.close(id),
+            State::Closing { .. } => self.close(id),
             State::Closed { .. } => {}
         }
+    }
+
+    /// The deadline of a connection with a response queued: the send
+    /// timeout, counted from the last time the client took any of it. A
+    /// client still reading gets another `--send-timeout` from then; one
+    /// that has stopped is closed.
+    fn on_send_deadline(&mut self, id: ConnId) {
+        let send_timeout = self.config.send_timeout;
+        let conn = lookup(&mut self.conns, id).expect("sending connection is open");
+        let Some(since) = conn.out.last_progress() else {
+            // Queued outside a response (never the case today): start the clock.
+            conn.out.note_progress(self.now);
+            return self.set_deadline(id, self.now + send_timeout);
+        };
+        if since + send_timeout > self.now {
+            return self.set_deadline(id, since + send_timeout);
+        }
+        self.counters.send_timeouts += 1;
+        info!(
+            "{id:?}: send timeout: {} bytes queued and none taken for {send_timeout:?}",
+            conn.out.queued()
+        );
+        self.close(id);
     }
 
     /// A long-poll that nothing arrived for: 204, with the cursor to poll from
@@ -150,8 +185,15 @@ impl Server {
                 continue;
             };
             match conn.state {
-                // Nothing of a request has arrived: nothing to finish.
-                State::Head { .. } if conn.inbuf.is_empty() => self.close(id),
+                // Nothing of a request has arrived: nothing to finish, unless
+                // the last response is still going out; then it closes once
+                // that is out (the send timeout bounds it).
+                State::Head { .. } if conn.inbuf.is_empty() && conn.out.is_empty() => {
+                    self.close(id)
+                }
+                State::Head { .. } if conn.inbuf.is_empty() => {
+                    conn.state = State::Closing { eof: false }
+                }
                 State::Streaming { http10, .. } => {
                     let (channel, kind, key) = conn.unpark().expect("a stream is subscribed");
                     self.hub.unsubscribe(&channel, kind, key, id, self.now);
@@ -159,7 +201,10 @@ impl Server {
                 }
                 State::Polling { .. } => self.end_poll(id),
                 State::Held { .. } => self.end_held_connect(id),
-                State::Head { .. } | State::Body(_) | State::Closing | State::Closed { .. } => {}
+                State::Head { .. }
+                | State::Body(_)
+                | State::Closing { .. }
+                | State::Closed { .. } => {}
             }
         }
         self.deadlines

@@ -11,7 +11,7 @@ use super::respond::Ask;
 use super::{lookup, Server};
 use crate::config::Config;
 use crate::conn_id::ConnId;
-use crate::http::request::{Head, Method};
+use crate::http::request::{BodyKind, Head, Method};
 use crate::http::Reject;
 use crate::routes::{self, Route};
 use crate::token::Token;
@@ -122,21 +122,30 @@ impl Server {
         Token::from_authorization(configured, head.authorization.as_deref())
     }
 
-    /// The largest body this request may send, known from its head alone, so
-    /// an oversized publish is refused before its body is read.
-    pub(super) fn body_limit(&self, head: &Head) -> usize {
+    /// Decides from a request's head alone what it may send: a publish's
+    /// token, open-channel and rate rules run before its body is read, so a
+    /// refused publish costs no more than its head, and a body past its limit
+    /// is refused by its `Content-Length`. Returns the body limit (which a
+    /// chunked body is held to as it decodes).
+    pub(super) fn admit(&mut self, id: ConnId, head: &Head) -> Result<usize, Reject> {
         let max_body = self.config.max_body;
         if head.method != Method::Post {
-            return max_body;
+            return Ok(max_body);
         }
-        match routes::route(head) {
-            Ok(Route::Publish { channel, .. }) => {
-                self.web
-                    .policy
-                    .body_limit(&channel, self.publish_token(head), max_body)
-            }
-            _ => max_body,
-        }
+        let Ok(Route::Publish { channel, .. }) = routes::route(head) else {
+            return Ok(max_body);
+        };
+        let limit = self
+            .web
+            .policy
+            .body_limit(&channel, self.publish_token(head), max_body);
+        let declared = match head.body {
+            BodyKind::Length(n) if n > limit as u64 => return Err(too_large(limit)),
+            BodyKind::Length(n) => n as usize,
+            BodyKind::None | BodyKind::Chunked => 0,
+        };
+        self.check_publish(id, head, &channel, declared)?;
+        Ok(limit)
     }
 
     /// Whether this publish may go ahead: the token, or on open channels the
@@ -179,6 +188,10 @@ impl Server {
             Token::NotConfigured | Token::Valid => Ok(()),
         }
     }
+}
+
+pub(super) fn too_large(limit: usize) -> Reject {
+    Reject::new(413, format!("request body exceeds {limit} bytes"))
 }
 
 fn unauthorized() -> Reject {

@@ -11,7 +11,8 @@
 //!                               (NotFound for /halley.js falls through to the embedded client)
 //!           otherwise           assets::lookup(target) -> assets::reply(asset, If-None-Match)
 //! POST /pub/{channel}           headers: PublishPolicy::body_limit -> 413 from Content-Length
-//!                               body:    PublishPolicy::decide -> Allow | 401 | 413 | 429 Retry-After
+//!                               headers: PublishPolicy::decide -> Allow | 401 | 429 Retry-After
+//!                               body:    a chunked body past body_limit -> 413
 //! ```
 
 pub mod assets;
