@@ -3,7 +3,7 @@
 
 use crate::cursor::{self, Cursor};
 use crate::http::query::{self, split_target};
-use crate::http::request::{Head, Method};
+use crate::http::request::{Method, RequestHead};
 use crate::http::Reject;
 use crate::hub::validate_channel;
 use crate::server::conn::Transport;
@@ -59,7 +59,7 @@ const ALLOW_PUB: &str = "GET, HEAD, POST, DELETE, OPTIONS";
 /// `HEAD` must not do anything (nor can its head be known without doing it).
 const ALLOW_BAYEUX: &str = "GET, POST, OPTIONS";
 
-pub fn route(head: &Head) -> Result<Route, Reject> {
+pub fn route(head: &RequestHead) -> Result<Route, Reject> {
     let (path, query) = split_target(&head.target);
     let (allow, endpoint) = if let Some(rest) = path.strip_prefix("/pub/") {
         (ALLOW_PUB, Endpoint::Pub(rest))
@@ -80,7 +80,7 @@ pub fn route(head: &Head) -> Result<Route, Reject> {
     }
     let method_allowed = match head.method {
         Method::Get => true,
-        Method::Head => allow.contains("HEAD"),
+        Method::RequestHead => allow.contains("HEAD"),
         Method::Post => allow.contains("POST"),
         Method::Delete => allow.contains("DELETE"),
         Method::Options | Method::Other => false,
@@ -170,7 +170,7 @@ pub fn check_event_name(name: &str) -> Result<(), Reject> {
 }
 
 /// An explicit `?transport=` wins over `Accept`; long-poll is the default.
-fn mode(head: &Head, query: &str) -> Result<Mode, Reject> {
+fn mode(head: &RequestHead, query: &str) -> Result<Mode, Reject> {
     match param(query, "transport")?.as_deref() {
         Some("sse") => Ok(Mode::Stream(Transport::Sse)),
         Some("stream") => Ok(Mode::Stream(Transport::Stream)),
@@ -187,7 +187,7 @@ fn mode(head: &Head, query: &str) -> Result<Mode, Reject> {
 /// The `Last-Event-ID` header wins over `?last_event_id=`, which wins over
 /// `?since=`: a browser's EventSource reconnects to the same URL and says
 /// where it got to only in the header.
-fn start(head: &Head, query: &str) -> Result<Cursor, Reject> {
+fn start(head: &RequestHead, query: &str) -> Result<Cursor, Reject> {
     let header = head.last_event_id.clone().filter(|v| !v.is_empty());
     let text = match header {
         Some(h) => Some(h),
@@ -207,8 +207,8 @@ mod tests {
     use super::*;
     use crate::http::request::BodyKind;
 
-    fn head(method: Method, target: &str) -> Head {
-        Head {
+    fn head(method: Method, target: &str) -> RequestHead {
+        RequestHead {
             method,
             target: target.into(),
             http10: false,
@@ -223,7 +223,7 @@ mod tests {
         }
     }
 
-    fn status(h: &Head) -> u16 {
+    fn status(h: &RequestHead) -> u16 {
         route(h).unwrap_err().status
     }
 
@@ -232,9 +232,9 @@ mod tests {
         use Method::*;
         let cases: &[(Method, &str, Result<Route, u16>)] = &[
             (Get, "/healthz", Ok(Route::Health)),
-            (Head, "/stats", Ok(Route::Stats)),
+            (RequestHead, "/stats", Ok(Route::Stats)),
             (Get, "/", Ok(Route::Page)),
-            (Head, "/halley.js", Ok(Route::Page)),
+            (RequestHead, "/halley.js", Ok(Route::Page)),
             (Get, "/nope", Ok(Route::Page)),
             (Post, "/nope", Err(405)),
             (Get, "/pub", Ok(Route::Page)),
@@ -303,7 +303,7 @@ mod tests {
                 }),
             ),
             (Delete, "/bayeux", Err(405)),
-            (Head, "/bayeux?jsonp=cb&message=%5B%5D", Err(405)),
+            (RequestHead, "/bayeux?jsonp=cb&message=%5B%5D", Err(405)),
             (Post, "/bayeuxx", Err(405)),
         ];
         for (method, target, want) in cases {
@@ -319,7 +319,7 @@ mod tests {
     #[test]
     fn picks_the_transport() {
         let sub = |target: &str, accept_sse: bool| {
-            let h = Head {
+            let h = RequestHead {
                 accept_sse,
                 ..head(Method::Get, target)
             };
@@ -350,7 +350,7 @@ mod tests {
     #[test]
     fn picks_the_cursor() {
         let sub = |target: &str, header: Option<&str>| {
-            let h = Head {
+            let h = RequestHead {
                 last_event_id: header.map(Into::into),
                 ..head(Method::Get, target)
             };

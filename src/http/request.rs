@@ -13,7 +13,7 @@ pub const MAX_HEADERS: usize = 64;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
     Get,
-    Head,
+    RequestHead,
     Post,
     Delete,
     Options,
@@ -30,7 +30,7 @@ pub enum BodyKind {
 
 /// What halley needs from a request head, owned so the read buffer can move on.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Head {
+pub struct RequestHead {
     pub method: Method,
     pub target: String,
     pub http10: bool,
@@ -48,7 +48,7 @@ pub struct Head {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed {
     /// A whole head, which took the first `len` bytes.
-    Complete { head: Head, len: usize },
+    Complete { head: RequestHead, len: usize },
     /// Not enough bytes yet; not an error.
     Partial,
 }
@@ -75,12 +75,12 @@ fn too_large() -> Reject {
     Reject::new(431, format!("request head exceeds {MAX_HEAD_BYTES} bytes"))
 }
 
-fn interpret(req: &httparse::Request) -> Result<Head, Reject> {
+fn interpret(req: &httparse::Request) -> Result<RequestHead, Reject> {
     let http10 = req.version == Some(0);
-    let mut head = Head {
+    let mut head = RequestHead {
         method: match req.method.unwrap_or("") {
             "GET" => Method::Get,
-            "HEAD" => Method::Head,
+            "HEAD" => Method::RequestHead,
             "POST" => Method::Post,
             "DELETE" => Method::Delete,
             "OPTIONS" => Method::Options,
@@ -187,7 +187,7 @@ fn parse_length(value: &str) -> Result<u64, Reject> {
 mod tests {
     use super::*;
 
-    fn head_of(raw: &str) -> Result<Head, Reject> {
+    fn head_of(raw: &str) -> Result<RequestHead, Reject> {
         match parse(raw.as_bytes())? {
             Parsed::Complete { head, len } => {
                 assert_eq!(len, raw.len());

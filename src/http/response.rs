@@ -16,7 +16,7 @@ pub enum Framing {
 }
 
 /// The parts of a response head that vary.
-pub struct Head<'a> {
+pub struct ResponseHead<'a> {
     pub status: u16,
     pub content_type: Option<&'a str>,
     pub framing: Framing,
@@ -29,7 +29,7 @@ pub struct Head<'a> {
     pub extra: &'a [&'a str],
 }
 
-impl Head<'_> {
+impl ResponseHead<'_> {
     pub fn write(&self, out: &mut Vec<u8>) {
         let _ = write!(out, "HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
         if let Some(date) = self.date {
@@ -69,8 +69,8 @@ impl Head<'_> {
 
 /// Writes a complete response with a body of known length. For `HEAD`,
 /// `send_body` is false: the head still announces the length.
-pub fn write_full(out: &mut Vec<u8>, head: Head, body: &[u8], send_body: bool) {
-    Head {
+pub fn write_full(out: &mut Vec<u8>, head: ResponseHead, body: &[u8], send_body: bool) {
+    ResponseHead {
         framing: Framing::Length(body.len()),
         ..head
     }
@@ -211,7 +211,7 @@ mod tests {
     #[test]
     fn writes_heads() {
         let mut out = Vec::new();
-        let head = Head {
+        let head = ResponseHead {
             status: 404,
             content_type: Some("application/json"),
             framing: Framing::Length(0),
@@ -259,7 +259,7 @@ mod tests {
         assert_eq!(date.as_str(), "Sun, 06 Nov 1994 08:49:38 GMT");
 
         let mut out = Vec::new();
-        let head = Head {
+        let head = ResponseHead {
             status: 200,
             content_type: None,
             framing: Framing::Length(0),

@@ -20,7 +20,7 @@ use crate::conn_id::ConnId;
 use crate::cursor::{self, Cursor};
 use crate::encode::Gap;
 use crate::http::query::split_target;
-use crate::http::request::{Head, Method};
+use crate::http::request::{Method, RequestHead};
 use crate::http::Reject;
 use crate::message::Message;
 use crate::stats::BayeuxFigures;
@@ -70,7 +70,7 @@ impl Server {
     /// `message=`) or a `GET` query (JSONP only). Only a request that is not
     /// Bayeux at all gets an HTTP error; Bayeux errors are answered with 200.
     /// `routes` refuses `HEAD` with 405, since answering it would mean acting.
-    pub(super) fn on_bayeux(&mut self, id: ConnId, head: &Head, body: Vec<u8>) {
+    pub(super) fn on_bayeux(&mut self, id: ConnId, head: &RequestHead, body: Vec<u8>) {
         let parsed = match head.method {
             Method::Post => wire::parse_post(head.content_type.as_deref(), &body),
             _ => wire::parse_get(split_target(&head.target).1),

@@ -10,7 +10,7 @@ use mio::net::TcpStream;
 
 use crate::deadline::ConnDeadline;
 use crate::http::chunked;
-use crate::http::request::Head;
+use crate::http::request::RequestHead;
 use crate::hub::Kind;
 use crate::outq::{Chunk, Debt, OutQueue};
 
@@ -26,7 +26,7 @@ pub enum State {
     /// (or, for a new connection, once it connected), which is when the
     /// header timeout starts counting; before that, a kept-alive connection
     /// is idle.
-    Head { started: bool },
+    AwaitingHead { started: bool },
     /// Reading a request body; boxed, so the states a connection spends
     /// most of its life in stay small.
     Body(Box<BodyState>),
@@ -68,7 +68,7 @@ pub enum State {
 pub type Subscription = (Rc<str>, Kind, u32);
 
 pub struct BodyState {
-    pub head: Head,
+    pub head: RequestHead,
     pub body: Vec<u8>,
     pub reader: BodyReader,
 }
@@ -118,7 +118,7 @@ impl Conn {
         Conn {
             socket,
             gen,
-            state: State::Head { started: true },
+            state: State::AwaitingHead { started: true },
             inbuf: Vec::new(),
             out: OutQueue::default(),
             deadline: ConnDeadline::default(),
@@ -156,7 +156,7 @@ impl Conn {
     /// becomes a request being answered, and the hub subscription it held is
     /// returned for the caller to undo (or drop, if the channel is gone).
     pub fn unpark(&mut self) -> Option<Subscription> {
-        match std::mem::replace(&mut self.state, State::Head { started: true }) {
+        match std::mem::replace(&mut self.state, State::AwaitingHead { started: true }) {
             State::Streaming { channel, key, .. } => Some((channel, Kind::Stream, key)),
             State::Polling { channel, key, .. } => Some((channel, Kind::Poll, key)),
             other => {

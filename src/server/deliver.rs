@@ -12,7 +12,7 @@ use super::{lookup, Server};
 use crate::conn_id::ConnId;
 use crate::cursor::Cursor;
 use crate::encode;
-use crate::http::request::{Head, Method};
+use crate::http::request::{Method, RequestHead};
 use crate::http::response::{self, chunk_payload, Framing, LAST_CHUNK};
 use crate::hub::{Channel, Kind, Replay};
 use crate::message::Message;
@@ -27,7 +27,7 @@ impl Server {
     pub(super) fn on_subscribe(
         &mut self,
         id: ConnId,
-        head: &Head,
+        head: &RequestHead,
         channel: &str,
         mode: Mode,
         cursor: Cursor,
@@ -40,7 +40,7 @@ impl Server {
             Ok(replay) => replay,
             Err(reject) => return self.reject(id, reject, Ask::of(head)),
         };
-        let head_only = head.method == Method::Head;
+        let head_only = head.method == Method::RequestHead;
         match mode {
             Mode::Stream(transport) if head_only => self.stream_head_only(id, head, transport),
             Mode::Stream(transport) => self.open_stream(id, head, channel, transport, replay),
@@ -79,7 +79,7 @@ impl Server {
     /// `HEAD` on a stream: the head `GET` would get, which announces a
     /// chunked body (or, for HTTP/1.0, one that ends with the connection),
     /// never a length; nothing follows and nothing subscribes.
-    fn stream_head_only(&mut self, id: ConnId, head: &Head, transport: Transport) {
+    fn stream_head_only(&mut self, id: ConnId, head: &RequestHead, transport: Transport) {
         let keep_alive = head.keep_alive && !head.http10 && !self.shutting_down;
         self.scratch.clear();
         self.write_stream_head(transport, head.http10, keep_alive);
@@ -89,7 +89,7 @@ impl Server {
 
     /// A stream's response head, into `scratch`.
     fn write_stream_head(&mut self, transport: Transport, http10: bool, keep_alive: bool) {
-        response::Head {
+        response::ResponseHead {
             status: 200,
             content_type: Some(match transport {
                 Transport::Sse => SSE_TYPE,
@@ -113,7 +113,7 @@ impl Server {
     fn open_stream(
         &mut self,
         id: ConnId,
-        head: &Head,
+        head: &RequestHead,
         channel: &str,
         transport: Transport,
         replay: Replay,
@@ -177,7 +177,7 @@ impl Server {
     }
 
     /// Holds a long-poll that has nothing to receive yet.
-    fn park_poll(&mut self, id: ConnId, head: &Head, channel: &str) {
+    fn park_poll(&mut self, id: ConnId, head: &RequestHead, channel: &str) {
         let (channel, key) = self.hub.subscribe(channel, Kind::Poll, id);
         let conn = lookup(&mut self.conns, id).expect("subscribing connection is open");
         conn.state = State::Polling {
@@ -231,7 +231,7 @@ impl Server {
             conn.unpark();
             let keep_alive = keep_alive && !self.shutting_down;
             self.scratch.clear();
-            response::Head {
+            response::ResponseHead {
                 status: 200,
                 content_type: Some("application/json"),
                 framing: Framing::Length(body.len()),

@@ -12,7 +12,7 @@ use super::respond::Ask;
 use super::{lookup, Server};
 use crate::conn_id::ConnId;
 use crate::http::chunked;
-use crate::http::request::{self, BodyKind, Head, Parsed, MAX_HEAD_BYTES};
+use crate::http::request::{self, BodyKind, Parsed, RequestHead, MAX_HEAD_BYTES};
 use crate::http::Reject;
 
 /// Whether the state machine can make more progress now.
@@ -83,7 +83,7 @@ impl Server {
                 // A pipelining client whose answers piled up past the limit
                 // is read again once they are back under it.
                 let under = was_over && conn.out.queued() <= max_queued;
-                if under && matches!(conn.state, State::Head { .. }) {
+                if under && matches!(conn.state, State::AwaitingHead { .. }) {
                     self.drive(id);
                 }
             }
@@ -98,9 +98,9 @@ impl Server {
         let conn = lookup(&mut self.conns, id).expect("flushed connection is open");
         match conn.state {
             State::Closing { eof: true } => self.close(id),
-            State::Closing { eof: false } | State::Head { .. } => {
+            State::Closing { eof: false } | State::AwaitingHead { .. } => {
                 let at = super::respond::drained_deadline(conn, self.now, &self.config);
-                let resume = was_over && matches!(conn.state, State::Head { .. });
+                let resume = was_over && matches!(conn.state, State::AwaitingHead { .. });
                 self.set_deadline(id, at);
                 if resume {
                     self.drive(id);
@@ -119,7 +119,7 @@ impl Server {
                 return;
             };
             let step = match conn.state {
-                State::Head { .. } => self.read_head(id),
+                State::AwaitingHead { .. } => self.read_head(id),
                 State::Body(_) => self.read_body(id),
                 State::Polling { .. } | State::Held { .. } => self.hold_input(id),
                 // After the client's EOF there is nothing left to read.
@@ -167,7 +167,7 @@ impl Server {
     /// body. A refused request is answered at once: a body that arrived with
     /// the head is skipped and the connection kept, but one still to come is
     /// never read, and the connection closes. A body too large always closes.
-    fn on_head(&mut self, id: ConnId, head: Head) {
+    fn on_head(&mut self, id: ConnId, head: RequestHead) {
         let limit = match self.admit(id, &head) {
             Ok(limit) => limit,
             Err(reject) => {
@@ -253,7 +253,8 @@ impl Server {
         if !done {
             return self.read_more(id);
         }
-        let State::Body(state) = std::mem::replace(&mut conn.state, State::Head { started: false })
+        let State::Body(state) =
+            std::mem::replace(&mut conn.state, State::AwaitingHead { started: false })
         else {
             unreachable!("in Body state")
         };
@@ -268,7 +269,7 @@ impl Server {
         match conn.read_some(&mut self.bufs) {
             Ok(Input::Data) => {
                 self.turn.bytes += conn.inbuf.len() - before;
-                if let State::Head {
+                if let State::AwaitingHead {
                     started: started @ false,
                 } = &mut conn.state
                 {

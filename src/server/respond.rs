@@ -11,7 +11,7 @@ use super::conn::{Conn, SendError, State};
 use super::{lookup, Server};
 use crate::conn_id::ConnId;
 use crate::deadline::Deadlines;
-use crate::http::request::{Head, Method};
+use crate::http::request::{Method, RequestHead};
 use crate::http::response::{self, Framing};
 use crate::http::Reject;
 use crate::json;
@@ -28,7 +28,7 @@ const JSON: &str = "application/json";
 const COPY_BODY_MAX: usize = 16 * 1024;
 
 impl Server {
-    pub(super) fn on_request(&mut self, id: ConnId, head: Head, body: Vec<u8>) {
+    pub(super) fn on_request(&mut self, id: ConnId, head: RequestHead, body: Vec<u8>) {
         let route = match routes::route(&head) {
             Ok(route) => route,
             Err(reject) => return self.reject(id, reject, Ask::of(&head)),
@@ -92,7 +92,7 @@ impl Server {
     fn on_publish(
         &mut self,
         id: ConnId,
-        head: &Head,
+        head: &RequestHead,
         channel: &str,
         event: Option<String>,
         body: Vec<u8>,
@@ -123,7 +123,7 @@ impl Server {
         self.respond(id, Ask::of(head), 201, JSON, &out, &[]);
     }
 
-    fn on_delete(&mut self, id: ConnId, head: &Head, channel: &str) {
+    fn on_delete(&mut self, id: ConnId, head: &RequestHead, channel: &str) {
         if let Err(reject) = self.check_delete(head) {
             return self.reject(id, reject, Ask::of(head));
         }
@@ -157,7 +157,7 @@ impl Server {
     ) {
         let keep_alive = ask.keep_alive && !self.shutting_down;
         self.scratch.clear();
-        let response_head = response::Head {
+        let response_head = response::ResponseHead {
             status,
             content_type: Some(content_type),
             framing: Framing::Length(body.len()),
@@ -196,7 +196,7 @@ impl Server {
             extra.push("WWW-Authenticate: Bearer");
         }
         self.scratch.clear();
-        let head = response::Head {
+        let head = response::ResponseHead {
             status: reject.status,
             content_type: Some(JSON),
             framing: Framing::Length(0),
@@ -286,10 +286,10 @@ impl Ask {
         head_only: false,
     };
 
-    pub fn of(head: &Head) -> Ask {
+    pub fn of(head: &RequestHead) -> Ask {
         Ask {
             keep_alive: head.keep_alive,
-            head_only: head.method == Method::Head,
+            head_only: head.method == Method::RequestHead,
         }
     }
 }
@@ -310,7 +310,7 @@ pub(super) fn after_response(
     deadlines: &mut Deadlines,
 ) {
     conn.state = match keep_alive {
-        true => State::Head {
+        true => State::AwaitingHead {
             started: !conn.inbuf.is_empty(),
         },
         false => State::Closing { eof: false },
@@ -333,8 +333,8 @@ pub(super) fn drained_deadline(
     config: &crate::config::Config,
 ) -> std::time::Instant {
     match conn.state {
-        State::Head { started: true } => now + config.header_timeout,
-        State::Head { started: false } => now + config.idle_timeout,
+        State::AwaitingHead { started: true } => now + config.header_timeout,
+        State::AwaitingHead { started: false } => now + config.idle_timeout,
         _ => {
             let _ = conn.socket.shutdown(Shutdown::Write);
             now + LINGER

@@ -70,13 +70,16 @@ impl Server {
         if !self.deadlines.conn_due(&mut conn.deadline, id, at) {
             return;
         }
-        let sending = matches!(conn.state, State::Head { .. } | State::Closing { .. });
+        let sending = matches!(
+            conn.state,
+            State::AwaitingHead { .. } | State::Closing { .. }
+        );
         if sending && !conn.out.is_empty() {
             return self.on_send_deadline(id);
         }
         match &conn.state {
-            State::Head { started: false } => self.close(id),
-            State::Head { started: true } => {
+            State::AwaitingHead { started: false } => self.close(id),
+            State::AwaitingHead { started: true } => {
                 self.counters.timeouts += 1;
                 debug!("{id:?}: header timeout while reading request head");
                 self.close(id);
@@ -188,10 +191,10 @@ impl Server {
                 // Nothing of a request has arrived: nothing to finish, unless
                 // the last response is still going out; then it closes once
                 // that is out (the send timeout bounds it).
-                State::Head { .. } if conn.inbuf.is_empty() && conn.out.is_empty() => {
+                State::AwaitingHead { .. } if conn.inbuf.is_empty() && conn.out.is_empty() => {
                     self.close(id)
                 }
-                State::Head { .. } if conn.inbuf.is_empty() => {
+                State::AwaitingHead { .. } if conn.inbuf.is_empty() => {
                     conn.state = State::Closing { eof: false }
                 }
                 State::Streaming { http10, .. } => {
@@ -201,7 +204,7 @@ impl Server {
                 }
                 State::Polling { .. } => self.end_poll(id),
                 State::Held { .. } => self.end_held_connect(id),
-                State::Head { .. }
+                State::AwaitingHead { .. }
                 | State::Body(_)
                 | State::Closing { .. }
                 | State::Closed { .. } => {}

@@ -11,7 +11,7 @@ use super::respond::Ask;
 use super::{lookup, Server};
 use crate::config::Config;
 use crate::conn_id::ConnId;
-use crate::http::request::{BodyKind, Head, Method};
+use crate::http::request::{BodyKind, Method, RequestHead};
 use crate::http::Reject;
 use crate::routes::{self, Route};
 use crate::token::Token;
@@ -47,7 +47,7 @@ impl Web {
 }
 
 impl Server {
-    pub(super) fn on_page(&mut self, id: ConnId, head: &Head) {
+    pub(super) fn on_page(&mut self, id: ConnId, head: &RequestHead) {
         let if_none_match = head.if_none_match.as_deref();
         let from_disk = self
             .web
@@ -102,7 +102,7 @@ impl Server {
     fn send_page(
         &mut self,
         id: ConnId,
-        head: &Head,
+        head: &RequestHead,
         status: u16,
         content_type: &str,
         body: &[u8],
@@ -117,7 +117,7 @@ impl Server {
     }
 
     /// How the request's `Authorization` stands against `--publish-token`.
-    pub(super) fn publish_token(&self, head: &Head) -> Token {
+    pub(super) fn publish_token(&self, head: &RequestHead) -> Token {
         let configured = self.config.publish_token.as_deref();
         Token::from_authorization(configured, head.authorization.as_deref())
     }
@@ -127,7 +127,7 @@ impl Server {
     /// refused publish costs no more than its head, and a body past its limit
     /// is refused by its `Content-Length`. Returns the body limit (which a
     /// chunked body is held to as it decodes).
-    pub(super) fn admit(&mut self, id: ConnId, head: &Head) -> Result<usize, Reject> {
+    pub(super) fn admit(&mut self, id: ConnId, head: &RequestHead) -> Result<usize, Reject> {
         let max_body = self.config.max_body;
         if head.method != Method::Post {
             return Ok(max_body);
@@ -153,7 +153,7 @@ impl Server {
     pub(super) fn check_publish(
         &mut self,
         id: ConnId,
-        head: &Head,
+        head: &RequestHead,
         channel: &str,
         body_len: usize,
     ) -> Result<(), Reject> {
@@ -182,7 +182,7 @@ impl Server {
     }
 
     /// Deleting has no open rules: with `--publish-token` it needs the token.
-    pub(super) fn check_delete(&self, head: &Head) -> Result<(), Reject> {
+    pub(super) fn check_delete(&self, head: &RequestHead) -> Result<(), Reject> {
         match self.publish_token(head) {
             Token::MissingOrWrong => Err(unauthorized()),
             Token::NotConfigured | Token::Valid => Ok(()),
