@@ -6,6 +6,15 @@ use crate::http::response::write_chunk;
 use crate::json;
 use crate::message::Message;
 
+/// How a streaming subscriber wants its messages framed: SSE events or
+/// NDJSON lines. Each has its own shared frame per message (`Message::sse`,
+/// `Message::stream`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Sse,
+    Stream,
+}
+
 /// A cursor the server could not honour, and what that cost the client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Gap {

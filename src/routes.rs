@@ -2,11 +2,11 @@
 //! checked before anything is done. Pure; the server turns a `Route` into IO.
 
 use crate::cursor::{self, Cursor};
+use crate::encode::Transport;
 use crate::http::query::{self, split_target};
 use crate::http::request::{Method, RequestHead};
 use crate::http::Reject;
 use crate::hub::validate_channel;
-use crate::server::conn::Transport;
 
 /// The SSE `event:` name set with `?event=`; longer names are refused.
 pub const MAX_EVENT_NAME: usize = 64;

@@ -9,17 +9,11 @@ use std::rc::Rc;
 use mio::net::TcpStream;
 
 use crate::deadline::ConnDeadline;
+use crate::encode::Transport;
 use crate::http::chunked;
 use crate::http::request::RequestHead;
 use crate::hub::Kind;
 use crate::outq::{Chunk, Debt, OutQueue};
-
-/// How a parked stream encodes messages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transport {
-    Sse,
-    Stream,
-}
 
 pub enum State {
     /// Waiting for a request head. `started` once its first byte has arrived

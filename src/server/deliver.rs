@@ -6,12 +6,13 @@
 use std::ops::Range;
 use std::rc::Rc;
 
-use super::conn::{SendError, State, Transport};
+use super::conn::{SendError, State};
 use super::respond::{after_response, note_send_error, Ask};
 use super::{lookup, Server};
 use crate::conn_id::ConnId;
 use crate::cursor::Cursor;
 use crate::encode;
+use crate::encode::Transport;
 use crate::http::request::{Method, RequestHead};
 use crate::http::response::{self, chunk_payload, Framing, LAST_CHUNK};
 use crate::hub::{Channel, Kind, Replay};

@@ -10,7 +10,7 @@
 
 mod accept;
 mod bayeux;
-pub mod conn;
+mod conn;
 mod deliver;
 mod read;
 mod respond;

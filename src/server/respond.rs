@@ -246,7 +246,7 @@ impl Server {
             bytes_queued += conn.out.queued() as u64;
             match &conn.state {
                 State::Streaming {
-                    transport: super::conn::Transport::Sse,
+                    transport: crate::encode::Transport::Sse,
                     ..
                 } => conns.sse += 1,
                 State::Streaming { .. } => conns.stream += 1,

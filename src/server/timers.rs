@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use log::{debug, info};
 
-use super::conn::{State, Transport};
+use super::conn::State;
 use super::respond::{note_send_error, Ask};
 use super::{lookup, Server};
 use crate::conn_id::ConnId;
 use crate::deadline::{Tick, Timer};
+use crate::encode::Transport;
 use crate::encode::{SSE_HEARTBEAT, STREAM_HEARTBEAT};
 use crate::http::response::chunk_payload;
 use crate::http::Reject;
