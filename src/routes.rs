@@ -80,7 +80,7 @@ pub fn route(head: &RequestHead) -> Result<Route, Reject> {
     }
     let method_allowed = match head.method {
         Method::Get => true,
-        Method::RequestHead => allow.contains("HEAD"),
+        Method::Head => allow.contains("HEAD"),
         Method::Post => allow.contains("POST"),
         Method::Delete => allow.contains("DELETE"),
         Method::Options | Method::Other => false,
@@ -232,9 +232,9 @@ mod tests {
         use Method::*;
         let cases: &[(Method, &str, Result<Route, u16>)] = &[
             (Get, "/healthz", Ok(Route::Health)),
-            (RequestHead, "/stats", Ok(Route::Stats)),
+            (Head, "/stats", Ok(Route::Stats)),
             (Get, "/", Ok(Route::Page)),
-            (RequestHead, "/halley.js", Ok(Route::Page)),
+            (Head, "/halley.js", Ok(Route::Page)),
             (Get, "/nope", Ok(Route::Page)),
             (Post, "/nope", Err(405)),
             (Get, "/pub", Ok(Route::Page)),
@@ -303,7 +303,7 @@ mod tests {
                 }),
             ),
             (Delete, "/bayeux", Err(405)),
-            (RequestHead, "/bayeux?jsonp=cb&message=%5B%5D", Err(405)),
+            (Head, "/bayeux?jsonp=cb&message=%5B%5D", Err(405)),
             (Post, "/bayeuxx", Err(405)),
         ];
         for (method, target, want) in cases {

@@ -13,7 +13,7 @@ pub const MAX_HEADERS: usize = 64;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
     Get,
-    RequestHead,
+    Head,
     Post,
     Delete,
     Options,
@@ -80,7 +80,7 @@ fn interpret(req: &httparse::Request) -> Result<RequestHead, Reject> {
     let mut head = RequestHead {
         method: match req.method.unwrap_or("") {
             "GET" => Method::Get,
-            "HEAD" => Method::RequestHead,
+            "HEAD" => Method::Head,
             "POST" => Method::Post,
             "DELETE" => Method::Delete,
             "OPTIONS" => Method::Options,

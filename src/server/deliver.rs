@@ -41,7 +41,7 @@ impl Server {
             Ok(replay) => replay,
             Err(reject) => return self.reject(id, reject, Ask::of(head)),
         };
-        let head_only = head.method == Method::RequestHead;
+        let head_only = head.method == Method::Head;
         match mode {
             Mode::Stream(transport) if head_only => self.stream_head_only(id, head, transport),
             Mode::Stream(transport) => self.open_stream(id, head, channel, transport, replay),

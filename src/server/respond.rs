@@ -289,7 +289,7 @@ impl Ask {
     pub fn of(head: &RequestHead) -> Ask {
         Ask {
             keep_alive: head.keep_alive,
-            head_only: head.method == Method::RequestHead,
+            head_only: head.method == Method::Head,
         }
     }
 }
