@@ -118,7 +118,7 @@ impl Server {
     /// the connection keeps only whether to stay open after it.
     fn hold_connect(&mut self, id: ConnId, keep_alive: bool, deadline: Instant) {
         let conn = lookup(&mut self.conns, id).expect("a connection being answered is open");
-        conn.state = State::Held { keep_alive };
+        conn.hold_connect(keep_alive);
         self.set_deadline(id, deadline);
         if self.shutting_down {
             self.end_held_connect(id);
@@ -179,7 +179,7 @@ impl Server {
         let Some(conn) = lookup(&mut self.conns, id) else {
             return;
         };
-        let State::Held { keep_alive } = conn.state else {
+        let State::Held { keep_alive } = *conn.state() else {
             debug!("{id:?}: a Bayeux reply for a connection holding no connect; dropped");
             return;
         };

@@ -150,12 +150,7 @@ impl Server {
 
         let (channel, key) = self.hub.subscribe(channel, Kind::Stream, id);
         let conn = lookup(&mut self.conns, id).expect("subscribing connection is open");
-        conn.state = State::Streaming {
-            channel,
-            key,
-            transport,
-            http10,
-        };
+        conn.park_stream(channel, key, transport, http10);
         conn.inbuf.clear();
         conn.release_inbuf(&mut self.bufs);
         let sent = if replay.messages.is_empty() {
@@ -181,11 +176,7 @@ impl Server {
     fn park_poll(&mut self, id: ConnId, head: &RequestHead, channel: &str) {
         let (channel, key) = self.hub.subscribe(channel, Kind::Poll, id);
         let conn = lookup(&mut self.conns, id).expect("subscribing connection is open");
-        conn.state = State::Polling {
-            channel,
-            key,
-            keep_alive: head.keep_alive,
-        };
+        conn.park_poll(channel, key, head.keep_alive);
         self.set_deadline(id, self.now + self.config.longpoll_timeout);
     }
 
@@ -225,7 +216,7 @@ impl Server {
             let Some(conn) = lookup(&mut self.conns, id) else {
                 continue;
             };
-            let State::Polling { keep_alive, .. } = conn.state else {
+            let State::Polling { keep_alive, .. } = *conn.state() else {
                 continue;
             };
             // The hub has already forgotten this poller; its state must too.
@@ -291,7 +282,7 @@ impl Server {
             let Some(conn) = lookup(&mut self.conns, id) else {
                 continue;
             };
-            let State::Polling { keep_alive, .. } = conn.state else {
+            let State::Polling { keep_alive, .. } = *conn.state() else {
                 continue;
             };
             conn.unpark();

@@ -230,7 +230,7 @@ impl Server {
             // phase comes first and would hand it messages to drop.
             if let conn::State::Closed {
                 held_connect: true, ..
-            } = conn.state
+            } = *conn.state()
             {
                 self.bayeux
                     .on_conn_closed(bayeux::engine_conn(id), self.now);
@@ -259,7 +259,7 @@ impl Server {
             let Some(conn) = self.conns.get(id.slot as usize).filter(|c| c.gen == id.gen) else {
                 continue;
             };
-            if let conn::State::Closed { sub, .. } = &conn.state {
+            if let conn::State::Closed { sub, .. } = conn.state() {
                 if let Some((channel, kind, key)) = sub {
                     self.hub.unsubscribe(channel, *kind, *key, id, self.now);
                 }

@@ -83,7 +83,7 @@ impl Server {
                 // A pipelining client whose answers piled up past the limit
                 // is read again once they are back under it.
                 let under = was_over && conn.out.queued() <= max_queued;
-                if under && matches!(conn.state, State::AwaitingHead { .. }) {
+                if under && matches!(conn.state(), State::AwaitingHead { .. }) {
                     self.drive(id);
                 }
             }
@@ -96,11 +96,11 @@ impl Server {
     /// any request that waited behind the output.
     fn on_drained(&mut self, id: ConnId, was_over: bool) {
         let conn = lookup(&mut self.conns, id).expect("flushed connection is open");
-        match conn.state {
+        match *conn.state() {
             State::Closing { eof: true } => self.close(id),
             State::Closing { eof: false } | State::AwaitingHead { .. } => {
                 let at = super::respond::drained_deadline(conn, self.now, &self.config);
-                let resume = was_over && matches!(conn.state, State::AwaitingHead { .. });
+                let resume = was_over && matches!(conn.state(), State::AwaitingHead { .. });
                 self.set_deadline(id, at);
                 if resume {
                     self.drive(id);
@@ -118,7 +118,7 @@ impl Server {
             let Some(conn) = lookup(&mut self.conns, id) else {
                 return;
             };
-            let step = match conn.state {
+            let step = match *conn.state() {
                 State::AwaitingHead { .. } => self.read_head(id),
                 State::Body(_) => self.read_body(id),
                 State::Polling { .. } | State::Held { .. } => self.hold_input(id),
@@ -204,11 +204,7 @@ impl Server {
             BodyReader::Length { left } => left.min(BODY_RESERVE),
             BodyReader::Chunked { .. } => 0,
         };
-        conn.state = State::Body(Box::new(BodyState {
-            head,
-            body: Vec::with_capacity(capacity),
-            reader,
-        }));
+        conn.start_body(head, reader, capacity);
         if wants_continue && conn.send(CONTINUE).is_err() {
             return self.close(id);
         }
@@ -217,47 +213,39 @@ impl Server {
 
     fn read_body(&mut self, id: ConnId) -> Step {
         let conn = lookup(&mut self.conns, id).expect("driven connection is open");
-        let State::Body(state) = &mut conn.state else {
-            unreachable!("in Body state")
-        };
-        let BodyState { body, reader, .. } = &mut **state;
+        let (state, inbuf) = conn.body_and_input().expect("in Body state");
+        let BodyState { body, reader, .. } = state;
         let done = match reader {
             BodyReader::Length { left } => {
-                let take = (*left).min(conn.inbuf.len());
-                body.extend(conn.inbuf.drain(..take));
+                let take = (*left).min(inbuf.len());
+                body.extend(inbuf.drain(..take));
                 *left -= take;
                 *left == 0
             }
-            BodyReader::Chunked { decoder, limit } => {
-                match decoder.decode(&conn.inbuf, body, *limit) {
-                    Ok(used) => {
-                        conn.inbuf.drain(..used);
-                        decoder.is_done()
-                    }
-                    Err(chunked::Error::TooLarge) => {
-                        let reject = super::web::too_large(*limit);
-                        self.reject(id, reject, Ask::CLOSE);
-                        return Step::Again;
-                    }
-                    Err(chunked::Error::Malformed(what)) => {
-                        self.reject(
-                            id,
-                            Reject::new(400, format!("malformed chunked body: {what}")),
-                            Ask::CLOSE,
-                        );
-                        return Step::Again;
-                    }
+            BodyReader::Chunked { decoder, limit } => match decoder.decode(inbuf, body, *limit) {
+                Ok(used) => {
+                    inbuf.drain(..used);
+                    decoder.is_done()
                 }
-            }
+                Err(chunked::Error::TooLarge) => {
+                    let reject = super::web::too_large(*limit);
+                    self.reject(id, reject, Ask::CLOSE);
+                    return Step::Again;
+                }
+                Err(chunked::Error::Malformed(what)) => {
+                    self.reject(
+                        id,
+                        Reject::new(400, format!("malformed chunked body: {what}")),
+                        Ask::CLOSE,
+                    );
+                    return Step::Again;
+                }
+            },
         };
         if !done {
             return self.read_more(id);
         }
-        let State::Body(state) =
-            std::mem::replace(&mut conn.state, State::AwaitingHead { started: false })
-        else {
-            unreachable!("in Body state")
-        };
+        let state = conn.finish_body();
         self.on_request(id, state.head, state.body);
         Step::Again
     }
@@ -269,12 +257,8 @@ impl Server {
         match conn.read_some(&mut self.bufs) {
             Ok(Input::Data) => {
                 self.turn.bytes += conn.inbuf.len() - before;
-                if let State::AwaitingHead {
-                    started: started @ false,
-                } = &mut conn.state
-                {
-                    // The header timeout counts from the first byte, not per read.
-                    *started = true;
+                // The header timeout counts from the first byte, not per read.
+                if conn.start_head() {
                     self.set_deadline(id, self.now + self.config.header_timeout);
                 }
                 Step::Again
@@ -342,15 +326,15 @@ impl Server {
     /// client that sends its request and shuts its write side is legitimate.
     fn on_read_eof(&mut self, id: ConnId) {
         let conn = lookup(&mut self.conns, id).expect("driven connection is open");
-        if conn.out.is_empty() || matches!(conn.state, State::Streaming { .. }) {
+        if conn.out.is_empty() || matches!(conn.state(), State::Streaming { .. }) {
             return self.close(id);
         }
-        if !matches!(conn.state, State::Closing { .. }) {
+        if !matches!(conn.state(), State::Closing { .. }) {
             debug!("{id:?}: client half-closed with a response queued; finishing it");
         }
         // The deadline stays: it is already the send timeout's (set when the
         // response queued) or the request's own, which `on_deadline` reads
         // as the send timeout while output is queued.
-        conn.state = State::Closing { eof: true };
+        conn.read_closed();
     }
 }

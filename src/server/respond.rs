@@ -244,7 +244,7 @@ impl Server {
         let mut bytes_queued = 0;
         for (_, conn) in &self.conns {
             bytes_queued += conn.out.queued() as u64;
-            match &conn.state {
+            match conn.state() {
                 State::Streaming {
                     transport: crate::encode::Transport::Sse,
                     ..
@@ -309,12 +309,7 @@ pub(super) fn after_response(
     config: &crate::config::Config,
     deadlines: &mut Deadlines,
 ) {
-    conn.state = match keep_alive {
-        true => State::AwaitingHead {
-            started: !conn.inbuf.is_empty(),
-        },
-        false => State::Closing { eof: false },
-    };
+    conn.response_sent(keep_alive);
     let at = if conn.out.is_empty() {
         drained_deadline(conn, now, config)
     } else {
@@ -332,7 +327,7 @@ pub(super) fn drained_deadline(
     now: std::time::Instant,
     config: &crate::config::Config,
 ) -> std::time::Instant {
-    match conn.state {
+    match *conn.state() {
         State::AwaitingHead { started: true } => now + config.header_timeout,
         State::AwaitingHead { started: false } => now + config.idle_timeout,
         _ => {

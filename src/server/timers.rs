@@ -72,13 +72,13 @@ impl Server {
             return;
         }
         let sending = matches!(
-            conn.state,
+            conn.state(),
             State::AwaitingHead { .. } | State::Closing { .. }
         );
         if sending && !conn.out.is_empty() {
             return self.on_send_deadline(id);
         }
-        match &conn.state {
+        match conn.state() {
             State::AwaitingHead { started: false } => self.close(id),
             State::AwaitingHead { started: true } => {
                 self.counters.timeouts += 1;
@@ -147,7 +147,7 @@ impl Server {
     /// next so nothing published meanwhile is missed.
     fn end_poll(&mut self, id: ConnId) {
         let conn = lookup(&mut self.conns, id).expect("polling connection is open");
-        let State::Polling { keep_alive, .. } = conn.state else {
+        let State::Polling { keep_alive, .. } = *conn.state() else {
             unreachable!("called for a polling connection")
         };
         let (channel, kind, key) = conn.unpark().expect("a polling connection is subscribed");
@@ -188,16 +188,14 @@ impl Server {
             let Some(conn) = lookup(&mut self.conns, id) else {
                 continue;
             };
-            match conn.state {
+            match *conn.state() {
                 // Nothing of a request has arrived: nothing to finish, unless
                 // the last response is still going out; then it closes once
                 // that is out (the send timeout bounds it).
                 State::AwaitingHead { .. } if conn.inbuf.is_empty() && conn.out.is_empty() => {
                     self.close(id)
                 }
-                State::AwaitingHead { .. } if conn.inbuf.is_empty() => {
-                    conn.state = State::Closing { eof: false }
-                }
+                State::AwaitingHead { .. } if conn.inbuf.is_empty() => conn.finish_then_close(),
                 State::Streaming { http10, .. } => {
                     let (channel, kind, key) = conn.unpark().expect("a stream is subscribed");
                     self.hub.unsubscribe(&channel, kind, key, id, self.now);

@@ -1,94 +1,13 @@
-//! One connection: its socket, its state, and its buffers. The state is an
-//! enum whose variants own what that state needs, so a parked subscriber holds
-//! its channel and hub key and nothing else: no read buffer, no request.
+//! A connection's IO: sending (at once when the socket takes it, queued
+//! when it does not) and reading into a pooled buffer. What state the
+//! connection is in, and every move between states, is `conn/mod.rs`'s.
 
 use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
-use mio::net::TcpStream;
-
-use crate::deadline::ConnDeadline;
-use crate::encode::Transport;
-use crate::http::chunked;
-use crate::http::request::RequestHead;
-use crate::hub::Kind;
-use crate::outq::{Chunk, Debt, OutQueue};
-
-pub enum State {
-    /// Waiting for a request head. `started` once its first byte has arrived
-    /// (or, for a new connection, once it connected), which is when the
-    /// header timeout starts counting; before that, a kept-alive connection
-    /// is idle.
-    AwaitingHead { started: bool },
-    /// Reading a request body; boxed, so the states a connection spends
-    /// most of its life in stay small.
-    Body(Box<BodyState>),
-    /// An SSE or NDJSON subscriber parked on `channel`. HTTP/1.0 clients get
-    /// frames without chunk framing and the stream ends with the connection.
-    Streaming {
-        channel: Rc<str>,
-        key: u32,
-        transport: Transport,
-        http10: bool,
-    },
-    /// A long-poll held until a message, its timeout, or shutdown.
-    Polling {
-        channel: Rc<str>,
-        key: u32,
-        keep_alive: bool,
-    },
-    /// A Bayeux `/meta/connect` the engine holds until its session has
-    /// messages, its deadline, or shutdown; the engine keeps what the reply
-    /// needs, keyed by this connection's id.
-    Held { keep_alive: bool },
-    /// Sending a last response. While output is queued, the send timeout
-    /// governs; once it has drained, the write side is shut and input is
-    /// drained until the client closes or the linger ends, so the client reads
-    /// the response before any RST. `eof` once the client has half-closed:
-    /// then there is nothing to drain and the connection closes as soon as
-    /// its output is out.
-    Closing { eof: bool },
-    /// Finished, waiting to be reaped after this batch of events; `sub` is the
-    /// hub subscription still to be removed then, and `held_connect` says it
-    /// was holding a Bayeux connect (which `Server::close` tells the engine at once).
-    Closed {
-        sub: Option<Subscription>,
-        held_connect: bool,
-    },
-}
-
-/// A hub subscription: channel, kind and key.
-pub type Subscription = (Rc<str>, Kind, u32);
-
-pub struct BodyState {
-    pub head: RequestHead,
-    pub body: Vec<u8>,
-    pub reader: BodyReader,
-}
-
-pub enum BodyReader {
-    Length {
-        left: usize,
-    },
-    /// A chunked body, refused once it decodes to more than `limit` bytes.
-    Chunked {
-        decoder: chunked::Decoder,
-        limit: usize,
-    },
-}
-
-pub struct Conn {
-    pub socket: TcpStream,
-    pub gen: u32,
-    pub state: State,
-    /// Bytes read but not yet parsed; empty (and unallocated) when idle.
-    pub inbuf: Vec<u8>,
-    pub out: OutQueue,
-    /// The one deadline of this connection, and which of its entries in the
-    /// deadline queue is live.
-    pub deadline: ConnDeadline,
-}
+use super::Conn;
+use crate::outq::{Chunk, Debt};
 
 /// Why a send failed: either way the connection must close.
 #[derive(Debug)]
@@ -106,60 +25,6 @@ pub enum Input {
 }
 
 impl Conn {
-    /// A new connection's first request counts as started when it connects,
-    /// so its header timeout is armed once, at accept.
-    pub fn new(socket: TcpStream, gen: u32) -> Conn {
-        Conn {
-            socket,
-            gen,
-            state: State::AwaitingHead { started: true },
-            inbuf: Vec::new(),
-            out: OutQueue::default(),
-            deadline: ConnDeadline::default(),
-        }
-    }
-
-    pub fn is_closed(&self) -> bool {
-        matches!(self.state, State::Closed { .. })
-    }
-
-    /// How a parked stream encodes messages, if this is one: its transport,
-    /// and whether it is HTTP/1.0 (frames without chunk framing).
-    pub fn stream_kind(&self) -> Option<(Transport, bool)> {
-        match self.state {
-            State::Streaming {
-                transport, http10, ..
-            } => Some((transport, http10)),
-            _ => None,
-        }
-    }
-
-    /// Moves to `Closed`, keeping the hub subscription to undo at reaping.
-    /// Returns false if it was closed already.
-    pub fn close(&mut self) -> bool {
-        if self.is_closed() {
-            return false;
-        }
-        let held_connect = matches!(self.state, State::Held { .. });
-        let sub = self.unpark();
-        self.state = State::Closed { sub, held_connect };
-        true
-    }
-
-    /// Takes a parked connection out of its channel to answer it: the state
-    /// becomes a request being answered, and the hub subscription it held is
-    /// returned for the caller to undo (or drop, if the channel is gone).
-    pub fn unpark(&mut self) -> Option<Subscription> {
-        match std::mem::replace(&mut self.state, State::AwaitingHead { started: true }) {
-            State::Streaming { channel, key, .. } => Some((channel, Kind::Stream, key)),
-            State::Polling { channel, key, .. } => Some((channel, Kind::Poll, key)),
-            other => {
-                self.state = other;
-                None
-            }
-        }
-    }
-
     /// Sends a response (or part of one): written at once when nothing is
     /// queued, and only what the socket did not take is copied into the queue.
     pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -370,18 +235,5 @@ impl BufPool {
             buf.clear();
             self.spare.push(buf);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The slab holds one `Conn` per connection, parked or not; this is most
-    /// of what a held subscriber costs in user space.
-    #[test]
-    fn a_connection_stays_small() {
-        let size = std::mem::size_of::<Conn>();
-        assert!(size <= 88, "Conn grew to {size} bytes");
     }
 }

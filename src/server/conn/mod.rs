@@ -1,0 +1,286 @@
+//! One connection and its lifecycle: the state enum, whose variants own what
+//! each state needs (a parked subscriber holds its channel and hub key and
+//! nothing else: no read buffer, no request), and every move between states.
+//! `state` is private to this module, so a transition happens here or not at
+//! all; the rest of the server asks for it by name (`park_stream`,
+//! `response_sent`, `close`, ...). The socket side is `io.rs`.
+//!
+//! ```text
+//!   accept -> AwaitingHead --head with body--> Body --body read--+
+//!                 ^   |                                          |
+//!                 |   +-------------head alone-------------------+--> route
+//!                 |                                                     |
+//!                 +---- response_sent(keep-alive) <--- answered now <---+
+//!                 |                                     | park_stream / park_poll / hold_connect
+//!                 |                      Streaming / Polling / Held --unpark + answer--+
+//!                 |                                                                    |
+//!   Closing <-- response_sent(close), finish_then_close, read_closed <-----------------+
+//!   Closed  <-- close() from any state; freed in the reap phase
+//! ```
+
+mod io;
+
+use std::rc::Rc;
+
+use mio::net::TcpStream;
+
+use crate::deadline::ConnDeadline;
+use crate::encode::Transport;
+use crate::http::chunked;
+use crate::http::request::RequestHead;
+use crate::hub::Kind;
+use crate::outq::OutQueue;
+
+pub use io::{BufPool, Input, SendError};
+
+pub enum State {
+    /// Waiting for a request head. `started` once its first byte has arrived
+    /// (or, for a new connection, once it connected), which is when the
+    /// header timeout starts counting; before that, a kept-alive connection
+    /// is idle.
+    AwaitingHead { started: bool },
+    /// Reading a request body; boxed, so the states a connection spends
+    /// most of its life in stay small.
+    Body(Box<BodyState>),
+    /// An SSE or NDJSON subscriber parked on `channel`. HTTP/1.0 clients get
+    /// frames without chunk framing and the stream ends with the connection.
+    Streaming {
+        channel: Rc<str>,
+        key: u32,
+        transport: Transport,
+        http10: bool,
+    },
+    /// A long-poll held until a message, its timeout, or shutdown.
+    Polling {
+        channel: Rc<str>,
+        key: u32,
+        keep_alive: bool,
+    },
+    /// A Bayeux `/meta/connect` the engine holds until its session has
+    /// messages, its deadline, or shutdown; the engine keeps what the reply
+    /// needs, keyed by this connection's id.
+    Held { keep_alive: bool },
+    /// Sending a last response. While output is queued, the send timeout
+    /// governs; once it has drained, the write side is shut and input is
+    /// drained until the client closes or the linger ends, so the client reads
+    /// the response before any RST. `eof` once the client has half-closed:
+    /// then there is nothing to drain and the connection closes as soon as
+    /// its output is out.
+    Closing { eof: bool },
+    /// Finished, waiting to be reaped after this batch of events; `sub` is the
+    /// hub subscription still to be removed then, and `held_connect` says it
+    /// was holding a Bayeux connect (which `Server::close` tells the engine at once).
+    Closed {
+        sub: Option<Subscription>,
+        held_connect: bool,
+    },
+}
+
+/// A hub subscription: channel, kind and key.
+pub type Subscription = (Rc<str>, Kind, u32);
+
+pub struct BodyState {
+    pub head: RequestHead,
+    pub body: Vec<u8>,
+    pub reader: BodyReader,
+}
+
+pub enum BodyReader {
+    Length {
+        left: usize,
+    },
+    /// A chunked body, refused once it decodes to more than `limit` bytes.
+    Chunked {
+        decoder: chunked::Decoder,
+        limit: usize,
+    },
+}
+
+pub struct Conn {
+    pub socket: TcpStream,
+    pub gen: u32,
+    /// Private: only the transitions below change it.
+    state: State,
+    /// Bytes read but not yet parsed; empty (and unallocated) when idle.
+    pub inbuf: Vec<u8>,
+    pub out: OutQueue,
+    /// The one deadline of this connection, and which of its entries in the
+    /// deadline queue is live.
+    pub deadline: ConnDeadline,
+}
+
+impl Conn {
+    /// A new connection's first request counts as started when it connects,
+    /// so its header timeout is armed once, at accept.
+    pub fn new(socket: TcpStream, gen: u32) -> Conn {
+        Conn {
+            socket,
+            gen,
+            state: State::AwaitingHead { started: true },
+            inbuf: Vec::new(),
+            out: OutQueue::default(),
+            deadline: ConnDeadline::default(),
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed { .. })
+    }
+
+    /// How a parked stream encodes messages, if this is one: its transport,
+    /// and whether it is HTTP/1.0 (frames without chunk framing).
+    pub fn stream_kind(&self) -> Option<(Transport, bool)> {
+        match self.state {
+            State::Streaming {
+                transport, http10, ..
+            } => Some((transport, http10)),
+            _ => None,
+        }
+    }
+
+    /// Moves to `Closed`, keeping the hub subscription to undo at reaping.
+    /// Returns false if it was closed already.
+    pub fn close(&mut self) -> bool {
+        if self.is_closed() {
+            return false;
+        }
+        let held_connect = matches!(self.state, State::Held { .. });
+        let sub = self.unpark();
+        self.state = State::Closed { sub, held_connect };
+        true
+    }
+
+    /// Takes a parked connection out of its channel to answer it: the state
+    /// becomes a request being answered, and the hub subscription it held is
+    /// returned for the caller to undo (or drop, if the channel is gone).
+    pub fn unpark(&mut self) -> Option<Subscription> {
+        match std::mem::replace(&mut self.state, State::AwaitingHead { started: true }) {
+            State::Streaming { channel, key, .. } => Some((channel, Kind::Stream, key)),
+            State::Polling { channel, key, .. } => Some((channel, Kind::Poll, key)),
+            other => {
+                self.state = other;
+                None
+            }
+        }
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// A head announced a body: read it next, into a buffer that starts at
+    /// `capacity` and grows with what arrives.
+    pub fn start_body(&mut self, head: RequestHead, reader: BodyReader, capacity: usize) {
+        debug_assert!(matches!(self.state, State::AwaitingHead { .. }));
+        self.state = State::Body(Box::new(BodyState {
+            head,
+            body: Vec::with_capacity(capacity),
+            reader,
+        }));
+    }
+
+    /// The body being read, beside the input it is read from.
+    pub fn body_and_input(&mut self) -> Option<(&mut BodyState, &mut Vec<u8>)> {
+        match &mut self.state {
+            State::Body(state) => Some((&mut **state, &mut self.inbuf)),
+            _ => None,
+        }
+    }
+
+    /// The body is complete: the request goes to be answered, and the
+    /// connection waits for the next head (not yet started).
+    pub fn finish_body(&mut self) -> Box<BodyState> {
+        match std::mem::replace(&mut self.state, State::AwaitingHead { started: false }) {
+            State::Body(state) => state,
+            other => unreachable!("finish_body in {:?}", other.name()),
+        }
+    }
+
+    /// The first byte of a kept-alive connection's next request has arrived:
+    /// from now the header timeout counts. True if that just happened.
+    pub fn start_head(&mut self) -> bool {
+        match &mut self.state {
+            State::AwaitingHead { started } if !*started => {
+                *started = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A stream subscriber parks on its channel until the server ends it.
+    pub fn park_stream(&mut self, channel: Rc<str>, key: u32, transport: Transport, http10: bool) {
+        self.state = State::Streaming {
+            channel,
+            key,
+            transport,
+            http10,
+        };
+    }
+
+    /// A long-poll with nothing to receive yet parks on its channel.
+    pub fn park_poll(&mut self, channel: Rc<str>, key: u32, keep_alive: bool) {
+        self.state = State::Polling {
+            channel,
+            key,
+            keep_alive,
+        };
+    }
+
+    /// The Bayeux engine holds this connect; it keeps the reply's makings.
+    pub fn hold_connect(&mut self, keep_alive: bool) {
+        self.state = State::Held { keep_alive };
+    }
+
+    /// A response has been sent (or queued): back to waiting for the next
+    /// request, which may already be buffered, or to closing.
+    pub fn response_sent(&mut self, keep_alive: bool) {
+        self.state = match keep_alive {
+            true => State::AwaitingHead {
+                started: !self.inbuf.is_empty(),
+            },
+            false => State::Closing { eof: false },
+        };
+    }
+
+    /// Shutdown: a connection between requests whose last response is still
+    /// going out closes once it is out.
+    pub fn finish_then_close(&mut self) {
+        debug_assert!(matches!(self.state, State::AwaitingHead { .. }));
+        self.state = State::Closing { eof: false };
+    }
+
+    /// The client half-closed while its response is still queued: nothing
+    /// more to read, the output still to send.
+    pub fn read_closed(&mut self) {
+        self.state = State::Closing { eof: true };
+    }
+}
+
+impl State {
+    /// What this state is called in messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::AwaitingHead { .. } => "AwaitingHead",
+            State::Body(_) => "Body",
+            State::Streaming { .. } => "Streaming",
+            State::Polling { .. } => "Polling",
+            State::Held { .. } => "Held",
+            State::Closing { .. } => "Closing",
+            State::Closed { .. } => "Closed",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The slab holds one `Conn` per connection, parked or not; this is most
+    /// of what a held subscriber costs in user space.
+    #[test]
+    fn a_connection_stays_small() {
+        let size = std::mem::size_of::<Conn>();
+        assert!(size <= 88, "Conn grew to {size} bytes");
+    }
+}
