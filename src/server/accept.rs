@@ -13,7 +13,6 @@ use mio::Interest;
 use super::conn::Conn;
 use super::respond::Ask;
 use super::Server;
-use crate::conn_id::ConnId;
 use crate::deadline::Timer;
 use crate::http::Reject;
 
@@ -67,12 +66,7 @@ impl Server {
         // Small writes (events, heartbeats) must leave at once, not wait for Nagle.
         let _ = socket.set_nodelay(true);
         let over_limit = self.conns.len() >= self.config.max_connections;
-        let slot = self.conns.vacant_entry().key();
-        let id = ConnId {
-            slot: slot as u32,
-            gen: self.next_gen,
-        };
-        self.next_gen = self.next_gen.wrapping_add(1);
+        let id = self.conns.next_id();
         // Edge-triggered, both directions, registered once: a writable edge only
         // comes after a short write, so asking for it up front costs nothing.
         let interest = Interest::READABLE | Interest::WRITABLE;
@@ -84,7 +78,7 @@ impl Server {
             warn!("cannot register a new connection: {e}");
             return;
         }
-        self.conns.insert(Conn::new(socket, id.gen));
+        self.conns.insert(|gen| Conn::new(socket, gen));
         if over_limit {
             // Accepted only to be told why; it closes after the answer.
             let limit = self.config.max_connections;

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::conn::State;
 use super::respond::Ask;
-use super::{lookup, Server};
+use super::Server;
 use crate::bayeux::ids::Urandom;
 use crate::bayeux::{self, wire, BadRequest, Data, Engine, HubMessage, Reply, Response, Since};
 use crate::config::Config;
@@ -83,7 +83,7 @@ impl Server {
             }
         };
         // The engine bounds sessions per client address.
-        let peer = lookup(&mut self.conns, id).and_then(|c| c.socket.peer_addr().ok());
+        let peer = self.conns.get(id).and_then(|c| c.socket.peer_addr().ok());
         let Some(peer) = peer else {
             return self.reject(
                 id,
@@ -117,7 +117,10 @@ impl Server {
     /// Parks a connect the engine holds. The engine keeps the reply's makings;
     /// the connection keeps only whether to stay open after it.
     fn hold_connect(&mut self, id: ConnId, keep_alive: bool, deadline: Instant) {
-        let conn = lookup(&mut self.conns, id).expect("a connection being answered is open");
+        let conn = self
+            .conns
+            .get(id)
+            .expect("a connection being answered is open");
         conn.hold_connect(keep_alive);
         self.set_deadline(id, deadline);
         if self.shutting_down {
@@ -176,7 +179,7 @@ impl Server {
     /// resume phase). A connection closed meanwhile is simply skipped.
     fn answer_held(&mut self, response: Response) {
         let id = server_conn(response.conn);
-        let Some(conn) = lookup(&mut self.conns, id) else {
+        let Some(conn) = self.conns.get(id) else {
             return;
         };
         let State::Held { keep_alive } = *conn.state() else {
@@ -189,7 +192,7 @@ impl Server {
         };
         let (content_type, body) = (response.content_type, &response.body);
         self.respond(id, ask, 200, content_type, body, &NO_CACHE);
-        self.to_resume.push(id);
+        self.conns.resume_later(id);
     }
 
     /// The flush phase: one reply per session that messages reached in this
@@ -379,7 +382,7 @@ mod tests {
         // One iteration: the client's close is dispatched, then a publish
         // arrives, then the flush and reap phases run.
         drop(a);
-        while server.to_reap.is_empty() {
+        while server.conns.n_to_reap() == 0 {
             assert!(started.elapsed() < LIMIT, "the close was never seen");
             dispatch_once(&mut server, &mut events);
         }

@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use super::conn::{SendError, State};
 use super::respond::{after_response, note_send_error, Ask};
-use super::{lookup, Server};
+use super::Server;
 use crate::conn_id::ConnId;
 use crate::cursor::Cursor;
 use crate::encode;
@@ -149,7 +149,7 @@ impl Server {
         self.counters.delivered += replay.messages.len() as u64;
 
         let (channel, key) = self.hub.subscribe(channel, Kind::Stream, id);
-        let conn = lookup(&mut self.conns, id).expect("subscribing connection is open");
+        let conn = self.conns.get(id).expect("subscribing connection is open");
         conn.park_stream(channel, key, transport, http10);
         conn.inbuf.clear();
         conn.release_inbuf(&mut self.bufs);
@@ -175,7 +175,7 @@ impl Server {
     /// Holds a long-poll that has nothing to receive yet.
     fn park_poll(&mut self, id: ConnId, head: &RequestHead, channel: &str) {
         let (channel, key) = self.hub.subscribe(channel, Kind::Poll, id);
-        let conn = lookup(&mut self.conns, id).expect("subscribing connection is open");
+        let conn = self.conns.get(id).expect("subscribing connection is open");
         conn.park_poll(channel, key, head.keep_alive);
         self.set_deadline(id, self.now + self.config.longpoll_timeout);
     }
@@ -192,7 +192,7 @@ impl Server {
         };
         let max_queued = self.config.max_queued_bytes;
         for (_, &id) in channel.streams.iter() {
-            let Some(conn) = lookup(&mut self.conns, id) else {
+            let Some(conn) = self.conns.get(id) else {
                 continue;
             };
             let Some((transport, http10)) = conn.stream_kind() else {
@@ -203,8 +203,7 @@ impl Server {
                 Ok(()) => self.counters.delivered += 1,
                 Err(e) => {
                     note_send_error(&mut self.counters, id, &e);
-                    conn.close();
-                    self.to_reap.push(id);
+                    self.conns.close(id);
                 }
             }
         }
@@ -213,7 +212,7 @@ impl Server {
         }
         let body = message.poll_body();
         for id in channel.polls.drain() {
-            let Some(conn) = lookup(&mut self.conns, id) else {
+            let Some(conn) = self.conns.get(id) else {
                 continue;
             };
             let State::Polling { keep_alive, .. } = *conn.state() else {
@@ -247,12 +246,11 @@ impl Server {
                         &self.config,
                         &mut self.deadlines,
                     );
-                    self.to_resume.push(id);
+                    self.conns.resume_later(id);
                 }
                 Err(e) => {
                     note_send_error(&mut self.counters, id, &e);
-                    conn.close();
-                    self.to_reap.push(id);
+                    self.conns.close(id);
                 }
             }
         }
@@ -264,7 +262,7 @@ impl Server {
         let sse_deleted = encode::sse_deleted(&channel.name);
         let stream_deleted = encode::stream_deleted(&channel.name);
         for (_, id) in channel.streams {
-            let Some(conn) = lookup(&mut self.conns, id) else {
+            let Some(conn) = self.conns.get(id) else {
                 continue;
             };
             let Some((transport, http10)) = conn.stream_kind() else {
@@ -279,7 +277,7 @@ impl Server {
             self.end_stream(id, frame, http10);
         }
         for (_, id) in channel.polls {
-            let Some(conn) = lookup(&mut self.conns, id) else {
+            let Some(conn) = self.conns.get(id) else {
                 continue;
             };
             let State::Polling { keep_alive, .. } = *conn.state() else {
@@ -296,7 +294,7 @@ impl Server {
                     head_only: false,
                 },
             );
-            self.to_resume.push(id);
+            self.conns.resume_later(id);
         }
     }
 

@@ -11,6 +11,7 @@
 mod accept;
 mod bayeux;
 mod conn;
+mod conns;
 mod deliver;
 mod read;
 mod respond;
@@ -25,7 +26,6 @@ use log::info;
 use mio::event::Event;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
-use slab::Slab;
 
 use crate::bayeux::Engine;
 use crate::config::Config;
@@ -36,7 +36,8 @@ use crate::http::response::HttpDate;
 use crate::hub::{Hub, Limits};
 use crate::signals::SignalPipe;
 use crate::stats::Counters;
-use conn::{BufPool, Conn};
+use conn::BufPool;
+use conns::Conns;
 
 const LISTENER: Token = Token(usize::MAX);
 const SIGNALS: Token = Token(usize::MAX - 1);
@@ -56,8 +57,7 @@ pub struct Server {
     listener: Option<TcpListener>,
     local_addr: SocketAddr,
     signals: Option<SignalPipe>,
-    conns: Slab<Conn>,
-    next_gen: u32,
+    conns: Conns,
     hub: Hub,
     /// Bayeux sessions; it names connections by `bayeux::engine_conn(id)`.
     bayeux: Engine,
@@ -69,18 +69,6 @@ pub struct Server {
     /// The wall-clock time of this iteration, for the `Date` header.
     date: HttpDate,
     started: Instant,
-    /// Connections closed during this iteration, freed at its end.
-    to_reap: Vec<ConnId>,
-    /// Connections moved out of a parked state that may have buffered
-    /// requests to run; handled after the event batch, never in the middle of
-    /// a fan-out.
-    to_resume: Vec<ConnId>,
-    /// Connections whose turn ran out of budget with input perhaps still in
-    /// the kernel, which no readiness edge will announce again; driven in the
-    /// resume phase, and while there are any, poll does not sleep.
-    ready: Vec<ConnId>,
-    /// `ready`'s spare buffer, swapped in while its entries are driven.
-    ready_now: Vec<ConnId>,
     /// The budget of the connection being driven.
     turn: read::Turn,
     /// Reused to build responses, so answering allocates nothing.
@@ -112,8 +100,7 @@ impl Server {
             poll,
             listener: Some(listener),
             signals: None,
-            conns: Slab::new(),
-            next_gen: 0,
+            conns: Conns::default(),
             hub: Hub::new(cursor::new_epoch(), limits),
             bayeux: bayeux::new_engine(&config)?,
             deadlines: Deadlines::new(now),
@@ -122,10 +109,6 @@ impl Server {
             now,
             date: HttpDate::new(SystemTime::now()),
             started: now,
-            to_reap: Vec::new(),
-            to_resume: Vec::new(),
-            ready: Vec::new(),
-            ready_now: Vec::new(),
             turn: read::Turn::default(),
             scratch: Vec::with_capacity(4096),
             bufs: BufPool::default(),
@@ -186,7 +169,7 @@ impl Server {
     /// the flush phase (a request run by `resume` may have queued them) or
     /// connections wait on the ready list.
     fn poll_timeout(&self) -> Option<Duration> {
-        if self.bayeux.needs_flush() || !self.ready.is_empty() {
+        if self.bayeux.needs_flush() || self.conns.any_ready() {
             return Some(Duration::ZERO);
         }
         self.deadlines
@@ -210,63 +193,40 @@ impl Server {
         }
     }
 
-    /// The connection `id` names, unless it has closed (or its slot has been
-    /// reused by a later connection, which the generation tells apart).
-    fn conn(&mut self, id: ConnId) -> Option<&mut Conn> {
-        lookup(&mut self.conns, id)
-    }
-
     /// Moves connection `id`'s one deadline to `at`; see `deadline::ConnDeadline`.
     fn set_deadline(&mut self, id: ConnId, at: Instant) {
-        if let Some(conn) = lookup(&mut self.conns, id) {
+        if let Some(conn) = self.conns.get(id) {
             self.deadlines.set_conn(&mut conn.deadline, id, at);
         }
     }
 
     fn close(&mut self, id: ConnId) {
-        if let Some(conn) = self.conn(id) {
-            conn.close();
-            // The engine forgets a held connect now, not at reaping: the flush
-            // phase comes first and would hand it messages to drop.
-            if let conn::State::Closed {
-                held_connect: true, ..
-            } = *conn.state()
-            {
-                self.bayeux
-                    .on_conn_closed(bayeux::engine_conn(id), self.now);
-            }
-            self.to_reap.push(id);
+        // The engine forgets a held connect now, not at reaping: the flush
+        // phase comes first and would hand it messages to drop.
+        if self.conns.close(id) == Some(true) {
+            self.bayeux
+                .on_conn_closed(bayeux::engine_conn(id), self.now);
         }
     }
 
-    /// Drives the connections whose turn ran out last time, each once (one
-    /// that runs out again waits for the next iteration), then those unparked
-    /// during this iteration.
+    /// Drives the connections whose turn ran out last time, each once, then
+    /// those unparked during this iteration.
     fn resume(&mut self) {
-        std::mem::swap(&mut self.ready, &mut self.ready_now);
-        let mut ready = std::mem::take(&mut self.ready_now);
-        for id in ready.drain(..) {
+        let ready = self.conns.take_ready();
+        for &id in &ready {
             self.drive(id);
         }
-        self.ready_now = ready;
-        while let Some(id) = self.to_resume.pop() {
+        self.conns.ready_done(ready);
+        while let Some(id) = self.conns.next_to_resume() {
             self.drive(id);
         }
     }
 
     fn reap(&mut self) {
-        for id in std::mem::take(&mut self.to_reap) {
-            let Some(conn) = self.conns.get(id.slot as usize).filter(|c| c.gen == id.gen) else {
-                continue;
-            };
-            if let conn::State::Closed { sub, .. } = conn.state() {
-                if let Some((channel, kind, key)) = sub {
-                    self.hub.unsubscribe(channel, *kind, *key, id, self.now);
-                }
-                // Dropping the socket closes it, which also removes it from epoll.
-                self.conns.remove(id.slot as usize);
-            }
-        }
+        let (hub, now) = (&mut self.hub, self.now);
+        self.conns.reap(|id, (channel, kind, key)| {
+            hub.unsubscribe(&channel, kind, key, id, now);
+        });
     }
 }
 
@@ -278,13 +238,6 @@ fn deepen_backlog(listener: &TcpListener) -> io::Result<()> {
         0 => Ok(()),
         _ => Err(io::Error::last_os_error()),
     }
-}
-
-/// `Server::conn` for code that also needs other fields of the server.
-fn lookup(conns: &mut Slab<Conn>, id: ConnId) -> Option<&mut Conn> {
-    conns
-        .get_mut(id.slot as usize)
-        .filter(|c| c.gen == id.gen && !c.is_closed())
 }
 
 /// Starts a server on a background thread and returns its address; for tests

@@ -9,7 +9,7 @@ use log::debug;
 
 use super::conn::{BodyReader, BodyState, Input, State};
 use super::respond::Ask;
-use super::{lookup, Server};
+use super::Server;
 use crate::conn_id::ConnId;
 use crate::http::chunked;
 use crate::http::request::{self, BodyKind, Parsed, RequestHead, MAX_HEAD_BYTES};
@@ -63,7 +63,7 @@ impl Server {
 
     pub(super) fn on_writable(&mut self, id: ConnId) {
         let max_queued = self.config.max_queued_bytes;
-        let Some(conn) = lookup(&mut self.conns, id) else {
+        let Some(conn) = self.conns.get(id) else {
             return;
         };
         if conn.out.is_empty() {
@@ -95,7 +95,7 @@ impl Server {
     /// waiting for a request goes back to its header or idle timeout and reads
     /// any request that waited behind the output.
     fn on_drained(&mut self, id: ConnId, was_over: bool) {
-        let conn = lookup(&mut self.conns, id).expect("flushed connection is open");
+        let conn = self.conns.get(id).expect("flushed connection is open");
         match *conn.state() {
             State::Closing { eof: true } => self.close(id),
             State::Closing { eof: false } | State::AwaitingHead { .. } => {
@@ -115,7 +115,7 @@ impl Server {
     pub(super) fn drive(&mut self, id: ConnId) {
         self.turn = Turn::default();
         loop {
-            let Some(conn) = lookup(&mut self.conns, id) else {
+            let Some(conn) = self.conns.get(id) else {
                 return;
             };
             let step = match *conn.state() {
@@ -132,7 +132,7 @@ impl Server {
             }
             if self.turn.spent() {
                 self.counters.budget_yields += 1;
-                self.ready.push(id);
+                self.conns.yield_turn(id);
                 return;
             }
         }
@@ -140,7 +140,7 @@ impl Server {
 
     fn read_head(&mut self, id: ConnId) -> Step {
         let max_queued = self.config.max_queued_bytes;
-        let conn = lookup(&mut self.conns, id).expect("driven connection is open");
+        let conn = self.conns.get(id).expect("driven connection is open");
         // A client that pipelines requests without reading the answers waits
         // here, so it can queue at most one answer past the limit; the
         // writable edge that drains the queue resumes it (`on_writable`).
@@ -171,7 +171,7 @@ impl Server {
         let limit = match self.admit(id, &head) {
             Ok(limit) => limit,
             Err(reject) => {
-                let conn = lookup(&mut self.conns, id).expect("driven connection is open");
+                let conn = self.conns.get(id).expect("driven connection is open");
                 let skipped = match head.body {
                     _ if reject.status == 413 => false,
                     BodyKind::None => true,
@@ -196,7 +196,7 @@ impl Server {
                 limit,
             },
         };
-        let conn = lookup(&mut self.conns, id).expect("driven connection is open");
+        let conn = self.conns.get(id).expect("driven connection is open");
         let wants_continue = head.expect_continue && conn.inbuf.is_empty();
         // The buffer grows with what arrives; a Content-Length is only a
         // claim, and reserving it up front would let any head cost memory.
@@ -212,7 +212,7 @@ impl Server {
     }
 
     fn read_body(&mut self, id: ConnId) -> Step {
-        let conn = lookup(&mut self.conns, id).expect("driven connection is open");
+        let conn = self.conns.get(id).expect("driven connection is open");
         let (state, inbuf) = conn.body_and_input().expect("in Body state");
         let BodyState { body, reader, .. } = state;
         let done = match reader {
@@ -252,7 +252,7 @@ impl Server {
 
     /// Reads once more for a head or body in progress.
     fn read_more(&mut self, id: ConnId) -> Step {
-        let conn = lookup(&mut self.conns, id).expect("driven connection is open");
+        let conn = self.conns.get(id).expect("driven connection is open");
         let before = conn.inbuf.len();
         match conn.read_some(&mut self.bufs) {
             Ok(Input::Data) => {
@@ -284,7 +284,7 @@ impl Server {
     /// answer, up to a limit; past it the bytes wait in the kernel.
     fn hold_input(&mut self, id: ConnId) -> Step {
         loop {
-            let conn = lookup(&mut self.conns, id).expect("driven connection is open");
+            let conn = self.conns.get(id).expect("driven connection is open");
             if conn.inbuf.len() >= MAX_HEAD_BYTES {
                 return Step::Wait;
             }
@@ -305,7 +305,7 @@ impl Server {
     /// Streams and closing connections expect nothing more from the client;
     /// only its leaving matters.
     fn discard_input(&mut self, id: ConnId) -> Step {
-        let conn = lookup(&mut self.conns, id).expect("driven connection is open");
+        let conn = self.conns.get(id).expect("driven connection is open");
         let budget = self.turn.bytes_left();
         match conn.discard_input(budget) {
             Ok(Input::Data) => {
@@ -325,7 +325,7 @@ impl Server {
     /// on until the output is out (or the send timeout), then it closes. A
     /// client that sends its request and shuts its write side is legitimate.
     fn on_read_eof(&mut self, id: ConnId) {
-        let conn = lookup(&mut self.conns, id).expect("driven connection is open");
+        let conn = self.conns.get(id).expect("driven connection is open");
         if conn.out.is_empty() || matches!(conn.state(), State::Streaming { .. }) {
             return self.close(id);
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use log::{debug, info};
 
 use super::conn::{Conn, SendError, State};
-use super::{lookup, Server};
+use super::Server;
 use crate::conn_id::ConnId;
 use crate::deadline::Deadlines;
 use crate::http::request::{Method, RequestHead};
@@ -174,7 +174,7 @@ impl Server {
             // head, and only what the socket does not take is copied; through
             // `scratch` it would be copied whole and grow it for good.
             response_head.write(&mut self.scratch);
-            let Some(conn) = lookup(&mut self.conns, id) else {
+            let Some(conn) = self.conns.get(id) else {
                 return;
             };
             if let Err(e) = conn.send_head_and_body(&self.scratch, body) {
@@ -216,7 +216,7 @@ impl Server {
     }
 
     pub(super) fn send_scratch(&mut self, id: ConnId) {
-        let Some(conn) = lookup(&mut self.conns, id) else {
+        let Some(conn) = self.conns.get(id) else {
             return;
         };
         if let Err(e) = conn.send(&self.scratch) {
@@ -226,7 +226,7 @@ impl Server {
     }
 
     pub(super) fn finish_response(&mut self, id: ConnId, keep_alive: bool) {
-        let Some(conn) = lookup(&mut self.conns, id) else {
+        let Some(conn) = self.conns.get(id) else {
             return;
         };
         after_response(
@@ -242,7 +242,7 @@ impl Server {
     fn stats_json(&self) -> Vec<u8> {
         let mut conns = ConnCounts::default();
         let mut bytes_queued = 0;
-        for (_, conn) in &self.conns {
+        for conn in self.conns.iter() {
             bytes_queued += conn.out.queued() as u64;
             match conn.state() {
                 State::Streaming {

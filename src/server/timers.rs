@@ -11,7 +11,7 @@ use log::{debug, info};
 
 use super::conn::State;
 use super::respond::{note_send_error, Ask};
-use super::{lookup, Server};
+use super::Server;
 use crate::conn_id::ConnId;
 use crate::deadline::{Tick, Timer};
 use crate::encode::Transport;
@@ -37,18 +37,14 @@ impl Server {
                 Timer::ShutdownLimit => {
                     // A response still going out is left to finish, bounded
                     // by the send timeout; everything else closes now.
-                    let open: Vec<usize> = self
+                    let open: Vec<ConnId> = self
                         .conns
-                        .iter()
-                        .filter(|(_, c)| c.out.is_empty())
-                        .map(|(slot, _)| slot)
+                        .ids()
+                        .into_iter()
+                        .filter(|&id| self.conns.get(id).is_some_and(|c| c.out.is_empty()))
                         .collect();
                     info!("shutdown grace over; closing {} connections", open.len());
-                    for slot in open {
-                        let id = ConnId {
-                            slot: slot as u32,
-                            gen: self.conns[slot].gen,
-                        };
+                    for id in open {
                         self.close(id);
                     }
                 }
@@ -65,7 +61,7 @@ impl Server {
     /// A connection's queue entry came up: its deadline is reached, or the
     /// entry was early (it re-queued itself) or stale.
     fn on_deadline(&mut self, id: ConnId, at: Tick) {
-        let Some(conn) = lookup(&mut self.conns, id) else {
+        let Some(conn) = self.conns.get(id) else {
             return;
         };
         if !self.deadlines.conn_due(&mut conn.deadline, id, at) {
@@ -126,7 +122,7 @@ impl Server {
     /// that has stopped is closed.
     fn on_send_deadline(&mut self, id: ConnId) {
         let send_timeout = self.config.send_timeout;
-        let conn = lookup(&mut self.conns, id).expect("sending connection is open");
+        let conn = self.conns.get(id).expect("sending connection is open");
         let Some(since) = conn.out.last_progress() else {
             // Queued outside a response (never the case today): start the clock.
             conn.out.note_progress(self.now);
@@ -146,7 +142,7 @@ impl Server {
     /// A long-poll that nothing arrived for: 204, with the cursor to poll from
     /// next so nothing published meanwhile is missed.
     fn end_poll(&mut self, id: ConnId) {
-        let conn = lookup(&mut self.conns, id).expect("polling connection is open");
+        let conn = self.conns.get(id).expect("polling connection is open");
         let State::Polling { keep_alive, .. } = *conn.state() else {
             unreachable!("called for a polling connection")
         };
@@ -159,7 +155,7 @@ impl Server {
         };
         let extra = [cursor.as_str(), "Cache-Control: no-cache"];
         self.respond(id, ask, 204, "application/json", b"", &extra);
-        self.to_resume.push(id);
+        self.conns.resume_later(id);
     }
 
     pub(super) fn on_signal(&mut self) {
@@ -176,16 +172,8 @@ impl Server {
         info!("shutting down: {} connections open", self.conns.len());
         self.shutting_down = true;
         self.listener = None;
-        let open: Vec<ConnId> = self
-            .conns
-            .iter()
-            .map(|(slot, c)| ConnId {
-                slot: slot as u32,
-                gen: c.gen,
-            })
-            .collect();
-        for id in open {
-            let Some(conn) = lookup(&mut self.conns, id) else {
+        for id in self.conns.ids() {
+            let Some(conn) = self.conns.get(id) else {
                 continue;
             };
             match *conn.state() {

@@ -8,7 +8,7 @@ use std::io;
 use std::time::Instant;
 
 use super::respond::Ask;
-use super::{lookup, Server};
+use super::Server;
 use crate::config::Config;
 use crate::conn_id::ConnId;
 use crate::http::request::{BodyKind, Method, RequestHead};
@@ -158,7 +158,7 @@ impl Server {
         body_len: usize,
     ) -> Result<(), Reject> {
         let token = self.publish_token(head);
-        let peer = lookup(&mut self.conns, id).and_then(|c| c.socket.peer_addr().ok());
+        let peer = self.conns.get(id).and_then(|c| c.socket.peer_addr().ok());
         let Some(peer) = peer else {
             return Err(Reject::new(400, "the connection has no peer address"));
         };

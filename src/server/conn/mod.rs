@@ -257,6 +257,17 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// A closed connection, freed: the hub subscription it still held, for
+    /// the reap phase to undo.
+    pub fn into_subscription(self) -> Option<Subscription> {
+        match self.state {
+            State::Closed { sub, .. } => sub,
+            _ => None,
+        }
+    }
+}
+
 impl State {
     /// What this state is called in messages.
     pub fn name(&self) -> &'static str {
