@@ -11,6 +11,7 @@ use log::debug;
 use serde_json::{json, Value};
 
 use super::conn::State;
+use super::publish::{Draft, Publisher};
 use super::respond::Ask;
 use super::Server;
 use crate::bayeux::ids::Urandom;
@@ -132,15 +133,13 @@ impl Server {
     /// every transport gets it with the same id; `deliver` hands it back to
     /// the engine for Bayeux subscribers.
     fn publish_from_bayeux(&mut self, publish: bayeux::Publish) {
-        let message = self.hub.publish(
-            &publish.channel,
-            publish.json.into(),
-            true,
-            publish.event.map(Into::into),
-            self.now,
-        );
-        self.schedule_expiry();
-        self.deliver(&message);
+        let draft = Draft {
+            channel: publish.channel,
+            data: publish.json.into(),
+            data_is_json: true,
+            event: publish.event.map(Into::into),
+        };
+        self.publish(draft, Publisher::Bayeux);
     }
 
     /// Fills a subscription that asked for `ext.halley.since` from the hub's

@@ -13,6 +13,7 @@ mod bayeux;
 mod conn;
 mod conns;
 mod deliver;
+mod publish;
 mod read;
 mod respond;
 mod timers;

@@ -1,6 +1,7 @@
-//! Turning a complete request into a reply: routing, the small endpoints
-//! (health, stats, channel info, preflight), publishing and deleting, and the
-//! bookkeeping after a response (keep-alive or close).
+//! Turning a complete request into a reply: routing each request to its
+//! handler, the small endpoints (health, stats, channel info, preflight), the
+//! one place a complete response or error is written (`respond`, `reject`),
+//! and what a connection does after a response (keep-alive or close).
 
 use std::net::Shutdown;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use crate::deadline::Deadlines;
 use crate::http::request::{Method, RequestHead};
 use crate::http::response::{self, Framing};
 use crate::http::Reject;
+use crate::hub::Hub;
 use crate::json;
 use crate::routes::{self, Route};
 use crate::stats::{self, ConnCounts, Snapshot};
@@ -21,7 +23,7 @@ use crate::stats::{self, ConnCounts, Snapshot};
 /// How long a closing connection may take to read its last response.
 pub(super) const LINGER: Duration = Duration::from_secs(2);
 
-const JSON: &str = "application/json";
+pub(super) const JSON: &str = "application/json";
 
 /// Bodies up to this size are copied behind their head and sent in one
 /// write; larger ones are written beside it (`Conn::send_head_and_body`).
@@ -56,27 +58,9 @@ impl Server {
                 ];
                 self.respond(id, Ask::of(&head), 204, JSON, b"", &extra);
             }
-            Route::ChannelInfo { channel } => match self.hub.channel(&channel) {
-                None => self.reject(
-                    id,
-                    Reject::new(404, format!("no channel {channel}")),
-                    Ask::of(&head),
-                ),
-                Some(c) => {
-                    let mut out = b"{\"channel\":".to_vec();
-                    json::push_str(&mut out, &channel);
-                    out.extend_from_slice(b",\"subscribers\":");
-                    json::push_u64(&mut out, c.n_subscribers() as u64);
-                    out.extend_from_slice(b",\"messages\":");
-                    json::push_u64(&mut out, c.n_messages() as u64);
-                    out.extend_from_slice(b",\"last_id\":");
-                    json::push_opt_str(
-                        &mut out,
-                        c.last_seq().map(|seq| self.hub.id_of(seq)).as_deref(),
-                    );
-                    out.push(b'}');
-                    self.respond(id, Ask::of(&head), 200, JSON, &out, &[]);
-                }
+            Route::ChannelInfo { channel } => match channel_info(&self.hub, &channel) {
+                Ok(body) => self.respond(id, Ask::of(&head), 200, JSON, &body, &[]),
+                Err(reject) => self.reject(id, reject, Ask::of(&head)),
             },
             Route::Publish { channel, event } => self.on_publish(id, &head, &channel, event, body),
             Route::Delete { channel } => self.on_delete(id, &head, &channel),
@@ -86,61 +70,6 @@ impl Server {
                 cursor,
             } => self.on_subscribe(id, &head, &channel, mode, cursor),
             Route::Bayeux => self.on_bayeux(id, &head, body),
-        }
-    }
-
-    fn on_publish(
-        &mut self,
-        id: ConnId,
-        head: &RequestHead,
-        channel: &str,
-        event: Option<String>,
-        body: Vec<u8>,
-    ) {
-        // The token, open-channel and rate rules were decided from the head
-        // (`admit`), before the body was read.
-        let Ok(data) = String::from_utf8(body) else {
-            return self.reject(
-                id,
-                Reject::new(400, "message is not valid UTF-8"),
-                Ask::of(head),
-            );
-        };
-        let json = crate::bayeux::wire::is_json_text(head.content_type.as_deref(), &data);
-        let subscribers = self.hub.channel(channel).map_or(0, |c| c.n_subscribers());
-        let message = self
-            .hub
-            .publish(channel, data.into(), json, event.map(Into::into), self.now);
-        self.schedule_expiry();
-        self.deliver(&message);
-        let mut out = b"{\"id\":".to_vec();
-        json::push_str(&mut out, &message.id);
-        out.extend_from_slice(b",\"channel\":");
-        json::push_str(&mut out, channel);
-        out.extend_from_slice(b",\"subscribers\":");
-        json::push_u64(&mut out, subscribers as u64);
-        out.push(b'}');
-        self.respond(id, Ask::of(head), 201, JSON, &out, &[]);
-    }
-
-    fn on_delete(&mut self, id: ConnId, head: &RequestHead, channel: &str) {
-        if let Err(reject) = self.check_delete(head) {
-            return self.reject(id, reject, Ask::of(head));
-        }
-        match self.hub.delete(channel, self.now) {
-            None => self.reject(
-                id,
-                Reject::new(404, format!("no channel {channel}")),
-                Ask::of(head),
-            ),
-            Some(deleted) => {
-                info!(
-                    "channel {channel} deleted with {} subscribers",
-                    deleted.n_subscribers()
-                );
-                self.end_subscriptions(deleted);
-                self.respond(id, Ask::of(head), 204, JSON, b"", &[]);
-            }
         }
     }
 
@@ -268,6 +197,25 @@ impl Server {
         }
         .to_json()
     }
+}
+
+/// `GET /pub/{channel}`: what the hub knows of one channel. It needs the hub
+/// and nothing else.
+fn channel_info(hub: &Hub, channel: &str) -> Result<Vec<u8>, Reject> {
+    let Some(c) = hub.channel(channel) else {
+        return Err(Reject::new(404, format!("no channel {channel}")));
+    };
+    let mut out = b"{\"channel\":".to_vec();
+    json::push_str(&mut out, channel);
+    out.extend_from_slice(b",\"subscribers\":");
+    json::push_u64(&mut out, c.n_subscribers() as u64);
+    out.extend_from_slice(b",\"messages\":");
+    json::push_u64(&mut out, c.n_messages() as u64);
+    out.extend_from_slice(b",\"last_id\":");
+    let last_id = c.last_seq().map(|seq| hub.id_of(seq));
+    json::push_opt_str(&mut out, last_id.as_deref());
+    out.push(b'}');
+    Ok(out)
 }
 
 /// What the request asked of its response's framing.

@@ -1,0 +1,139 @@
+//! Publishing and deleting: the one path every message takes into the hub,
+//! from `POST /pub` and from Bayeux alike, and the end of a deleted channel.
+//!
+//! A publish has two halves. `publish` hands the message to be *sequenced*
+//! (given its id and its place in the channel's history); `on_sequenced`
+//! then fans it out and answers whoever published it. In memory the hub
+//! sequences at once, so the second half runs straight after the first. This
+//! split is the seam for an engine that sequences elsewhere (Redis, issue 9):
+//! `publish` would send the message there and return, the publisher's
+//! connection waiting like a held long-poll, and `on_sequenced` would run
+//! when the engine's answer arrives on the loop. Nothing else would change:
+//! fan-out, the Bayeux engine and the publisher's reply are already behind it.
+
+use std::rc::Rc;
+
+use log::info;
+
+use super::respond::{Ask, JSON};
+use super::Server;
+use crate::conn_id::ConnId;
+use crate::http::request::RequestHead;
+use crate::http::Reject;
+use crate::json;
+use crate::message::Message;
+
+/// A message on its way into the hub, before it has an id.
+pub(super) struct Draft {
+    pub channel: String,
+    pub data: Box<str>,
+    /// `data` is JSON text; Bayeux subscribers get it as a value.
+    pub data_is_json: bool,
+    pub event: Option<Box<str>>,
+}
+
+/// Who waits for a publish to be sequenced, and how to answer them.
+pub(super) enum Publisher {
+    /// `POST /pub`: answered `201` with the id and the subscriber count the
+    /// channel had when the publish arrived.
+    Http {
+        id: ConnId,
+        ask: Ask,
+        subscribers: usize,
+    },
+    /// A Bayeux publish: the engine has already built its reply, so nobody
+    /// waits for the id.
+    Bayeux,
+}
+
+impl Server {
+    pub(super) fn on_publish(
+        &mut self,
+        id: ConnId,
+        head: &RequestHead,
+        channel: &str,
+        event: Option<String>,
+        body: Vec<u8>,
+    ) {
+        // The token, open-channel and rate rules were decided from the head
+        // (`admit`), before the body was read.
+        let Ok(data) = String::from_utf8(body) else {
+            return self.reject(
+                id,
+                Reject::new(400, "message is not valid UTF-8"),
+                Ask::of(head),
+            );
+        };
+        let data_is_json = crate::bayeux::wire::is_json_text(head.content_type.as_deref(), &data);
+        let publisher = Publisher::Http {
+            id,
+            ask: Ask::of(head),
+            subscribers: self.hub.channel(channel).map_or(0, |c| c.n_subscribers()),
+        };
+        let draft = Draft {
+            channel: channel.to_owned(),
+            data: data.into(),
+            data_is_json,
+            event: event.map(Into::into),
+        };
+        self.publish(draft, publisher);
+    }
+
+    /// The first half of every publish: the message is sequenced by the hub,
+    /// which in memory answers at once (see the module doc for an engine
+    /// that answers later).
+    pub(super) fn publish(&mut self, draft: Draft, publisher: Publisher) {
+        let message = self.hub.publish(
+            &draft.channel,
+            draft.data,
+            draft.data_is_json,
+            draft.event,
+            self.now,
+        );
+        self.schedule_expiry();
+        self.on_sequenced(&message, publisher);
+    }
+
+    /// The second half: the message has its id; every transport's
+    /// subscribers get it, then the publisher is answered.
+    pub(super) fn on_sequenced(&mut self, message: &Rc<Message>, publisher: Publisher) {
+        self.deliver(message);
+        let Publisher::Http {
+            id,
+            ask,
+            subscribers,
+        } = publisher
+        else {
+            return;
+        };
+        let mut out = b"{\"id\":".to_vec();
+        json::push_str(&mut out, &message.id);
+        out.extend_from_slice(b",\"channel\":");
+        json::push_str(&mut out, &message.channel);
+        out.extend_from_slice(b",\"subscribers\":");
+        json::push_u64(&mut out, subscribers as u64);
+        out.push(b'}');
+        self.respond(id, ask, 201, JSON, &out, &[]);
+    }
+
+    pub(super) fn on_delete(&mut self, id: ConnId, head: &RequestHead, channel: &str) {
+        if let Err(reject) = self.check_delete(head) {
+            return self.reject(id, reject, Ask::of(head));
+        }
+        match self.hub.delete(channel, self.now) {
+            None => self.reject(
+                id,
+                Reject::new(404, format!("no channel {channel}")),
+                Ask::of(head),
+            ),
+            Some(deleted) => {
+                info!(
+                    "channel {channel} deleted with {} subscribers",
+                    deleted.n_subscribers()
+                );
+                self.end_subscriptions(deleted);
+                self.respond(id, Ask::of(head), 204, JSON, b"", &[]);
+            }
+        }
+    }
+}
