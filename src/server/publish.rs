@@ -117,7 +117,7 @@ impl Server {
     }
 
     pub(super) fn on_delete(&mut self, id: ConnId, head: &RequestHead, channel: &str) {
-        if let Err(reject) = self.check_delete(head) {
+        if let Err(reject) = self.web.check_delete(head) {
             return self.reject(id, reject, Ask::of(head));
         }
         match self.hub.delete(channel, self.now) {

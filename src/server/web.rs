@@ -1,10 +1,13 @@
 //! The browser-facing side of the server: pages (the embedded demo and
 //! client, or files under `--static`) and the rules for publishing, where
 //! channels under `--open-publish` take anonymous publishes with a small body
-//! limit and a per-address rate limit. The decisions come from `crate::web`;
-//! this file turns them into responses.
+//! limit and a per-address rate limit. `Web` decides, given only the request
+//! head, the client's address and the time; `Server::on_page` and
+//! `Server::admit` are the thin edges that fetch those and write the answer.
 
+use std::borrow::Cow;
 use std::io;
+use std::net::IpAddr;
 use std::time::Instant;
 
 use super::respond::Ask;
@@ -27,6 +30,18 @@ const CLIENT_PATH: &str = "/halley.js";
 pub(super) struct Web {
     static_root: Option<StaticRoot>,
     policy: PublishPolicy,
+    /// `--publish-token`, for publishing and deleting over HTTP.
+    publish_token: Option<String>,
+    /// `--max-body`: the largest body of any request.
+    max_body: usize,
+}
+
+/// A page or file to send: what `on_page` writes with `respond`.
+pub(super) struct Page<'a> {
+    pub status: u16,
+    pub content_type: &'a str,
+    pub body: Cow<'a, [u8]>,
+    pub etag: String,
 }
 
 impl Web {
@@ -42,15 +57,16 @@ impl Web {
         Ok(Web {
             static_root,
             policy,
+            publish_token: config.publish_token.clone(),
+            max_body: config.max_body,
         })
     }
-}
 
-impl Server {
-    pub(super) fn on_page(&mut self, id: ConnId, head: &RequestHead) {
+    /// The page or file a `GET` names: from `--static` when given (the
+    /// client script stays available either way), else the embedded demo.
+    pub fn page(&self, head: &RequestHead) -> Result<Page<'static>, Reject> {
         let if_none_match = head.if_none_match.as_deref();
         let from_disk = self
-            .web
             .static_root
             .as_ref()
             .map(|root| root.resolve(&head.target, if_none_match));
@@ -67,8 +83,12 @@ impl Server {
                         etag: asset.etag().to_owned(),
                     },
                     AssetReply::Full(content_type) => {
-                        let etag = format!("ETag: {}", asset.etag());
-                        return self.send_page(id, head, 200, content_type, asset.body, &etag);
+                        return Ok(Page {
+                            status: 200,
+                            content_type,
+                            body: Cow::Borrowed(asset.body),
+                            etag: asset.etag().to_owned(),
+                        })
                     }
                 },
             },
@@ -79,47 +99,29 @@ impl Server {
                 body,
                 content_type,
                 etag,
-            } => self.send_page(id, head, 200, content_type, &body, &format!("ETag: {etag}")),
-            StaticReply::NotModified { etag } => {
-                self.send_page(id, head, 304, "text/plain", b"", &format!("ETag: {etag}"))
-            }
+            } => Ok(Page {
+                status: 200,
+                content_type,
+                body: Cow::Owned(body),
+                etag,
+            }),
+            StaticReply::NotModified { etag } => Ok(Page {
+                status: 304,
+                content_type: "text/plain",
+                body: Cow::Borrowed(b""),
+                etag,
+            }),
             StaticReply::NotFound => {
                 let path = routes::path(&head.target);
-                self.reject(
-                    id,
-                    Reject::new(404, format!("no route or file for {path}")),
-                    Ask::of(head),
-                )
+                Err(Reject::new(404, format!("no route or file for {path}")))
             }
-            StaticReply::BadRequest(why) => self.reject(
-                id,
-                Reject::new(400, format!("bad path: {why}")),
-                Ask::of(head),
-            ),
+            StaticReply::BadRequest(why) => Err(Reject::new(400, format!("bad path: {why}"))),
         }
     }
 
-    fn send_page(
-        &mut self,
-        id: ConnId,
-        head: &RequestHead,
-        status: u16,
-        content_type: &str,
-        body: &[u8],
-        etag: &str,
-    ) {
-        let extra = [
-            etag,
-            "Cache-Control: no-cache",
-            "X-Content-Type-Options: nosniff",
-        ];
-        self.respond(id, Ask::of(head), status, content_type, body, &extra);
-    }
-
     /// How the request's `Authorization` stands against `--publish-token`.
-    pub(super) fn publish_token(&self, head: &RequestHead) -> Token {
-        let configured = self.config.publish_token.as_deref();
-        Token::from_authorization(configured, head.authorization.as_deref())
+    fn token(&self, head: &RequestHead) -> Token {
+        Token::from_authorization(self.publish_token.as_deref(), head.authorization.as_deref())
     }
 
     /// Decides from a request's head alone what it may send: a publish's
@@ -127,47 +129,27 @@ impl Server {
     /// refused publish costs no more than its head, and a body past its limit
     /// is refused by its `Content-Length`. Returns the body limit (which a
     /// chunked body is held to as it decodes).
-    pub(super) fn admit(&mut self, id: ConnId, head: &RequestHead) -> Result<usize, Reject> {
-        let max_body = self.config.max_body;
+    pub fn admit(
+        &mut self,
+        head: &RequestHead,
+        peer: IpAddr,
+        now: Instant,
+    ) -> Result<usize, Reject> {
         if head.method != Method::Post {
-            return Ok(max_body);
+            return Ok(self.max_body);
         }
         let Ok(Route::Publish { channel, .. }) = routes::route(head) else {
-            return Ok(max_body);
+            return Ok(self.max_body);
         };
-        let limit = self
-            .web
-            .policy
-            .body_limit(&channel, self.publish_token(head), max_body);
+        let token = self.token(head);
+        let limit = self.policy.body_limit(&channel, token, self.max_body);
         let declared = match head.body {
             BodyKind::Length(n) if n > limit as u64 => return Err(too_large(limit)),
             BodyKind::Length(n) => n as usize,
             BodyKind::None | BodyKind::Chunked => 0,
         };
-        self.check_publish(id, head, &channel, declared)?;
-        Ok(limit)
-    }
-
-    /// Whether this publish may go ahead: the token, or on open channels the
-    /// body limit and the sender's rate limit.
-    pub(super) fn check_publish(
-        &mut self,
-        id: ConnId,
-        head: &RequestHead,
-        channel: &str,
-        body_len: usize,
-    ) -> Result<(), Reject> {
-        let token = self.publish_token(head);
-        let peer = self.conns.get(id).and_then(|c| c.socket.peer_addr().ok());
-        let Some(peer) = peer else {
-            return Err(Reject::new(400, "the connection has no peer address"));
-        };
-        match self
-            .web
-            .policy
-            .decide(channel, token, body_len, peer.ip(), self.now)
-        {
-            PublishVerdict::Allow => Ok(()),
+        match self.policy.decide(&channel, token, declared, peer, now) {
+            PublishVerdict::Allow => Ok(limit),
             PublishVerdict::Unauthorized => Err(unauthorized()),
             PublishVerdict::TooLarge { limit } => Err(Reject::new(
                 413,
@@ -182,11 +164,38 @@ impl Server {
     }
 
     /// Deleting has no open rules: with `--publish-token` it needs the token.
-    pub(super) fn check_delete(&self, head: &RequestHead) -> Result<(), Reject> {
-        match self.publish_token(head) {
+    pub fn check_delete(&self, head: &RequestHead) -> Result<(), Reject> {
+        match self.token(head) {
             Token::MissingOrWrong => Err(unauthorized()),
             Token::NotConfigured | Token::Valid => Ok(()),
         }
+    }
+}
+
+impl Server {
+    pub(super) fn on_page(&mut self, id: ConnId, head: &RequestHead) {
+        match self.web.page(head) {
+            Ok(page) => {
+                let etag = format!("ETag: {}", page.etag);
+                let extra = [
+                    etag.as_str(),
+                    "Cache-Control: no-cache",
+                    "X-Content-Type-Options: nosniff",
+                ];
+                let ask = Ask::of(head);
+                self.respond(id, ask, page.status, page.content_type, &page.body, &extra);
+            }
+            Err(reject) => self.reject(id, reject, Ask::of(head)),
+        }
+    }
+
+    /// `Web::admit` for connection `id`, whose address the rate limit needs.
+    pub(super) fn admit(&mut self, id: ConnId, head: &RequestHead) -> Result<usize, Reject> {
+        let peer = self.conns.get(id).and_then(|c| c.socket.peer_addr().ok());
+        let Some(peer) = peer else {
+            return Err(Reject::new(400, "the connection has no peer address"));
+        };
+        self.web.admit(head, peer.ip(), self.now)
     }
 }
 
