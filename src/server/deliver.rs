@@ -7,7 +7,7 @@ use std::ops::Range;
 use std::rc::Rc;
 
 use super::conn::{SendError, State};
-use super::respond::{after_response, note_send_error, Ask};
+use super::respond::{note_send_error, Ask};
 use super::Server;
 use crate::conn_id::ConnId;
 use crate::cursor::Cursor;
@@ -210,50 +210,49 @@ impl Server {
         if channel.polls.is_empty() {
             return;
         }
+        // Every parked poll is answered and leaves the channel. The list is
+        // swapped for the empty spare (no allocation either way), which also
+        // ends the borrow of the hub, so each answer can use the server's
+        // own response path.
+        std::mem::swap(&mut channel.polls, &mut self.spare_polls);
         let body = message.poll_body();
-        for id in channel.polls.drain() {
-            let Some(conn) = self.conns.get(id) else {
-                continue;
-            };
-            let State::Polling { keep_alive, .. } = *conn.state() else {
-                continue;
-            };
-            // The hub has already forgotten this poller; its state must too.
-            conn.unpark();
-            let keep_alive = keep_alive && !self.shutting_down;
-            self.scratch.clear();
-            response::ResponseHead {
-                status: 200,
-                content_type: Some("application/json"),
-                framing: Framing::Length(body.len()),
-                keep_alive,
-                cors_origin: &self.config.cors_origin,
-                date: Some(self.date.as_str()),
-                extra: &["Cache-Control: no-cache"],
-            }
-            .write(&mut self.scratch);
-            match conn
-                .send_head_and_shared(&self.scratch, body)
-                .map_err(SendError::Io)
-            {
-                Ok(()) => {
-                    self.counters.delivered += 1;
-                    after_response(
-                        conn,
-                        id,
-                        keep_alive,
-                        self.now,
-                        &self.config,
-                        &mut self.deadlines,
-                    );
-                    self.conns.resume_later(id);
-                }
-                Err(e) => {
-                    note_send_error(&mut self.counters, id, &e);
-                    self.conns.close(id);
-                }
-            }
+        let mut polls = std::mem::take(&mut self.spare_polls);
+        for id in polls.drain() {
+            self.answer_poll(id, body);
         }
+        self.spare_polls = polls;
+    }
+
+    /// Answers a parked long-poll with a message's shared body.
+    fn answer_poll(&mut self, id: ConnId, body: &Rc<[u8]>) {
+        let Some(conn) = self.conns.get(id) else {
+            return;
+        };
+        let State::Polling { keep_alive, .. } = *conn.state() else {
+            return;
+        };
+        // The hub has already forgotten this poller; its state must too.
+        conn.unpark();
+        let keep_alive = keep_alive && !self.shutting_down;
+        self.scratch.clear();
+        response::ResponseHead {
+            status: 200,
+            content_type: Some("application/json"),
+            framing: Framing::Length(body.len()),
+            keep_alive,
+            cors_origin: &self.config.cors_origin,
+            date: Some(self.date.as_str()),
+            extra: &["Cache-Control: no-cache"],
+        }
+        .write(&mut self.scratch);
+        if let Err(e) = conn.send_head_and_shared(&self.scratch, body) {
+            note_send_error(&mut self.counters, id, &SendError::Io(e));
+            self.close(id);
+            return;
+        }
+        self.counters.delivered += 1;
+        self.finish_response(id, keep_alive);
+        self.conns.resume_later(id);
     }
 
     /// A deleted channel's subscribers: streams get a `deleted` event and their

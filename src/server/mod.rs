@@ -1,12 +1,16 @@
 //! The event loop: the only code that touches `mio::Poll` and sockets. It owns
-//! the listener, the connections (in a slab, named by generational `ConnId`s),
-//! the hub and the deadline queue, and runs the loop in `Server::run`.
+//! the listener, the connection table (`conns`), the hub, the Bayeux engine
+//! and the deadline queue, and runs the loop's phases in `Server::run`: poll,
+//! read the clock, dispatch, flush Bayeux replies, fire deadlines, resume,
+//! reap (see `docs/architecture.md` for the picture and the order's reasons).
 //!
 //! The rest of the server is split by event: `accept` (new connections),
-//! `read` (the request state machine), `respond` (turning routes into
-//! replies), `deliver` (fan-out and parking), `timers` (deadlines and
-//! shutdown), `web` (pages and the publishing rules for browsers) and
-//! `bayeux` (the `/bayeux` endpoint around the Bayeux engine).
+//! `read` (the request side of a connection), `respond` (routes into
+//! replies), `web` (pages, and publishes decided from their head), `publish`
+//! (the one path into the hub), `deliver` (subscribing and fan-out),
+//! `bayeux` (the `/bayeux` endpoint around the engine) and `timers`
+//! (deadlines and shutdown). `conn` is one connection, its states and every
+//! transition between them; `conns` is the table that holds them.
 
 mod accept;
 mod bayeux;
@@ -27,6 +31,7 @@ use log::info;
 use mio::event::Event;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
 
 use crate::bayeux::Engine;
 use crate::config::Config;
@@ -59,6 +64,9 @@ pub struct Server {
     local_addr: SocketAddr,
     signals: Option<SignalPipe>,
     conns: Conns,
+    /// An empty list of long-polls, swapped with a channel's during fan-out
+    /// (`deliver`), so answering them allocates nothing.
+    spare_polls: Slab<ConnId>,
     hub: Hub,
     /// Bayeux sessions; it names connections by `bayeux::engine_conn(id)`.
     bayeux: Engine,
@@ -102,6 +110,7 @@ impl Server {
             listener: Some(listener),
             signals: None,
             conns: Conns::default(),
+            spare_polls: Slab::new(),
             hub: Hub::new(cursor::new_epoch(), limits),
             bayeux: bayeux::new_engine(&config)?,
             deadlines: Deadlines::new(now),

@@ -11,7 +11,6 @@ use log::{debug, info};
 use super::conn::{Conn, SendError, State};
 use super::Server;
 use crate::conn_id::ConnId;
-use crate::deadline::Deadlines;
 use crate::http::request::{Method, RequestHead};
 use crate::http::response::{self, Framing};
 use crate::http::Reject;
@@ -154,18 +153,23 @@ impl Server {
         }
     }
 
+    /// After a response: back to reading the next request (which may already
+    /// be buffered), or closing. A response the socket did not take whole is
+    /// governed by the send timeout until it drains (`Server::on_drained` then
+    /// starts the state's own clock): neither the idle timeout nor the linger
+    /// may cut a response short.
     pub(super) fn finish_response(&mut self, id: ConnId, keep_alive: bool) {
         let Some(conn) = self.conns.get(id) else {
             return;
         };
-        after_response(
-            conn,
-            id,
-            keep_alive,
-            self.now,
-            &self.config,
-            &mut self.deadlines,
-        );
+        conn.response_sent(keep_alive);
+        let at = if conn.out.is_empty() {
+            drained_deadline(conn, self.now, &self.config)
+        } else {
+            conn.out.note_progress(self.now);
+            self.now + self.config.send_timeout
+        };
+        self.deadlines.set_conn(&mut conn.deadline, id, at);
     }
 
     fn stats_json(&self) -> Vec<u8> {
@@ -240,31 +244,6 @@ impl Ask {
             head_only: head.method == Method::Head,
         }
     }
-}
-
-/// After a response: back to reading the next request (which may already be
-/// buffered), or closing. Works on one connection's fields so the fan-out can
-/// call it while it holds the hub.
-///
-/// A response the socket did not take whole is governed by the send timeout
-/// until it drains (`Server::on_drained` then starts the state's own clock):
-/// neither the idle timeout nor the linger may cut a response short.
-pub(super) fn after_response(
-    conn: &mut Conn,
-    id: ConnId,
-    keep_alive: bool,
-    now: std::time::Instant,
-    config: &crate::config::Config,
-    deadlines: &mut Deadlines,
-) {
-    conn.response_sent(keep_alive);
-    let at = if conn.out.is_empty() {
-        drained_deadline(conn, now, config)
-    } else {
-        conn.out.note_progress(now);
-        now + config.send_timeout
-    };
-    deadlines.set_conn(&mut conn.deadline, id, at);
 }
 
 /// The deadline of a connection whose output has just gone out (or never
