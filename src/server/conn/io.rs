@@ -40,11 +40,7 @@ impl Conn {
     /// the socket does not take is copied into the queue.
     pub fn send_head_and_body(&mut self, head: &[u8], body: &[u8]) -> io::Result<()> {
         let written = self.write_now(&[head, body])?;
-        if written < head.len() {
-            self.out
-                .push(Chunk::Owned(head[written..].to_vec()), Debt::Owed);
-        }
-        let body_written = written.saturating_sub(head.len());
+        let body_written = self.queue_head_rest(head, written);
         if body_written < body.len() {
             self.out
                 .push(Chunk::Owned(body[body_written..].to_vec()), Debt::Owed);
@@ -55,16 +51,22 @@ impl Conn {
     /// Sends an owned response head and a shared body in one `writev`.
     pub fn send_head_and_shared(&mut self, head: &[u8], body: &Rc<[u8]>) -> io::Result<()> {
         let written = self.write_now(&[head, body])?;
-        if written < head.len() {
-            self.out
-                .push(Chunk::Owned(head[written..].to_vec()), Debt::Owed);
-        }
-        let body_written = written.saturating_sub(head.len());
+        let body_written = self.queue_head_rest(head, written);
         if body_written < body.len() {
             let rest = Chunk::Shared(body.clone(), body_written..body.len());
             self.out.push(rest, Debt::Owed);
         }
         Ok(())
+    }
+
+    /// After a write of a head and a body that took `written` bytes: queues
+    /// what is left of the head, and returns how much of the body went out.
+    fn queue_head_rest(&mut self, head: &[u8], written: usize) -> usize {
+        if written < head.len() {
+            self.out
+                .push(Chunk::Owned(head[written..].to_vec()), Debt::Owed);
+        }
+        written.saturating_sub(head.len())
     }
 
     /// Queues owed bytes without writing; `flush` sends a batch of them in
