@@ -1,9 +1,13 @@
-//! The request side of a connection: reading bytes, parsing heads, reading
-//! bodies, and handing complete requests to `respond`. A transition runs the
-//! next state at once, since the bytes it needs may already be buffered
-//! (pipelining), and reading goes on until the socket would block, as
-//! edge-triggered readiness requires, or until the connection's turn is spent
-//! (`Turn`), when it waits on the ready list for its next one.
+//! The request side of a connection: `drive` runs its state machine, reading
+//! bytes, parsing heads, reading bodies and handing complete requests to
+//! `respond`. Moving to the next state runs it at once, since the bytes it
+//! needs may already be buffered (pipelining), and reading goes on until the
+//! socket would block, as edge-triggered readiness requires, or until the
+//! connection's turn is spent (`Turn`), when it waits on the ready list for
+//! its next one. The states themselves, and the moves between them, belong to
+//! `conn`; this file asks for them by name (`start_body`, `finish_body`,
+//! `start_head`, `read_closed`). Writable events also land here, to flush
+//! queued output and hand a drained connection its state's own deadline.
 
 use log::debug;
 
