@@ -59,18 +59,26 @@ impl OutQueue {
         self.pending.as_ref().map_or(0, |p| p.queued - p.owed)
     }
 
-    /// When the queue last moved: a write took bytes from it, or the server
-    /// started the send timeout's clock (`note_progress`). `None` while
-    /// nothing is queued or the clock was never started. The send timeout
-    /// counts from here, so a slow reader that keeps reading is never cut.
-    pub fn last_progress(&self) -> Option<Instant> {
-        self.pending.as_ref().and_then(|p| p.progress_at)
+    /// When the output last moved, and how many bytes the kernel then still
+    /// held unsent in the socket: a write took bytes from the queue, the
+    /// client read some of what the kernel held, or the server started the
+    /// send timeout's clock (`note_progress`). `None` while nothing is
+    /// queued or the clock was never started. The send timeout counts from
+    /// here, so a slow reader that keeps reading is never cut, even while its
+    /// kernel buffer (megabytes, once autotuned) takes longer than the
+    /// timeout to drain between two writes.
+    pub fn last_progress(&self) -> Option<(Instant, usize)> {
+        self.pending
+            .as_ref()
+            .and_then(|p| p.progress_at.map(|at| (at, p.kernel_unsent)))
     }
 
-    /// Records that the queue moved at `now`; nothing when it is empty.
-    pub fn note_progress(&mut self, now: Instant) {
+    /// Records that the output moved at `now`, with `kernel_unsent` bytes
+    /// still in the socket; nothing when the queue is empty.
+    pub fn note_progress(&mut self, now: Instant, kernel_unsent: usize) {
         if let Some(p) = &mut self.pending {
             p.progress_at = Some(now);
+            p.kernel_unsent = kernel_unsent;
         }
     }
 
@@ -107,6 +115,8 @@ struct Pending {
     /// See `OutQueue::last_progress`. It lives here, not in the connection,
     /// because only a connection with output queued needs it.
     progress_at: Option<Instant>,
+    /// The socket's unsent bytes at `progress_at` (see `last_progress`).
+    kernel_unsent: usize,
 }
 
 /// How many chunks one `writev` takes at most.
@@ -220,12 +230,12 @@ mod tests {
     fn progress_is_kept_only_while_bytes_are_queued() {
         let t0 = Instant::now();
         let mut q = OutQueue::default();
-        q.note_progress(t0);
+        q.note_progress(t0, 0);
         assert_eq!(q.last_progress(), None);
         q.push(Chunk::Static(b"abc"), Debt::Owed);
         assert_eq!(q.last_progress(), None);
-        q.note_progress(t0);
-        assert_eq!(q.last_progress(), Some(t0));
+        q.note_progress(t0, 0);
+        assert_eq!(q.last_progress(), Some((t0, 0)));
         let mut w = Trickle {
             out: Vec::new(),
             limit: 8,

@@ -179,3 +179,39 @@ fn a_reader_that_stops_reading_is_closed_after_the_send_timeout() {
         "got all {len} bytes from a reader that was closed"
     );
 }
+
+/// A reader slower than the kernel's socket buffer drains: between two of
+/// the server's writes the client spends longer than the send timeout
+/// reading what the kernel already holds (megabytes, once autotuned), and
+/// that reading is progress too. It gets every byte.
+#[test]
+fn a_reader_that_keeps_reading_is_not_cut_while_the_kernel_buffer_drains() {
+    let addr = start(Config {
+        send_timeout: Duration::from_millis(500),
+        ..big_config()
+    });
+    let ch = channel("trickle");
+    let data = vec![b'x'; MESSAGE_BYTES];
+    for _ in 0..2 {
+        assert_eq!(
+            call(addr, "POST", &format!("/pub/{ch}"), &[], &data).status,
+            201
+        );
+    }
+    let mut client = Client::connect(addr);
+    let path = format!("/sub/{ch}?transport=longpoll&since=earliest");
+    client.request("GET", &path, &[], b"");
+    let head = client.read_head();
+    assert_eq!(head.status, 200, "{head:?}");
+    let len: usize = head.header("content-length").unwrap().parse().unwrap();
+    // About 1.3 MB/s: the client's behaviour under test, not synchronisation.
+    let mut body = Vec::with_capacity(len);
+    while body.len() < len {
+        let step = (len - body.len()).min(64 * 1024);
+        body.extend(client.read_bytes(step));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let value: serde_json::Value = serde_json::from_slice(&body).expect("the answer is whole JSON");
+    assert_eq!(value["messages"].as_array().map(Vec::len), Some(2));
+    assert_eq!(stats_value(addr)["send_timeouts"].as_u64(), Some(0));
+}

@@ -83,7 +83,8 @@ impl Server {
             Ok(_) if conn.out.is_empty() => self.on_drained(id, was_over),
             Ok(_) => {
                 // The send timeout counts from here again.
-                conn.out.note_progress(self.now);
+                let unsent = conn.kernel_unsent();
+                conn.out.note_progress(self.now, unsent);
                 // A pipelining client whose answers piled up past the limit
                 // is read again once they are back under it.
                 let under = was_over && conn.out.queued() <= max_queued;

@@ -166,7 +166,8 @@ impl Server {
         let at = if conn.out.is_empty() {
             drained_deadline(conn, self.now, &self.config)
         } else {
-            conn.out.note_progress(self.now);
+            let unsent = conn.kernel_unsent();
+            conn.out.note_progress(self.now, unsent);
             self.now + self.config.send_timeout
         };
         self.deadlines.set_conn(&mut conn.deadline, id, at);

@@ -123,13 +123,21 @@ impl Server {
     fn on_send_deadline(&mut self, id: ConnId) {
         let send_timeout = self.config.send_timeout;
         let conn = self.conns.get(id).expect("sending connection is open");
-        let Some(since) = conn.out.last_progress() else {
+        let Some((since, unsent_then)) = conn.out.last_progress() else {
             // Queued outside a response (never the case today): start the clock.
-            conn.out.note_progress(self.now);
+            let unsent = conn.kernel_unsent();
+            conn.out.note_progress(self.now, unsent);
             return self.set_deadline(id, self.now + send_timeout);
         };
         if since + send_timeout > self.now {
             return self.set_deadline(id, since + send_timeout);
+        }
+        // No write for a whole timeout, but the client may still be reading
+        // what the kernel holds for it: that is progress too.
+        let unsent = conn.kernel_unsent();
+        if unsent < unsent_then {
+            conn.out.note_progress(self.now, unsent);
+            return self.set_deadline(id, self.now + send_timeout);
         }
         self.counters.send_timeouts += 1;
         info!(

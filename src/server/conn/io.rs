@@ -107,6 +107,20 @@ impl Conn {
         self.check_live(max_queued)
     }
 
+    /// Bytes written to the socket that the kernel has not yet seen the
+    /// client acknowledge (SIOCOUTQ); it shrinks as the client reads. One
+    /// ioctl, made only for connections whose output is backed up.
+    pub fn kernel_unsent(&self) -> usize {
+        let mut n: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ (SIOCOUTQ) on a TCP socket we own writes one int
+        // through the pointer, which points at `n`.
+        let rc = unsafe { libc::ioctl(self.socket.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+        match rc {
+            0 => n.max(0) as usize,
+            _ => 0,
+        }
+    }
+
     /// Writes queued output; called when the socket becomes writable.
     /// Returns how many bytes left the queue.
     pub fn flush(&mut self) -> io::Result<usize> {
