@@ -215,3 +215,26 @@ fn a_reader_that_keeps_reading_is_not_cut_while_the_kernel_buffer_drains() {
     assert_eq!(value["messages"].as_array().map(Vec::len), Some(2));
     assert_eq!(stats_value(addr)["send_timeouts"].as_u64(), Some(0));
 }
+
+/// A stream subscriber that stops reading while it is still under
+/// `--max-queued-bytes` is closed by the send timeout, checked at its
+/// heartbeat: its heartbeats alone would never bring it to the limit.
+#[test]
+fn a_stream_subscriber_that_stops_reading_is_closed_after_the_send_timeout() {
+    let addr = start(Config {
+        max_queued_bytes: 256 * 1024 * 1024,
+        send_timeout: Duration::from_millis(300),
+        heartbeat: Duration::from_millis(100),
+        ..big_config()
+    });
+    let ch = channel("stalled-sse");
+    let sub = Sub::sse(addr, &ch, "", &[]);
+    wait_subscribers(addr, &ch, 1);
+    // Far more than the kernel's buffers hold on loopback, so output queues.
+    publish_big(addr, &ch);
+    wait_until("the send timeout closes the stalled stream", || {
+        stats_value(addr)["send_timeouts"].as_u64() == Some(1)
+    });
+    assert_eq!(stats_value(addr)["slow_consumer_closes"].as_u64(), Some(0));
+    drop(sub);
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use log::{debug, info};
 
-use super::conn::State;
+use super::conn::{SendProgress, State};
 use super::respond::{note_send_error, Ask};
 use super::Server;
 use crate::conn_id::ConnId;
@@ -102,6 +102,14 @@ impl Server {
                 } else {
                     beat
                 };
+                // A subscriber that stopped reading short of
+                // --max-queued-bytes is caught here, at its heartbeat.
+                if !conn.out.is_empty() {
+                    let timeout = self.config.send_timeout;
+                    if let SendProgress::Stalled = conn.send_progress(self.now, timeout) {
+                        return self.on_send_timeout(id);
+                    }
+                }
                 let max_queued = self.config.max_queued_bytes;
                 if let Err(e) = conn.send_live_static(beat, max_queued) {
                     note_send_error(&mut self.counters, id, &e);
@@ -123,27 +131,23 @@ impl Server {
     fn on_send_deadline(&mut self, id: ConnId) {
         let send_timeout = self.config.send_timeout;
         let conn = self.conns.get(id).expect("sending connection is open");
-        let Some((since, unsent_then)) = conn.out.last_progress() else {
-            // Queued outside a response (never the case today): start the clock.
-            let unsent = conn.kernel_unsent();
-            conn.out.note_progress(self.now, unsent);
-            return self.set_deadline(id, self.now + send_timeout);
-        };
-        if since + send_timeout > self.now {
-            return self.set_deadline(id, since + send_timeout);
+        match conn.send_progress(self.now, send_timeout) {
+            SendProgress::Moving { check_at } => self.set_deadline(id, check_at),
+            SendProgress::Stalled => self.on_send_timeout(id),
         }
-        // No write for a whole timeout, but the client may still be reading
-        // what the kernel holds for it: that is progress too.
-        let unsent = conn.kernel_unsent();
-        if unsent < unsent_then {
-            conn.out.note_progress(self.now, unsent);
-            return self.set_deadline(id, self.now + send_timeout);
-        }
+    }
+
+    /// Queued output has not moved for `--send-timeout`: the client has
+    /// stopped reading, and the connection closes.
+    fn on_send_timeout(&mut self, id: ConnId) {
         self.counters.send_timeouts += 1;
-        info!(
-            "{id:?}: send timeout: {} bytes queued and none taken for {send_timeout:?}",
-            conn.out.queued()
-        );
+        if let Some(conn) = self.conns.get(id) {
+            info!(
+                "{id:?}: send timeout: {} bytes queued and none taken for {:?}",
+                conn.out.queued(),
+                self.config.send_timeout
+            );
+        }
         self.close(id);
     }
 

@@ -5,6 +5,7 @@
 use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use super::Conn;
 use crate::outq::{Chunk, Debt};
@@ -15,6 +16,14 @@ pub enum SendError {
     Io(io::Error),
     /// Live output queued past `--max-queued-bytes`.
     TooSlow,
+}
+
+/// What `send_progress` found.
+pub enum SendProgress {
+    /// The output moves; look again at `check_at`.
+    Moving { check_at: Instant },
+    /// Nothing has moved for a whole send timeout.
+    Stalled,
 }
 
 /// What a read attempt found.
@@ -119,6 +128,34 @@ impl Conn {
             0 => n.max(0) as usize,
             _ => 0,
         }
+    }
+
+    /// Whether queued output has moved within `timeout` of `now`: a write
+    /// took bytes from the queue, or the client read some of what the kernel
+    /// holds for it. The first ask starts the clock.
+    pub fn send_progress(&mut self, now: Instant, timeout: Duration) -> SendProgress {
+        let Some((since, unsent_then)) = self.out.last_progress() else {
+            let unsent = self.kernel_unsent();
+            self.out.note_progress(now, unsent);
+            return SendProgress::Moving {
+                check_at: now + timeout,
+            };
+        };
+        if since + timeout > now {
+            return SendProgress::Moving {
+                check_at: since + timeout,
+            };
+        }
+        // No write for a whole timeout, but the client may still be reading
+        // what the kernel holds for it: that is progress too.
+        let unsent = self.kernel_unsent();
+        if unsent < unsent_then {
+            self.out.note_progress(now, unsent);
+            return SendProgress::Moving {
+                check_at: now + timeout,
+            };
+        }
+        SendProgress::Stalled
     }
 
     /// Writes queued output; called when the socket becomes writable.

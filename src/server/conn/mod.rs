@@ -31,7 +31,7 @@ use crate::http::request::RequestHead;
 use crate::hub::Kind;
 use crate::outq::OutQueue;
 
-pub use io::{BufPool, Input, SendError};
+pub use io::{BufPool, Input, SendError, SendProgress};
 
 pub enum State {
     /// Waiting for a request head. `started` once its first byte has arrived
