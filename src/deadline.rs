@@ -11,8 +11,9 @@
 //!   the queued entry comes up early, finds the real deadline later and
 //!   queues itself again, once, at it. Moving it earlier pushes a new entry
 //!   and keeps the old one as a spare, which the new one hands over to when
-//!   it comes up early. So a connection has one entry, two for a while after
-//!   its deadline moved earlier (a kept-alive connection starting a request).
+//!   it comes up early. So a connection has one live entry and at most one
+//!   spare; a deadline moved earlier twice before its entry comes up leaves
+//!   one more, stale, which is dropped when it comes up.
 //! - A channel name: one entry while its buffer holds messages, set again
 //!   when it fires for the channel's next expiry. A channel deleted and
 //!   opened again adopts the entry its name already has (see `hub::Hub`).
@@ -243,8 +244,9 @@ impl Tick {
 /// old one is kept as the spare: when the live entry then comes up early (the
 /// connection moved its deadline later again, as a kept-alive connection
 /// does with each request), it hands over to the spare instead of pushing a
-/// third. So a connection has one entry, two while a deadline moved earlier
-/// waits; an entry neither live nor spare is dropped when it comes up.
+/// third. So a connection has one live entry and at most one spare; an entry
+/// neither live nor spare (left when the deadline moved earlier twice before
+/// the live one came up) is stale and dropped when it comes up.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConnDeadline {
     /// When the live entry comes up; `None`: there is no deadline.
