@@ -510,9 +510,10 @@ pub(super) struct Request {
     pub hold: Option<PendingHold>,
     pub publishes: Vec<Publish>,
     pub resumes: Vec<Resume>,
-    /// Where each (session, hub channel) of `resumes` is, so a second resume
-    /// of it replaces the first instead of replaying twice.
-    pub resume_index: HashMap<(Rc<str>, String), usize>,
+    /// Where in `resumes` each hub channel's resumes are (one per session),
+    /// so a second resume of a session's channel replaces the first instead
+    /// of replaying twice, and is found without allocating.
+    pub resume_index: HashMap<String, Vec<usize>>,
     pub released: Vec<Response>,
 }
 

@@ -2,7 +2,6 @@
 //! publishing. Each one checks the message, changes the engine's state and
 //! pushes its reply onto the request; an `Err` becomes an error reply.
 
-use std::collections::hash_map::Entry;
 use std::collections::HashSet;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -182,11 +181,11 @@ impl Engine {
             return Err(self.too_many_subscriptions(arg));
         }
         // `since` only on exact channels (checked), so every pattern resumes.
-        let resumes: Vec<String> = match since {
+        let resumes: Vec<&str> = match since {
             Some(_) => patterns
                 .iter()
                 .filter_map(Pattern::exact)
-                .map(|name| channel::to_hub(name).expect("checked").to_string())
+                .map(|name| channel::to_hub(name).expect("checked"))
                 .collect(),
             None => Vec::new(),
         };
@@ -332,17 +331,13 @@ impl Engine {
 /// The first of `channels` (hub names a subscribe of session `id` resumes)
 /// that would take the request past `MAX_RESUMES_PER_REQUEST`, or `None` when
 /// they all fit. A channel the request already resumes for this session, or
-/// one named twice, takes no more room.
-fn first_resume_past_bound<'a>(
-    req: &Request,
-    id: &Rc<str>,
-    channels: &'a [String],
-) -> Option<&'a str> {
+/// one named twice, takes no more room. Nothing is allocated per channel, so
+/// a refused message costs no more than its parsing.
+fn first_resume_past_bound<'a>(req: &Request, id: &str, channels: &[&'a str]) -> Option<&'a str> {
     let mut n = req.resumes.len();
     let mut seen = HashSet::new();
-    for hub in channels {
-        let key = (id.clone(), hub.clone());
-        if req.resume_index.contains_key(&key) || !seen.insert(hub.as_str()) {
+    for &hub in channels {
+        if resume_at(req, id, hub).is_some() || !seen.insert(hub) {
             continue;
         }
         n += 1;
@@ -353,21 +348,29 @@ fn first_resume_past_bound<'a>(
     None
 }
 
+/// Where in `req.resumes` session `id`'s resume of `channel` is, if any.
+fn resume_at(req: &Request, id: &str, channel: &str) -> Option<usize> {
+    let at = req.resume_index.get(channel)?;
+    at.iter().copied().find(|&i| req.resumes[i].client_id == id)
+}
+
 /// Adds a resume to the request, or moves an earlier one of the same session
 /// and channel to the later cursor: the client asked last for that one, and
 /// one replay delivers each message once.
-fn queue_resume(req: &mut Request, id: &Rc<str>, channel: String, since: &Since) {
-    match req.resume_index.entry((id.clone(), channel)) {
-        Entry::Occupied(at) => req.resumes[*at.get()].since = since.clone(),
-        Entry::Vacant(slot) => {
-            req.resumes.push(Resume {
-                client_id: id.to_string(),
-                channel: slot.key().1.clone(),
-                since: since.clone(),
-            });
-            slot.insert(req.resumes.len() - 1);
-        }
+fn queue_resume(req: &mut Request, id: &str, channel: &str, since: &Since) {
+    if let Some(i) = resume_at(req, id, channel) {
+        req.resumes[i].since = since.clone();
+        return;
     }
+    req.resume_index
+        .entry(channel.to_string())
+        .or_default()
+        .push(req.resumes.len());
+    req.resumes.push(Resume {
+        client_id: id.to_string(),
+        channel: channel.to_string(),
+        since: since.clone(),
+    });
 }
 
 /// Parses and checks every channel a (un)subscribe names.
