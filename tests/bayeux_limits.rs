@@ -325,9 +325,12 @@ fn one_request_replays_each_channel_once_and_a_bounded_number_of_channels() {
     assert_eq!(get(addr, "/healthz").status, 200);
 }
 
-/// Resumes of a session that an earlier resume of the same request ended
-/// (its queue overflowed) read no history: `replayed` counts only what the
-/// first resume queued before the overflow.
+/// A history larger than the session's queue still ends the session (the
+/// client learns it lost messages from the `402`), now that the server reads
+/// only as much history as the queue could take: the resumes after the
+/// overflow queue nothing and `replayed` counts only what fitted. (That they
+/// also read and encode nothing is shown by the engine's unit test
+/// `replay_stops_at_the_overflow_and_does_nothing_for_a_gone_session`.)
 #[test]
 fn resumes_after_the_session_overflowed_replay_nothing() {
     let addr = start(common::Config {
