@@ -137,6 +137,8 @@ impl Snapshot<'_> {
             "subscriptions_refused",
             b.stats.subscriptions_refused,
         );
+        field(&mut out, "resumes_refused", b.stats.resumes_refused);
+        field(&mut out, "replayed", b.stats.replayed);
         out.pop();
         out.extend_from_slice(b"},");
         field(&mut out, "rss_bytes", self.rss_bytes);

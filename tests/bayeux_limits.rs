@@ -2,7 +2,8 @@
 //! do, over raw sockets against a real server on `127.0.0.1:0`: channels per
 //! subscribe and per session, handshakes per request and sessions per
 //! address, each refused in Bayeux form inside HTTP 200 and counted in
-//! `/stats`. Also the HTTP edges of the endpoint (`HEAD`, a `GET` without
+//! `/stats`, and the replay work one request can ask for with resumed
+//! subscriptions. Also the HTTP edges of the endpoint (`HEAD`, a `GET` without
 //! `jsonp=`), published data keeping its key order, and the `Bearer` scheme
 //! matched case-insensitively. Nothing sleeps to synchronise.
 
@@ -17,6 +18,7 @@ use serde_json::{json, Value};
 const MAX_SUBSCRIPTIONS_PER_SESSION: usize = 1_000;
 const MAX_HANDSHAKES_PER_REQUEST: usize = 4;
 const MAX_SESSIONS_PER_ADDR: usize = 1_000;
+const MAX_RESUMES_PER_REQUEST: usize = 32;
 
 fn body_json(r: &Response) -> Value {
     serde_json::from_str(r.text()).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
@@ -236,4 +238,117 @@ fn the_bearer_scheme_is_case_insensitive() {
         let r = call(addr, "POST", "/pub/news", &[&auth], b"x");
         assert_eq!(r.status, want, "{value}: {}", r.text());
     }
+}
+
+/// Publishes `n` messages on each of `channels` (Bayeux names) over one
+/// keep-alive connection, so each channel has `n` of history.
+fn fill_history(addr: SocketAddr, channels: &[String], n: usize) {
+    let mut c = Client::connect(addr);
+    for ch in channels {
+        for i in 0..n {
+            c.request(
+                "POST",
+                &format!("/pub{ch}"),
+                &[],
+                format!("{ch}#{i}").as_bytes(),
+            );
+            assert_eq!(c.read_response().status, 201);
+        }
+    }
+}
+
+fn resume_all(cid: &str, subs: &[String]) -> Value {
+    json!({"channel": "/meta/subscribe", "clientId": cid, "subscription": subs,
+           "ext": {"halley": {"since": "earliest"}}})
+}
+
+/// The reviewer's attack: one request of many subscribes, each resuming the
+/// same channels from the earliest message. Each channel's history is
+/// replayed once, so the session stays within its queue (before, every
+/// message replayed it again, the queue overflowed and the session ended,
+/// so the attack could be repeated for ever); what goes past
+/// `MAX_RESUMES_PER_REQUEST` distinct channels is refused and counted.
+#[test]
+fn one_request_replays_each_channel_once_and_a_bounded_number_of_channels() {
+    let addr = start(config());
+    let history = 20;
+    let resumed = channels("h", MAX_RESUMES_PER_REQUEST);
+    fill_history(addr, &resumed, history);
+    let mut c = Client::connect(addr);
+    let cid = handshake(&mut c);
+
+    // 200 messages x 32 channels x 20 messages would be 128,000 replayed.
+    let repeats = 200;
+    let attack = Value::Array(vec![resume_all(&cid, &resumed); repeats]);
+    let r = bayeux(&mut c, &attack);
+    assert_eq!(r.len(), repeats);
+    assert!(r.iter().all(|m| m["successful"] == true), "{}", r[0]);
+    let s = bayeux_stats(addr);
+    assert_eq!(s["slow_sessions"], 0, "the session overflowed: {s}");
+    assert_eq!(s["replayed"], MAX_RESUMES_PER_REQUEST * history, "{s}");
+
+    // The session holds each channel's history once, in order.
+    let connect = json!([{"channel": "/meta/connect", "clientId": cid,
+                          "connectionType": "long-polling", "advice": {"timeout": 0}}]);
+    let r = bayeux(&mut c, &connect);
+    let got: Vec<&str> = r.iter().filter_map(|m| m["data"].as_str()).collect();
+    let want: Vec<String> = resumed
+        .iter()
+        .flat_map(|ch| (0..history).map(move |i| format!("{ch}#{i}")))
+        .collect();
+    assert_eq!(got, want);
+
+    // One channel more than the bound, in a later message of one request:
+    // that message is refused whole, naming the channel past the bound.
+    let mut more = channels("m", MAX_RESUMES_PER_REQUEST + 1);
+    fill_history(addr, &more[MAX_RESUMES_PER_REQUEST..], history);
+    let last = more.split_off(MAX_RESUMES_PER_REQUEST / 2);
+    let batch = json!([
+        resume_all(&cid, &more),
+        resume_all(&cid, &last),
+        resume_all(&cid, &more)
+    ]);
+    let r = bayeux(&mut c, &batch);
+    assert_eq!(r[0]["successful"], true, "{}", r[0]);
+    assert_eq!(r[1]["successful"], false, "{}", r[1]);
+    assert_eq!(
+        r[1]["error"],
+        format!("403:/m/{MAX_RESUMES_PER_REQUEST}:too_many_resumes")
+    );
+    // Already resumed in this request: no room taken, accepted.
+    assert_eq!(r[2]["successful"], true, "{}", r[2]);
+    let s = bayeux_stats(addr);
+    assert_eq!(s["resumes_refused"], 1, "{s}");
+    assert_eq!(s["slow_sessions"], 0, "{s}");
+    // The /m channels had no history but the last, which was refused.
+    assert_eq!(s["replayed"], MAX_RESUMES_PER_REQUEST * history, "{s}");
+    assert_eq!(get(addr, "/healthz").status, 200);
+}
+
+/// A history larger than the session's queue still ends the session (the
+/// client learns it lost messages from the `402`), now that the server reads
+/// only as much history as the queue could take: the resumes after the
+/// overflow queue nothing and `replayed` counts only what fitted. (That they
+/// also read and encode nothing is shown by the engine's unit test
+/// `replay_stops_at_the_overflow_and_does_nothing_for_a_gone_session`.)
+#[test]
+fn resumes_after_the_session_overflowed_replay_nothing() {
+    let addr = start(common::Config {
+        max_queued_bytes: 4096,
+        ..config()
+    });
+    let history = 100;
+    let resumed = channels("o", 4);
+    fill_history(addr, &resumed, history);
+    let mut c = Client::connect(addr);
+    let cid = handshake(&mut c);
+    let r = bayeux(&mut c, &json!([resume_all(&cid, &resumed)]));
+    assert_eq!(r[0]["successful"], true, "{}", r[0]);
+    let s = bayeux_stats(addr);
+    assert_eq!(s["slow_sessions"], 1, "{s}");
+    assert_eq!(s["sessions"], 0, "{s}");
+    // Fewer than one channel's history fits in 4 KB.
+    let replayed = s["replayed"].as_u64().unwrap();
+    assert!(replayed < history as u64, "{s}");
+    assert_eq!(s["delivered"], replayed, "{s}");
 }

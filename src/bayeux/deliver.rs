@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::channel;
 use super::engine::{Data, Engine, HubMessage, Response, Resume};
 use super::message::{error_reply, BayeuxError, Incoming};
-use super::session::Push;
+use super::session::{Push, ENTRY_OVERHEAD};
 
 impl Engine {
     /// Fans a hub message out to every session whose subscriptions match its
@@ -50,41 +50,76 @@ impl Engine {
         if reached > 0 {
             let encoded = encode_delivery(&name, msg);
             for id in targets.drain(..) {
-                self.queue_one(&id, encoded.clone());
+                // An overflow ends that session alone; the others still get it.
+                let _ = self.queue_one(&id, encoded.clone());
             }
         }
         self.scratch = targets;
         reached
     }
 
+    /// How many history messages the server should read for a resume of
+    /// session `client_id`: `None` when the session is gone (ended earlier in
+    /// the same request, by an overflow or a disconnect), so no history is
+    /// read at all. Otherwise one more than the queue's free bytes could hold
+    /// at the smallest cost a message can have: a history that long cannot
+    /// fit, so its last message still ends the session as an overflow should,
+    /// and nothing beyond it is read.
+    pub fn replay_room(&self, client_id: &str) -> Option<usize> {
+        let session = self.sessions.get(client_id)?;
+        let free = self
+            .config
+            .max_queued_bytes
+            .saturating_sub(session.queued_bytes());
+        Some(free / (ENTRY_OVERHEAD + 1) + 1)
+    }
+
     /// Delivers a resumed subscription's history (what the hub's buffer holds
     /// after the cursor), with `gap` set when the cursor was too old or from
     /// another epoch: the client then gets a message with `data: null` and
     /// `ext.halley.gap` (the server's description of what was lost) first.
-    pub fn on_replay(&mut self, replay: &Resume, gap: Option<Value>, history: &[HubMessage]) {
+    /// Stops at the message that overflows the session's queue (which ends
+    /// the session): nothing after it is encoded. Returns how many history
+    /// messages were queued.
+    pub fn on_replay<'a>(
+        &mut self,
+        replay: &Resume,
+        gap: Option<Value>,
+        history: impl IntoIterator<Item = HubMessage<'a>>,
+    ) -> usize {
         let Some(id) = self
             .sessions
             .get_key_value(replay.client_id.as_str())
             .map(|(k, _)| k.clone())
         else {
-            return;
+            return 0;
         };
         let Some(name) = channel::from_hub(&replay.channel) else {
-            return;
+            return 0;
         };
         if let Some(gap) = gap {
             let gap_msg = json!({"channel": name, "data": null, "ext": {"halley": {"gap": gap}}});
-            self.queue_one(&id, Rc::from(gap_msg.to_string()));
+            if !self.queue_one(&id, Rc::from(gap_msg.to_string())) {
+                return 0;
+            }
         }
+        let mut queued = 0;
         for msg in history {
-            self.queue_one(&id, encode_delivery(&name, msg));
+            if !self.queue_one(&id, encode_delivery(&name, &msg)) {
+                break;
+            }
+            queued += 1;
         }
+        self.stats.replayed += queued as u64;
+        queued
     }
 
-    fn queue_one(&mut self, id: &Rc<str>, encoded: Rc<str>) {
+    /// Queues one message for session `id`; false when it was not queued
+    /// (the session is gone, or this message overflowed it and ended it).
+    fn queue_one(&mut self, id: &Rc<str>, encoded: Rc<str>) -> bool {
         let max = self.config.max_queued_bytes;
         let Some(session) = self.sessions.get_mut(id) else {
-            return;
+            return false;
         };
         match session.push(encoded, max) {
             Push::Queued => {
@@ -94,6 +129,7 @@ impl Engine {
                 if session.held.is_some() && session.n_queued() == 1 {
                     self.ready.push(id.clone());
                 }
+                true
             }
             Push::Overflow => {
                 self.stats.slow_sessions += 1;
@@ -107,6 +143,7 @@ impl Engine {
                     error_reply(&m, &BayeuxError::SessionUnknown)
                 });
                 self.out.extend(resp);
+                false
             }
         }
     }

@@ -37,6 +37,18 @@ pub const MAX_SUBSCRIPTIONS_PER_MESSAGE: usize = MAX_SUBSCRIPTIONS_PER_SESSION;
 /// (and reply bytes) in proportion to its size.
 pub const MAX_HANDSHAKES_PER_REQUEST: usize = 4;
 
+/// Distinct resumed subscriptions (a session and a channel with
+/// `ext.halley.since`) one request may carry. Each one reads up to `--buffer`
+/// messages of history and encodes them for the session, all before the loop
+/// does anything else (history must come before live messages), so this is
+/// what bounds one request's replay work: at most this many times the
+/// buffer, and never more than the session's queue can take. A page resumes
+/// the handful of channels it shows; 32 leaves room for a busy one while
+/// keeping the work to a few thousand messages at the default `--buffer`.
+/// A later resume of the same channel for the same session in the same
+/// request replaces the earlier one's cursor and costs nothing more.
+pub const MAX_RESUMES_PER_REQUEST: usize = 32;
+
 /// Sessions at once, from all clients. A session with nothing queued and a
 /// few subscriptions is a few hundred bytes, so this keeps their total in
 /// tens of MB; sessions whose clients stopped connecting make room again
@@ -178,6 +190,10 @@ pub struct Stats {
     pub handshakes_refused: u64,
     /// (Un)subscribes refused with `too_many_subscriptions`.
     pub subscriptions_refused: u64,
+    /// Subscribes refused with `too_many_resumes`: past `MAX_RESUMES_PER_REQUEST`.
+    pub resumes_refused: u64,
+    /// History messages queued by resumed subscriptions (also in `delivered`).
+    pub replayed: u64,
 }
 
 pub struct Engine {
@@ -494,6 +510,10 @@ pub(super) struct Request {
     pub hold: Option<PendingHold>,
     pub publishes: Vec<Publish>,
     pub resumes: Vec<Resume>,
+    /// Where in `resumes` each hub channel's resumes are (one per session),
+    /// so a second resume of a session's channel replaces the first instead
+    /// of replaying twice, and is found without allocating.
+    pub resume_index: HashMap<String, Vec<usize>>,
     pub released: Vec<Response>,
 }
 
@@ -506,6 +526,7 @@ impl Request {
             hold: None,
             publishes: Vec::new(),
             resumes: Vec::new(),
+            resume_index: HashMap::new(),
             released: Vec::new(),
         }
     }

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::channel::{self, NameError, Pattern};
 use super::engine::{
     Engine, PendingHold, Publish, Request, Resume, Since, MAX_HANDSHAKES_PER_REQUEST,
-    MAX_SUBSCRIPTIONS_PER_MESSAGE, MAX_SUBSCRIPTIONS_PER_SESSION,
+    MAX_RESUMES_PER_REQUEST, MAX_SUBSCRIPTIONS_PER_MESSAGE, MAX_SUBSCRIPTIONS_PER_SESSION,
 };
 use super::ids::format_id;
 use super::message::{reply_to, BayeuxError, Incoming};
@@ -180,22 +180,36 @@ impl Engine {
             let arg = first.map(Pattern::text).unwrap_or_default();
             return Err(self.too_many_subscriptions(arg));
         }
+        // `since` only on exact channels (checked), so every pattern resumes.
+        let resumes: Vec<&str> = match since {
+            Some(_) => patterns
+                .iter()
+                .filter_map(Pattern::exact)
+                .map(|name| channel::to_hub(name).expect("checked"))
+                .collect(),
+            None => Vec::new(),
+        };
+        if let Some(past) = first_resume_past_bound(req, &id, &resumes) {
+            self.stats.resumes_refused += 1;
+            let arg = channel::from_hub(past).unwrap_or_default();
+            return Err(BayeuxError::Forbidden {
+                arg,
+                reason: "too_many_resumes",
+            });
+        }
         let mut added = Vec::new();
         for p in &patterns {
             if session.subscriptions.insert(p.clone()) {
                 added.push(p.text());
             }
-            if let (Some(since), Some(name)) = (&since, p.exact()) {
-                let hub = channel::to_hub(name).expect("checked").to_string();
-                req.resumes.push(Resume {
-                    client_id: id.to_string(),
-                    channel: hub,
-                    since: since.clone(),
-                });
-            }
         }
         for text in added {
             self.route(text, &id);
+        }
+        if let Some(since) = since {
+            for hub in resumes {
+                queue_resume(req, &id, hub, &since);
+            }
         }
         req.replies.push(subscription_reply(msg, &id));
         Ok(())
@@ -312,6 +326,51 @@ impl Engine {
         req.replies.push(Value::Object(reply).to_string());
         Ok(())
     }
+}
+
+/// The first of `channels` (hub names a subscribe of session `id` resumes)
+/// that would take the request past `MAX_RESUMES_PER_REQUEST`, or `None` when
+/// they all fit. A channel the request already resumes for this session, or
+/// one named twice, takes no more room. Nothing is allocated per channel, so
+/// a refused message costs no more than its parsing.
+fn first_resume_past_bound<'a>(req: &Request, id: &str, channels: &[&'a str]) -> Option<&'a str> {
+    let mut n = req.resumes.len();
+    let mut seen = HashSet::new();
+    for &hub in channels {
+        if resume_at(req, id, hub).is_some() || !seen.insert(hub) {
+            continue;
+        }
+        n += 1;
+        if n > MAX_RESUMES_PER_REQUEST {
+            return Some(hub);
+        }
+    }
+    None
+}
+
+/// Where in `req.resumes` session `id`'s resume of `channel` is, if any.
+fn resume_at(req: &Request, id: &str, channel: &str) -> Option<usize> {
+    let at = req.resume_index.get(channel)?;
+    at.iter().copied().find(|&i| req.resumes[i].client_id == id)
+}
+
+/// Adds a resume to the request, or moves an earlier one of the same session
+/// and channel to the later cursor: the client asked last for that one, and
+/// one replay delivers each message once.
+fn queue_resume(req: &mut Request, id: &str, channel: &str, since: &Since) {
+    if let Some(i) = resume_at(req, id, channel) {
+        req.resumes[i].since = since.clone();
+        return;
+    }
+    req.resume_index
+        .entry(channel.to_string())
+        .or_default()
+        .push(req.resumes.len());
+    req.resumes.push(Resume {
+        client_id: id.to_string(),
+        channel: channel.to_string(),
+        since: since.clone(),
+    });
 }
 
 /// Parses and checks every channel a (un)subscribe names.

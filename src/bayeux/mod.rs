@@ -27,7 +27,8 @@
 //!                                     Hold{deadline} -> park conn, push (deadline, conn) on the deadline queue
 //!                          publishes: hub.publish(channel, json as application/json, event)
 //!                                     then engine.on_publish(&hub_message) for each
-//!                          resumes:   hub.read_after(channel, since) -> engine.on_replay(..)
+//!                          resumes:   engine.replay_room(client) (None: session gone, skip)
+//!                                     hub.replay(channel, since, room) -> engine.on_replay(..)
 //!                          released:  write each (earlier held connects of the same client)
 //!   any hub publish (/pub or Bayeux) ──▶ engine.on_publish(&msg)
 //!   every loop iteration, flush phase ──▶ engine.flush(now) -> write each Response
@@ -114,7 +115,9 @@
 //! - Every bound a client can push on is a named constant in `engine` (or a
 //!   `Settings` field), refused in Bayeux form and counted in `Stats`:
 //!   subscriptions per session and per message (`403:..:too_many_subscriptions`),
-//!   handshakes per request (`403::too_many_handshakes`, advice `none`), and
+//!   handshakes per request (`403::too_many_handshakes`, advice `none`),
+//!   distinct resumes per request (`403:<channel>:too_many_resumes`: what
+//!   bounds the history one request replays before the loop moves on), and
 //!   sessions in all and per client address (`403::too_many_sessions`, advice
 //!   to handshake again after `max_interval`, when abandoned sessions have
 //!   expired). Membership and routing are hash lookups, so a subscribe costs

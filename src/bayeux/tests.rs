@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::engine::{
-    MAX_HANDSHAKES_PER_REQUEST, MAX_SUBSCRIPTIONS_PER_MESSAGE, MAX_SUBSCRIPTIONS_PER_SESSION,
+    MAX_HANDSHAKES_PER_REQUEST, MAX_RESUMES_PER_REQUEST, MAX_SUBSCRIPTIONS_PER_MESSAGE,
+    MAX_SUBSCRIPTIONS_PER_SESSION,
 };
 use super::*;
 use crate::deadline::{Deadlines, Timer};
@@ -752,7 +753,7 @@ fn resume_asks_the_hub_and_delivers_history_first() {
     e.on_replay(
         &replay,
         Some(json!({"lost_after": "e1-5", "resumed_from": "e1-6"})),
-        &history,
+        history,
     );
     hub_publish(&mut e, "e1-8", "chat/room1", Data::Text("live"));
     let r = now_replies(&connect(&mut e, 4, &cid, t0));
@@ -938,4 +939,142 @@ fn sessions_are_bounded() {
         "403::too_many_sessions"
     ));
     assert!(ok(&handshake_from(&mut e, c, 1, later)[0]));
+}
+
+fn resume_msg(cid: &str, subs: &[String], since: &str) -> Value {
+    json!({"channel": "/meta/subscribe", "clientId": cid, "subscription": subs,
+           "ext": {"halley": {"since": since}}})
+}
+
+/// The resumes of one request are bounded in distinct (session, channel)
+/// pairs. Each row is one request: its subscribes (channel sets, each
+/// resuming from "earliest"), the error each gets (if refused), and the
+/// request's resumes after.
+#[test]
+fn resumes_are_bounded_per_request() {
+    let max = MAX_RESUMES_PER_REQUEST;
+    let half = max / 2;
+    let a = channels("a", max);
+    let past = format!("403:/b/{max}:too_many_resumes");
+    type Row = (Vec<Vec<String>>, Vec<Option<String>>, usize);
+    let rows: Vec<Row> = vec![
+        // The bound, in one message.
+        (vec![a.clone()], vec![None], max),
+        // The same channels in every message: one resume each.
+        (vec![a.clone(); 50], vec![None; 50], max),
+        // One message past the bound is refused whole.
+        (vec![channels("b", max + 1)], vec![Some(past.clone())], 0),
+        // Past the bound in a later message: that one is refused, and a
+        // later one that only repeats accepted channels is not.
+        (
+            vec![
+                a[..half].to_vec(),
+                channels("b", max + 1)[half..].to_vec(),
+                a[..half].to_vec(),
+            ],
+            vec![None, Some(past.clone()), None],
+            half,
+        ),
+        // A channel named twice in one message takes one place.
+        (vec![[a.clone(), a.clone()].concat()], vec![None], max),
+    ];
+    let mut refused = 0;
+    for (i, (msgs, errors, n_resumes)) in rows.iter().enumerate() {
+        let mut e = engine(Settings::default());
+        let t0 = Instant::now();
+        let cid = handshake(&mut e, t0);
+        let batch: Vec<Value> = msgs
+            .iter()
+            .map(|m| resume_msg(&cid, m, "earliest"))
+            .collect();
+        let o = handle(&mut e, 9, Value::Array(batch), t0);
+        let r = now_replies(&o);
+        for (j, error) in errors.iter().enumerate() {
+            match error {
+                None => assert_eq!(r[j]["successful"], true, "row {i} msg {j}: {}", r[j]),
+                Some(err) => {
+                    assert_eq!(r[j]["successful"], false, "row {i} msg {j}");
+                    assert_eq!(r[j]["error"], *err, "row {i} msg {j}");
+                    refused += 1;
+                }
+            }
+        }
+        assert_eq!(o.resumes.len(), *n_resumes, "row {i}");
+        assert_eq!(
+            e.stats.resumes_refused,
+            errors.iter().flatten().count() as u64,
+            "row {i}"
+        );
+    }
+    assert_eq!(refused, 2);
+}
+
+/// Two sessions in one request each have their own resume of a channel; a
+/// second resume of a session's channel moves its cursor, in place.
+#[test]
+fn a_later_resume_of_the_same_channel_replaces_the_earlier() {
+    let mut e = engine(Settings::default());
+    let t0 = Instant::now();
+    let (x, y) = (handshake(&mut e, t0), handshake(&mut e, t0));
+    let one = |c: &str| vec![format!("/{c}")];
+    let batch = json!([
+        resume_msg(&x, &one("a"), "e1-1"),
+        resume_msg(&x, &one("b"), "e1-2"),
+        resume_msg(&y, &one("a"), "e1-3"),
+        resume_msg(&x, &one("a"), "e1-4"),
+    ]);
+    let o = handle(&mut e, 9, batch, t0);
+    let got: Vec<(&str, &str, &Since)> = o
+        .resumes
+        .iter()
+        .map(|r| (r.client_id.as_str(), r.channel.as_str(), &r.since))
+        .collect();
+    let id = |s: &str| Since::Id(s.into());
+    assert_eq!(
+        got,
+        [
+            (x.as_str(), "a", &id("e1-4")),
+            (x.as_str(), "b", &id("e1-2")),
+            (y.as_str(), "a", &id("e1-3")),
+        ]
+    );
+}
+
+/// A replay reads nothing for a session that is gone, and stops encoding at
+/// the message that overflows the queue (which ends the session).
+#[test]
+fn replay_stops_at_the_overflow_and_does_nothing_for_a_gone_session() {
+    let msg_len = r#"{"channel":"/a","id":"m","data":"0123456789"}"#.len();
+    let fits = 5;
+    let max = fits * (msg_len + session::ENTRY_OVERHEAD);
+    let mut e = engine(Settings {
+        max_queued_bytes: max,
+        ..Settings::default()
+    });
+    let t0 = Instant::now();
+    let cid = handshake(&mut e, t0);
+    let room = e.replay_room(&cid).expect("live session");
+    assert!(room > fits && room <= max, "{room}");
+    let resume = Resume {
+        client_id: cid.clone(),
+        channel: "a".into(),
+        since: Since::Earliest,
+    };
+    let msg = HubMessage {
+        id: "m",
+        channel: "a",
+        data: Data::Text("0123456789"),
+        event: None,
+    };
+    let pulled = std::cell::Cell::new(0);
+    let history = std::iter::repeat_n(msg, 1_000).inspect(|_| pulled.set(pulled.get() + 1));
+    assert_eq!(e.on_replay(&resume, None, history), fits);
+    // The one that overflowed was encoded; nothing after it.
+    assert_eq!(pulled.get(), fits + 1);
+    assert_eq!((e.stats.slow_sessions, e.stats.replayed), (1, fits as u64));
+    assert_eq!(e.replay_room(&cid), None);
+    pulled.set(0);
+    let history = std::iter::repeat_n(msg, 10).inspect(|_| pulled.set(pulled.get() + 1));
+    assert_eq!(e.on_replay(&resume, None, history), 0);
+    assert_eq!(pulled.get(), 0);
 }

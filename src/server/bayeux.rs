@@ -146,14 +146,19 @@ impl Server {
     /// buffer. A cursor the hub cannot place (malformed, or ahead of the
     /// channel) is never skipped silently: the session is told with a gap, and
     /// delivery goes on from now.
+    /// Reads no more history than the session's queue could take, and none
+    /// for a session already gone.
     fn replay_to_session(&mut self, replay: &bayeux::Resume) {
+        let Some(room) = self.bayeux.replay_room(&replay.client_id) else {
+            return;
+        };
         let cursor = match &replay.since {
             Since::Earliest => Ok(Cursor::Earliest),
             Since::Id(text) => cursor::parse(text),
         };
         let found = cursor
             .ok()
-            .and_then(|c| self.hub.replay(&replay.channel, c, usize::MAX).ok());
+            .and_then(|c| self.hub.replay(&replay.channel, c, room).ok());
         let (gap, messages) = match found {
             Some(found) => (found.gap.as_ref().map(gap_value), found.messages),
             None => {
@@ -169,8 +174,8 @@ impl Server {
                 (Some(gap_value(&gap)), Vec::new())
             }
         };
-        let history: Vec<HubMessage> = messages.iter().map(|m| hub_message(m)).collect();
-        self.bayeux.on_replay(replay, gap, &history);
+        let history = messages.iter().map(|m| hub_message(m));
+        self.bayeux.on_replay(replay, gap, history);
     }
 
     /// Writes the engine's answer to a held connect, then the connection goes
