@@ -59,6 +59,31 @@ fn a_publish_with_a_wrong_token_is_refused_before_its_body() {
     assert_eq!(client.read_response().status, 200);
 }
 
+/// A body past `--max-body` is refused by its `Content-Length` on every
+/// route, before a byte of it is read: a Bayeux body too, which the engine
+/// would otherwise get whole.
+#[test]
+fn a_declared_body_past_max_body_is_refused_on_every_route() {
+    let addr = start(Config {
+        max_body: 1000,
+        ..patient_config()
+    });
+    for path in [
+        "/bayeux",
+        "/bayeux/handshake",
+        &format!("/pub/{}", channel("big")),
+    ] {
+        let mut client = Client::connect(addr);
+        client.set_read_timeout(PROMPT);
+        client.send(format!(
+            "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 1001\r\n\r\n"
+        ));
+        let resp = client.read_response();
+        assert_eq!(resp.status, 413, "{path}: {resp:?}");
+        client.expect_closed();
+    }
+}
+
 /// Writes `payload` to `stream` over and over as fast as it goes until
 /// `stop`, counting what it wrote in `written`. Returns whether it was still
 /// writing when stopped.

@@ -135,18 +135,26 @@ impl Web {
         peer: IpAddr,
         now: Instant,
     ) -> Result<usize, Reject> {
-        if head.method != Method::Post {
-            return Ok(self.max_body);
-        }
-        let Ok(Route::Publish { channel, .. }) = routes::route(head) else {
-            return Ok(self.max_body);
+        let publish = match (head.method, routes::route(head)) {
+            (Method::Post, Ok(Route::Publish { channel, .. })) => {
+                let token = self.token(head);
+                Some((channel, token))
+            }
+            _ => None,
         };
-        let token = self.token(head);
-        let limit = self.policy.body_limit(&channel, token, self.max_body);
+        let limit = match &publish {
+            Some((channel, token)) => self.policy.body_limit(channel, *token, self.max_body),
+            None => self.max_body,
+        };
+        // Every request's declared body is held to its limit, whatever its
+        // route: a Bayeux body is read whole before the engine sees it.
         let declared = match head.body {
             BodyKind::Length(n) if n > limit as u64 => return Err(too_large(limit)),
             BodyKind::Length(n) => n as usize,
             BodyKind::None | BodyKind::Chunked => 0,
+        };
+        let Some((channel, token)) = publish else {
+            return Ok(limit);
         };
         match self.policy.decide(&channel, token, declared, peer, now) {
             PublishVerdict::Allow => Ok(limit),
