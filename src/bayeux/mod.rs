@@ -24,7 +24,7 @@
 //! ```text
 //!   request ──parse──▶ engine.handle(conn, peer, msgs, framing, now) ──▶ Outcome
 //!                          reply:     Now{body} -> write 200 now
-//!                                     Hold{deadline} -> park conn, push (deadline, conn) on the deadline queue
+//!                                     Hold{deadline} -> park conn, its one deadline moved to `deadline`
 //!                          publishes: hub.publish(channel, json as application/json, event)
 //!                                     then engine.on_publish(&hub_message) for each
 //!                          resumes:   engine.replay_room(client) (None: session gone, skip)
@@ -32,7 +32,7 @@
 //!                          released:  write each (earlier held connects of the same client)
 //!   any hub publish (/pub or Bayeux) ──▶ engine.on_publish(&msg)
 //!   every loop iteration, flush phase ──▶ engine.flush(now) -> write each Response
-//!   deadline (deadline, conn) fires  ──▶ engine.on_connect_timeout(conn, now) -> write it (None: stale)
+//!   the held conn's deadline comes   ──▶ engine.on_connect_timeout(conn, now) -> write it (None: stale)
 //!   parked conn closed (at once,     ──▶ engine.on_conn_closed(conn, now)
 //!     before the next flush phase)
 //!   after each call: deadlines.arm(&mut engine.to_arm)   (session expiry timers)
