@@ -128,18 +128,20 @@ impl Web {
     /// token, open-channel and rate rules run before its body is read, so a
     /// refused publish costs no more than its head, and a body past its limit
     /// is refused by its `Content-Length`. Returns the body limit (which a
-    /// chunked body is held to as it decodes).
+    /// chunked body is held to as it decodes). Only a publish is routed
+    /// here and asks for the client's address (`peer`, a syscall): every
+    /// other request pays for one length check.
     pub fn admit(
         &mut self,
         head: &RequestHead,
-        peer: IpAddr,
         now: Instant,
+        peer: impl FnOnce() -> Option<IpAddr>,
     ) -> Result<usize, Reject> {
-        let publish = match (head.method, routes::route(head)) {
-            (Method::Post, Ok(Route::Publish { channel, .. })) => {
-                let token = self.token(head);
-                Some((channel, token))
-            }
+        let publish = match head.method {
+            Method::Post => match routes::route(head) {
+                Ok(Route::Publish { channel, .. }) => Some((channel, self.token(head))),
+                _ => None,
+            },
             _ => None,
         };
         let limit = match &publish {
@@ -155,6 +157,9 @@ impl Web {
         };
         let Some((channel, token)) = publish else {
             return Ok(limit);
+        };
+        let Some(peer) = peer() else {
+            return Err(Reject::new(400, "the connection has no peer address"));
         };
         match self.policy.decide(&channel, token, declared, peer, now) {
             PublishVerdict::Allow => Ok(limit),
@@ -197,13 +202,12 @@ impl Server {
         }
     }
 
-    /// `Web::admit` for connection `id`, whose address the rate limit needs.
+    /// `Web::admit` for connection `id`, whose address a publish's rate
+    /// limit needs.
     pub(super) fn admit(&mut self, id: ConnId, head: &RequestHead) -> Result<usize, Reject> {
-        let peer = self.conns.get(id).and_then(|c| c.socket.peer_addr().ok());
-        let Some(peer) = peer else {
-            return Err(Reject::new(400, "the connection has no peer address"));
-        };
-        self.web.admit(head, peer.ip(), self.now)
+        let conns = &mut self.conns;
+        let peer = || Some(conns.get(id)?.socket.peer_addr().ok()?.ip());
+        self.web.admit(head, self.now, peer)
     }
 }
 
