@@ -103,6 +103,7 @@
 //!   per-connection timers, per-subscriber copies of a message.
 
 pub mod bayeux;
+pub mod client;
 pub mod config;
 pub mod conn_id;
 pub mod cursor;

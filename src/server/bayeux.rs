@@ -16,6 +16,7 @@ use super::respond::Ask;
 use super::Server;
 use crate::bayeux::ids::Urandom;
 use crate::bayeux::{self, wire, BadRequest, Data, Engine, HubMessage, Reply, Response, Since};
+use crate::client::client_key;
 use crate::config::Config;
 use crate::conn_id::ConnId;
 use crate::cursor::{self, Cursor};
@@ -92,9 +93,13 @@ impl Server {
                 Ask::of(head),
             );
         };
-        let outcome = self
-            .bayeux
-            .handle(engine_conn(id), peer.ip(), messages, framing, self.now);
+        let outcome = self.bayeux.handle(
+            engine_conn(id),
+            client_key(peer.ip()),
+            messages,
+            framing,
+            self.now,
+        );
         for response in outcome.released {
             self.answer_held(response);
         }

@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use crate::client::client_key;
+
 /// Messages an address may publish at once before it has to slow down.
 pub const DEFAULT_BURST: u32 = 10;
 /// After a burst, one more message is allowed per this interval.
@@ -99,21 +101,6 @@ impl RateLimiter {
     /// Addresses remembered now (for `/stats`).
     pub fn n_clients(&self) -> usize {
         self.full_at.len()
-    }
-}
-
-/// The key an address is limited under. An IPv6 host usually owns a whole /64, so limiting single
-/// IPv6 addresses would limit nothing; IPv4-mapped IPv6 addresses count as the IPv4 address they are.
-fn client_key(addr: IpAddr) -> IpAddr {
-    match addr {
-        IpAddr::V4(_) => addr,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let bits = u128::from(v6) & !((1u128 << 64) - 1);
-                IpAddr::V6(bits.into())
-            }
-        },
     }
 }
 
