@@ -6,7 +6,7 @@
 //! NDJSON HTTP stream, long-polling, or Bayeux (CometD and Faye clients);
 //! publishers `POST` messages, and every waiting subscriber gets them at once.
 //! Nearly all connections are idle most of the time, so halley keeps each
-//! parked connection down to about 200 bytes (an 88-byte enum-owning `Conn` in
+//! parked connection down to about 165 bytes (an 88-byte enum-owning `Conn` in
 //! a slab, a hub key, one deadline-queue entry) and never gives one a thread.
 //! One loop does everything, in named phases (`server::Server::run`):
 //!
