@@ -79,7 +79,7 @@ pub struct Server {
     date: HttpDate,
     started: Instant,
     /// The budget of the connection being driven.
-    turn: read::Turn,
+    turn: conn::Turn,
     /// Reused to build responses, so answering allocates nothing.
     scratch: Vec<u8>,
     bufs: BufPool,
@@ -119,7 +119,7 @@ impl Server {
             now,
             date: HttpDate::new(SystemTime::now()),
             started: now,
-            turn: read::Turn::default(),
+            turn: conn::Turn::default(),
             scratch: Vec::with_capacity(4096),
             bufs: BufPool::default(),
             accept_backoff: None,

@@ -1,58 +1,23 @@
-//! The request side of a connection: `drive` runs its state machine, reading
-//! bytes, parsing heads, reading bodies and handing complete requests to
-//! `respond`. Moving to the next state runs it at once, since the bytes it
-//! needs may already be buffered (pipelining), and reading goes on until the
-//! socket would block, as edge-triggered readiness requires, or until the
+//! The request side of a connection, as the server sees it: `drive` runs
+//! the connection's steps (`conn/input.rs`: parse a head, take a body, read
+//! once more, each given only the connection, the read buffers and the
+//! turn's budget) and acts on what each found: admit a head and start its
+//! body (`on_head`), answer a request, arm the header timeout, close.
+//! Moving to the next state runs it at once, since the bytes it needs may
+//! already be buffered (pipelining), and reading goes on until the socket
+//! would block, as edge-triggered readiness requires, or until the
 //! connection's turn is spent (`Turn`), when it waits on the ready list for
-//! its next one. The states themselves, and the moves between them, belong to
-//! `conn`; this file asks for them by name (`start_body`, `finish_body`,
-//! `start_head`, `read_closed`). Writable events also land here, to flush
-//! queued output and hand a drained connection its state's own deadline.
+//! its next one. Writable events also land here, to flush queued output and
+//! hand a drained connection its state's own deadline.
 
 use log::debug;
 
-use super::conn::{BodyReader, BodyState, Input, State};
+use super::conn::{BodyReader, Progress, State, Turn};
 use super::respond::Ask;
 use super::Server;
 use crate::conn_id::ConnId;
 use crate::http::chunked;
-use crate::http::request::{self, BodyKind, Parsed, RequestHead, MAX_HEAD_BYTES};
-use crate::http::Reject;
-
-/// Whether the state machine can make more progress now.
-#[derive(PartialEq, Eq)]
-enum Step {
-    Again,
-    Wait,
-}
-
-/// Bytes one connection may read in one turn (a readiness event, or its
-/// place on the ready list) before the others get theirs; see `Turn`.
-const MAX_BYTES_PER_TURN: usize = 64 * 1024;
-/// Requests one connection may have answered in one turn.
-const MAX_REQUESTS_PER_TURN: usize = 32;
-
-/// What the connection being driven has had of this turn. Edge-triggered
-/// readiness would have one connection read until its socket would block,
-/// which a peer that pipelines or streams without pause never lets happen;
-/// like Redis and libuv, each connection gets a budget, and one that spends
-/// it goes on the ready list to be driven again after the others (the
-/// kernel will not report it again, so it must not be forgotten).
-#[derive(Default)]
-pub(super) struct Turn {
-    bytes: usize,
-    requests: usize,
-}
-
-impl Turn {
-    fn spent(&self) -> bool {
-        self.bytes >= MAX_BYTES_PER_TURN || self.requests >= MAX_REQUESTS_PER_TURN
-    }
-
-    fn bytes_left(&self) -> usize {
-        MAX_BYTES_PER_TURN.saturating_sub(self.bytes)
-    }
-}
+use crate::http::request::{BodyKind, RequestHead};
 
 /// Body bytes reserved up front at most, whatever `Content-Length` claims.
 const BODY_RESERVE: usize = 16 * 1024;
@@ -116,54 +81,48 @@ impl Server {
     }
 
     /// Runs the connection's state machine as far as the available bytes go,
-    /// or until its turn is spent; then it waits on the ready list.
+    /// or until its turn is spent; then it waits on the ready list. Each step
+    /// is the connection's own (`conn/input.rs`); what it found is acted on
+    /// here, in one place.
     pub(super) fn drive(&mut self, id: ConnId) {
         self.turn = Turn::default();
+        let max_queued = self.config.max_queued_bytes;
         loop {
             let Some(conn) = self.conns.get(id) else {
                 return;
             };
-            let step = match *conn.state() {
-                State::AwaitingHead { .. } => self.read_head(id),
-                State::Body(_) => self.read_body(id),
-                State::Polling { .. } | State::Held { .. } => self.hold_input(id),
+            let (bufs, turn) = (&mut self.bufs, &mut self.turn);
+            let progress = match *conn.state() {
+                State::AwaitingHead { .. } => conn.step_head(bufs, turn, max_queued),
+                State::Body(_) => conn.step_body(bufs, turn),
+                State::Polling { .. } | State::Held { .. } => conn.step_held(bufs),
                 // After the client's EOF there is nothing left to read.
-                State::Closing { eof: true } => Step::Wait,
-                State::Streaming { .. } | State::Closing { .. } => self.discard_input(id),
-                State::Closed { .. } => Step::Wait,
+                State::Closing { eof: true } | State::Closed { .. } => Progress::Wait,
+                State::Streaming { .. } | State::Closing { .. } => conn.step_discard(turn),
             };
-            if step == Step::Wait {
-                return;
+            match progress {
+                Progress::Again => {}
+                Progress::Wait => return,
+                Progress::HeadStarted => {
+                    self.set_deadline(id, self.now + self.config.header_timeout)
+                }
+                Progress::Head(head) => self.on_head(id, head),
+                Progress::Request(state) => self.on_request(id, state.head, state.body),
+                Progress::Refuse(reject) => {
+                    debug!("{id:?}: {} while reading a request", reject.message);
+                    self.reject(id, reject, Ask::CLOSE);
+                }
+                Progress::Eof => return self.on_read_eof(id),
+                Progress::Gone => return self.close(id),
+                Progress::Failed(e) => {
+                    debug!("{id:?}: read failed while reading a request: {e}");
+                    return self.close(id);
+                }
             }
             if self.turn.spent() {
                 self.counters.budget_yields += 1;
                 self.conns.yield_turn(id);
                 return;
-            }
-        }
-    }
-
-    fn read_head(&mut self, id: ConnId) -> Step {
-        let max_queued = self.config.max_queued_bytes;
-        let conn = self.conns.get(id).expect("driven connection is open");
-        // A client that pipelines requests without reading the answers waits
-        // here, so it can queue at most one answer past the limit; the
-        // writable edge that drains the queue resumes it (`on_writable`).
-        if conn.out.queued() > max_queued {
-            return Step::Wait;
-        }
-        match request::parse(&conn.inbuf) {
-            Ok(Parsed::Partial) => self.read_more(id),
-            Ok(Parsed::Complete { head, len }) => {
-                conn.inbuf.drain(..len);
-                self.turn.requests += 1;
-                self.on_head(id, head);
-                Step::Again
-            }
-            Err(reject) => {
-                debug!("{id:?}: {} while reading request head", reject.message);
-                self.reject(id, reject, Ask::CLOSE);
-                Step::Again
             }
         }
     }
@@ -214,115 +173,6 @@ impl Server {
             return self.close(id);
         }
         self.set_deadline(id, self.now + self.config.header_timeout);
-    }
-
-    fn read_body(&mut self, id: ConnId) -> Step {
-        let conn = self.conns.get(id).expect("driven connection is open");
-        let (state, inbuf) = conn.body_and_input().expect("in Body state");
-        let BodyState { body, reader, .. } = state;
-        let done = match reader {
-            BodyReader::Length { left } => {
-                let take = (*left).min(inbuf.len());
-                body.extend(inbuf.drain(..take));
-                *left -= take;
-                *left == 0
-            }
-            BodyReader::Chunked { decoder, limit } => match decoder.decode(inbuf, body, *limit) {
-                Ok(used) => {
-                    inbuf.drain(..used);
-                    decoder.is_done()
-                }
-                Err(chunked::Error::TooLarge) => {
-                    let reject = super::web::too_large(*limit);
-                    self.reject(id, reject, Ask::CLOSE);
-                    return Step::Again;
-                }
-                Err(chunked::Error::Malformed(what)) => {
-                    self.reject(
-                        id,
-                        Reject::new(400, format!("malformed chunked body: {what}")),
-                        Ask::CLOSE,
-                    );
-                    return Step::Again;
-                }
-            },
-        };
-        if !done {
-            return self.read_more(id);
-        }
-        let state = conn.finish_body();
-        self.on_request(id, state.head, state.body);
-        Step::Again
-    }
-
-    /// Reads once more for a head or body in progress.
-    fn read_more(&mut self, id: ConnId) -> Step {
-        let conn = self.conns.get(id).expect("driven connection is open");
-        let before = conn.inbuf.len();
-        match conn.read_some(&mut self.bufs) {
-            Ok(Input::Data) => {
-                self.turn.bytes += conn.inbuf.len() - before;
-                // The header timeout counts from the first byte, not per read.
-                if conn.start_head() {
-                    self.set_deadline(id, self.now + self.config.header_timeout);
-                }
-                Step::Again
-            }
-            Ok(Input::WouldBlock) => {
-                conn.release_inbuf(&mut self.bufs);
-                Step::Wait
-            }
-            Ok(Input::Eof) => {
-                self.on_read_eof(id);
-                Step::Wait
-            }
-            Err(e) => {
-                debug!("{id:?}: read failed while reading a request: {e}");
-                self.close(id);
-                Step::Wait
-            }
-        }
-    }
-
-    /// A held long-poll or Bayeux connect keeps reading, to notice the client
-    /// leaving, but keeps what arrives (a pipelined request) for after the
-    /// answer, up to a limit; past it the bytes wait in the kernel.
-    fn hold_input(&mut self, id: ConnId) -> Step {
-        loop {
-            let conn = self.conns.get(id).expect("driven connection is open");
-            if conn.inbuf.len() >= MAX_HEAD_BYTES {
-                return Step::Wait;
-            }
-            match conn.read_some(&mut self.bufs) {
-                Ok(Input::Data) => continue,
-                Ok(Input::WouldBlock) => {
-                    conn.release_inbuf(&mut self.bufs);
-                    return Step::Wait;
-                }
-                Ok(Input::Eof) | Err(_) => {
-                    self.close(id);
-                    return Step::Wait;
-                }
-            }
-        }
-    }
-
-    /// Streams and closing connections expect nothing more from the client;
-    /// only its leaving matters.
-    fn discard_input(&mut self, id: ConnId) -> Step {
-        let conn = self.conns.get(id).expect("driven connection is open");
-        let budget = self.turn.bytes_left();
-        match conn.discard_input(budget) {
-            Ok(Input::Data) => {
-                // More may be waiting; the drive loop sees the turn spent.
-                self.turn.bytes += budget;
-                return Step::Again;
-            }
-            Ok(Input::WouldBlock) => {}
-            Ok(Input::Eof) => self.on_read_eof(id),
-            Err(_) => self.close(id),
-        }
-        Step::Wait
     }
 
     /// The client has half-closed. With nothing queued for it, the connection

@@ -18,6 +18,7 @@
 //!   Closed  <-- close() from any state; freed in the reap phase
 //! ```
 
+mod input;
 mod io;
 
 use std::rc::Rc;
@@ -31,7 +32,8 @@ use crate::http::request::RequestHead;
 use crate::hub::Kind;
 use crate::outq::OutQueue;
 
-pub use io::{BufPool, Input, SendError, SendProgress};
+pub use input::{Progress, Turn};
+pub use io::{BufPool, SendError, SendProgress};
 
 pub enum State {
     /// Waiting for a request head. `started` once its first byte has arrived
