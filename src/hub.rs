@@ -114,6 +114,10 @@ pub struct Hub {
     pub to_arm: ToArm,
     tombstones: Tombstones,
     pub n_published: u64,
+    /// Messages dropped from a full buffer (`--buffer`) to make room.
+    pub n_evicted: u64,
+    /// Messages dropped for being older than `--message-ttl`.
+    pub n_expired: u64,
 }
 
 impl Hub {
@@ -126,6 +130,8 @@ impl Hub {
             to_arm: ToArm::default(),
             tombstones: Tombstones::default(),
             n_published: 0,
+            n_evicted: 0,
+            n_expired: 0,
         }
     }
 
@@ -197,7 +203,8 @@ impl Hub {
             data_is_json,
             now,
         ));
-        if channel.buffer.len() >= limits.buffer {
+        let evicted = channel.buffer.len() >= limits.buffer;
+        if evicted {
             channel.buffer.pop_front();
         }
         // A non-empty buffer's name always has its timer: look only when
@@ -211,6 +218,7 @@ impl Hub {
             }
         }
         self.n_published += 1;
+        self.n_evicted += u64::from(evicted);
         message
     }
 
@@ -305,6 +313,7 @@ impl Hub {
             .is_some_and(|m| m.published + ttl <= now)
         {
             channel.buffer.pop_front();
+            self.n_expired += 1;
         }
         match channel.buffer.front() {
             Some(oldest) => {

@@ -18,6 +18,14 @@ pub struct Counters {
     /// Readiness turns that spent their budget and handed the connection
     /// back to the loop, to be driven again after the others.
     pub budget_yields: u64,
+    /// Kept-alive connections closed after `--idle-timeout` without a request.
+    pub idle_closes: u64,
+    /// Long-polls answered `204` after `--longpoll-timeout` with nothing new.
+    pub poll_timeouts: u64,
+    /// Held Bayeux connects answered empty at their deadline.
+    pub connect_timeouts: u64,
+    /// Closing connections whose client had not closed by the end of the linger.
+    pub linger_closes: u64,
     /// Error responses by status code.
     pub rejections: BTreeMap<u16, u64>,
 }
@@ -59,6 +67,9 @@ pub struct Snapshot<'a> {
     pub deadlines: DeadlineCounts,
     pub channels: usize,
     pub published: u64,
+    /// Messages dropped from a full buffer, and past their TTL.
+    pub evicted: u64,
+    pub expired: u64,
     pub bytes_queued: u64,
     pub rss_bytes: u64,
     pub uptime_secs: u64,
@@ -100,6 +111,8 @@ impl Snapshot<'_> {
         field(&mut out, "channels", self.channels as u64);
         field(&mut out, "messages_published", self.published);
         field(&mut out, "messages_delivered", self.counters.delivered);
+        field(&mut out, "messages_evicted", self.evicted);
+        field(&mut out, "messages_expired", self.expired);
         field(&mut out, "bytes_queued", self.bytes_queued);
         field(
             &mut out,
@@ -111,6 +124,10 @@ impl Snapshot<'_> {
         field(&mut out, "timeouts", self.counters.timeouts);
         field(&mut out, "send_timeouts", self.counters.send_timeouts);
         field(&mut out, "budget_yields", self.counters.budget_yields);
+        field(&mut out, "idle_closes", self.counters.idle_closes);
+        field(&mut out, "poll_timeouts", self.counters.poll_timeouts);
+        field(&mut out, "connect_timeouts", self.counters.connect_timeouts);
+        field(&mut out, "linger_closes", self.counters.linger_closes);
         let d = self.deadlines;
         out.extend_from_slice(b"\"deadlines\":{");
         field(&mut out, "total", d.conn + d.channel + d.session + d.other);
@@ -197,6 +214,8 @@ mod tests {
             },
             channels: 2,
             published: 3,
+            evicted: 1,
+            expired: 2,
             bytes_queued: 0,
             rss_bytes: 100,
             uptime_secs: 7,
@@ -214,6 +233,10 @@ mod tests {
         assert!(text.starts_with(
             r#"{"connections":{"total":15,"sse":1,"stream":2,"longpoll":3,"bayeux":5,"other":4},"channels":2,"#
         ));
+        assert!(
+            text.contains(r#""messages_evicted":1,"messages_expired":2,"#),
+            "{text}"
+        );
         assert!(
             text.contains(r#""deadlines":{"total":7,"conn":4,"channel":2,"session":1,"other":0},"#),
             "{text}"

@@ -194,6 +194,8 @@ impl Server {
             deadlines: self.deadlines.counts(),
             channels: self.hub.n_channels(),
             published: self.hub.n_published,
+            evicted: self.hub.n_evicted,
+            expired: self.hub.n_expired,
             bytes_queued,
             rss_bytes: stats::rss_bytes(),
             uptime_secs: self.now.duration_since(self.started).as_secs(),

@@ -75,7 +75,10 @@ impl Server {
             return self.on_send_deadline(id);
         }
         match conn.state() {
-            State::AwaitingHead { started: false } => self.close(id),
+            State::AwaitingHead { started: false } => {
+                self.counters.idle_closes += 1;
+                self.close(id);
+            }
             State::AwaitingHead { started: true } => {
                 self.counters.timeouts += 1;
                 debug!("{id:?}: header timeout while reading request head");
@@ -117,9 +120,18 @@ impl Server {
                 }
                 self.set_deadline(id, self.now + self.config.heartbeat);
             }
-            State::Polling { .. } => self.end_poll(id),
-            State::Held { .. } => self.on_connect_timeout(id),
-            State::Closing { .. } => self.close(id),
+            State::Polling { .. } => {
+                self.counters.poll_timeouts += 1;
+                self.end_poll(id);
+            }
+            State::Held { .. } => {
+                self.counters.connect_timeouts += 1;
+                self.on_connect_timeout(id);
+            }
+            State::Closing { .. } => {
+                self.counters.linger_closes += 1;
+                self.close(id);
+            }
             State::Closed { .. } => {}
         }
     }
