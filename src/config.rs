@@ -89,8 +89,8 @@ USAGE: halley [FLAGS]
   --max-body BYTES         largest request body, else 413         [1048576]
   --header-timeout SECS    first byte to end of head, else closed [10]
   --idle-timeout SECS      keep-alive connection idle time        [60]
-  --send-timeout SECS      a queued response taking no progress
-                           this long is closed                    [30]
+  --send-timeout SECS      output queued with no progress this
+                           long (a response, a stream) is closed  [30]
   --buffer N               messages kept per channel              [100]
   --message-ttl SECS       how long a message is kept             [3600]
   --max-queued-bytes BYTES queued output before a slow subscriber

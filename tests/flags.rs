@@ -51,6 +51,7 @@ fn every_out_of_range_flag_exits_2_naming_the_flag_and_its_range() {
         ("--idle-timeout", "1e19", "seconds from 0.001 to 86400"),
         ("--heartbeat", "1e20", "seconds from 0.001 to 86400"),
         ("--heartbeat", "1e-10", "seconds from 0.001 to 86400"),
+        ("--send-timeout", "0", "seconds from 0.001 to 86400"),
         ("--header-timeout", "0", "seconds from 0.001 to 86400"),
         ("--longpoll-timeout", "inf", "seconds from 0.001 to 86400"),
         ("--message-ttl", "1e300", "seconds from 0.001 to 31536000"),
