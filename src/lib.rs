@@ -30,8 +30,9 @@
 //!            +--------------------------------------------------------+
 //! ```
 //!
-//! Follow one request: `server::read` reads bytes and parses the head with
-//! `http::request`, `routes` decides what it is, `server::respond` answers
+//! Follow one request: `server::read` drives the connection's steps
+//! (`server::conn`), which read bytes and parse the head with
+//! `http::request`; `routes` decides what it is, `server::respond` answers
 //! it. Follow one publish: `server::publish` hands the message to the `hub`,
 //! which gives it its id, and `server::deliver` writes the message's shared,
 //! once-encoded frame (`message`, `encode`) to each subscriber the hub lists
@@ -55,7 +56,8 @@
 //!   gaps. `message`, `encode`, `json`, `cursor`: messages, their bytes per
 //!   transport, their ids.
 //! - `deadline`: the one deadline queue, for every timer. `token`: the
-//!   publish-token check. `conn_id`: generational connection ids.
+//!   publish-token check. `conn_id`: generational connection ids. `client`:
+//!   which addresses count as one client, for per-client bounds.
 //! - `bayeux`: Bayeux 1.0 as an engine of sessions, subscriptions and held
 //!   connects that takes messages and `now` and returns what to answer,
 //!   publish and hold; it knows connections only by an opaque id.
