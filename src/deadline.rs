@@ -21,8 +21,8 @@
 //!   fires for the session's next possible expiry.
 //!
 //! The hub and the Bayeux engine never see the queue: they leave what they
-//! want armed in a `ToArm`, and the server moves it into the queue after each
-//! call (`Deadlines::arm`). Times are `Tick`s, whole milliseconds since the
+//! want armed in a `ToArm`, and the server moves it into the queue in the
+//! last phase of each loop iteration (`Deadlines::arm`). Times are `Tick`s, whole milliseconds since the
 //! queue was made, rounded up so that nothing fires early.
 
 use std::cmp::Ordering;
@@ -279,7 +279,8 @@ impl ConnDeadline {
 }
 
 /// Timers a pure component (the hub, the Bayeux engine) wants set; the
-/// server moves them into its queue right after each call (`Deadlines::arm`).
+/// server moves them into its queue once per loop iteration, after the
+/// other phases (`Deadlines::arm`, from `Server::arm_timers`).
 #[derive(Debug, Default)]
 pub struct ToArm(Vec<(Instant, Timer)>);
 

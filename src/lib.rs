@@ -27,6 +27,7 @@
 //!            |  5 fire due deadlines (timeouts, heartbeats, expiry)   |
 //!            |  6 resume unparked conns and those out of turn budget  |
 //!            |  7 reap connections closed in this iteration           |
+//!            |  8 arm expiry timers the hub and engine asked for      |
 //!            +--------------------------------------------------------+
 //! ```
 //!

@@ -35,7 +35,7 @@
 //!   the held conn's deadline comes   ──▶ engine.on_connect_timeout(conn, now) -> write it (None: stale)
 //!   parked conn closed (at once,     ──▶ engine.on_conn_closed(conn, now)
 //!     before the next flush phase)
-//!   after each call: deadlines.arm(&mut engine.to_arm)   (session expiry timers)
+//!   end of each loop iteration: deadlines.arm(&mut engine.to_arm)   (session expiry timers)
 //!   Timer::Session(id) fires         ──▶ engine.on_expiry_timer(id, now)
 //! ```
 //!

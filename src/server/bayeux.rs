@@ -117,7 +117,6 @@ impl Server {
             }
             Reply::Hold { deadline } => self.hold_connect(id, head.keep_alive, deadline),
         }
-        self.schedule_session_expiry();
     }
 
     /// Parks a connect the engine holds. The engine keeps the reply's makings;
@@ -240,13 +239,6 @@ impl Server {
         if self.bayeux.on_expiry_timer(session, self.now) {
             debug!("Bayeux session {session} expired: no connect within maxInterval");
         }
-        self.schedule_session_expiry();
-    }
-
-    /// Sets the expiry timers the engine asked for; called after every engine
-    /// call that may ask (a request, which may handshake; an expiry timer).
-    pub(super) fn schedule_session_expiry(&mut self) {
-        self.deadlines.arm(&mut self.bayeux.to_arm);
     }
 
     pub(super) fn bayeux_figures(&self) -> BayeuxFigures<'_> {
@@ -302,6 +294,7 @@ mod tests {
         server.fire_deadlines();
         server.resume();
         server.reap();
+        server.arm_timers();
     }
 
     fn send_bayeux(client: &mut TcpStream, messages: Value) {

@@ -2,7 +2,8 @@
 //! the listener, the connection table (`conns`), the hub, the Bayeux engine
 //! and the deadline queue, and runs the loop's phases in `Server::run`: poll,
 //! read the clock, dispatch, flush Bayeux replies, fire deadlines, resume,
-//! reap (see `docs/architecture.md` for the picture and the order's reasons).
+//! reap, arm the expiry timers asked for (see `docs/architecture.md` for the
+//! picture and the order's reasons).
 //!
 //! The rest of the server is split by event: `accept` (new connections),
 //! `read` (the request side of a connection), `respond` (routes into
@@ -168,6 +169,9 @@ impl Server {
             self.resume();
             // 7. Free connections closed during this iteration.
             self.reap();
+            // 8. Queue the expiry timers the hub and the Bayeux engine asked
+            //    for during this iteration; each is due later than now.
+            self.arm_timers();
             if self.shutting_down && self.conns.is_empty() {
                 info!("shutdown complete");
                 return Ok(());

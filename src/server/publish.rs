@@ -90,7 +90,6 @@ impl Server {
             draft.event,
             self.now,
         );
-        self.schedule_expiry();
         self.on_sequenced(&message, publisher);
     }
 

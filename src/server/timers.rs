@@ -28,10 +28,7 @@ impl Server {
         while let Some((at, timer)) = self.deadlines.pop_due(self.now) {
             match timer {
                 Timer::Conn(id) => self.on_deadline(id, at),
-                Timer::Channel(name) => {
-                    self.hub.on_expiry_timer(&name, self.now);
-                    self.schedule_expiry();
-                }
+                Timer::Channel(name) => self.hub.on_expiry_timer(&name, self.now),
                 Timer::Session(session) => self.on_session_expiry(&session),
                 Timer::ResumeAccept => self.on_accept_backoff_over(),
                 Timer::ShutdownLimit => {
@@ -52,10 +49,14 @@ impl Server {
         }
     }
 
-    /// Sets the expiry timers the hub asked for; called after every hub call
-    /// that may ask (a publish, an expiry timer).
-    pub(super) fn schedule_expiry(&mut self) {
+    /// The last phase of every iteration: the timers the hub (channel
+    /// expiry) and the Bayeux engine (session expiry) asked for go into the
+    /// queue, whichever of their calls asked. None is due before the next
+    /// poll, so one place after the others is enough, and no call site can
+    /// forget it.
+    pub(super) fn arm_timers(&mut self) {
         self.deadlines.arm(&mut self.hub.to_arm);
+        self.deadlines.arm(&mut self.bayeux.to_arm);
     }
 
     /// A connection's queue entry came up: its deadline is reached, or the
