@@ -48,8 +48,7 @@ impl Server {
             Ok(_) if conn.out.is_empty() => self.on_drained(id, was_over),
             Ok(_) => {
                 // The send timeout counts from here again.
-                let unsent = conn.kernel_unsent();
-                conn.out.note_progress(self.now, unsent);
+                conn.note_send_progress(self.now);
                 // A pipelining client whose answers piled up past the limit
                 // is read again once they are back under it.
                 let under = was_over && conn.out.queued() <= max_queued;

@@ -166,8 +166,7 @@ impl Server {
         let at = if conn.out.is_empty() {
             drained_deadline(conn, self.now, &self.config)
         } else {
-            let unsent = conn.kernel_unsent();
-            conn.out.note_progress(self.now, unsent);
+            conn.note_send_progress(self.now);
             self.now + self.config.send_timeout
         };
         self.deadlines.set_conn(&mut conn.deadline, id, at);

@@ -119,7 +119,7 @@ impl Conn {
     /// Bytes written to the socket that the kernel has not yet seen the
     /// client acknowledge (SIOCOUTQ); it shrinks as the client reads. One
     /// ioctl, made only for connections whose output is backed up.
-    pub fn kernel_unsent(&self) -> usize {
+    fn kernel_unsent(&self) -> usize {
         let mut n: libc::c_int = 0;
         // SAFETY: TIOCOUTQ (SIOCOUTQ) on a TCP socket we own writes one int
         // through the pointer, which points at `n`.
@@ -130,13 +130,19 @@ impl Conn {
         }
     }
 
+    /// Starts the send timeout's clock again at `now`: queued output has
+    /// just moved (a write took some), or has just been queued.
+    pub fn note_send_progress(&mut self, now: Instant) {
+        let unsent = self.kernel_unsent();
+        self.out.note_progress(now, unsent);
+    }
+
     /// Whether queued output has moved within `timeout` of `now`: a write
     /// took bytes from the queue, or the client read some of what the kernel
     /// holds for it. The first ask starts the clock.
     pub fn send_progress(&mut self, now: Instant, timeout: Duration) -> SendProgress {
         let Some((since, unsent_then)) = self.out.last_progress() else {
-            let unsent = self.kernel_unsent();
-            self.out.note_progress(now, unsent);
+            self.note_send_progress(now);
             return SendProgress::Moving {
                 check_at: now + timeout,
             };
