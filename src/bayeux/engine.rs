@@ -249,11 +249,14 @@ impl Engine {
     }
 
     /// Handles one request's messages (from `wire::parse_post` or `parse_get`)
-    /// arriving on `conn` from the client address `peer`.
+    /// arriving on `conn`. `peer` is the client's address, which only a
+    /// handshake needs (sessions are bounded per address), so the server
+    /// looks it up only for a request that carries one
+    /// (`wire::has_handshake`); a handshake without it is refused.
     pub fn handle(
         &mut self,
         conn: ConnId,
-        peer: IpAddr,
+        peer: Option<IpAddr>,
         messages: Vec<Value>,
         framing: Framing,
         now: Instant,
@@ -502,8 +505,9 @@ impl Engine {
 
 /// What one request accumulates while its messages are handled.
 pub(super) struct Request {
-    /// The client address the request came from.
-    pub peer: IpAddr,
+    /// The client address the request came from, when the server looked it
+    /// up (see `Engine::handle`).
+    pub peer: Option<IpAddr>,
     /// Handshake messages seen so far, for `MAX_HANDSHAKES_PER_REQUEST`.
     pub n_handshakes: usize,
     pub replies: Vec<String>,
@@ -518,7 +522,7 @@ pub(super) struct Request {
 }
 
 impl Request {
-    fn new(peer: IpAddr) -> Request {
+    fn new(peer: Option<IpAddr>) -> Request {
         Request {
             peer,
             n_handshakes: 0,

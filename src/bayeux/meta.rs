@@ -65,7 +65,15 @@ impl Engine {
             // Without the token a session may subscribe but not publish.
             (Some(_), _) => false,
         };
-        let from_peer = self.per_addr.get(&req.peer).copied().unwrap_or(0);
+        let Some(peer) = req.peer else {
+            // The server gives the address to every request with a
+            // handshake; without it the per-address bound cannot hold.
+            let advice = json!({"reconnect": "none"});
+            req.replies
+                .push(refused_handshake(msg, "handshake_denied", advice));
+            return Ok(());
+        };
+        let from_peer = self.per_addr.get(&peer).copied().unwrap_or(0);
         if self.sessions.len() >= self.config.max_sessions
             || from_peer >= self.config.max_sessions_per_addr
         {
@@ -84,9 +92,9 @@ impl Engine {
         let expires_at = now + self.config.max_interval;
         self.sessions.insert(
             id.clone(),
-            Session::new(id.clone(), req.peer, expires_at, may_publish, acks),
+            Session::new(id.clone(), peer, expires_at, may_publish, acks),
         );
-        *self.per_addr.entry(req.peer).or_default() += 1;
+        *self.per_addr.entry(peer).or_default() += 1;
         self.arm_expiry(expires_at, &id);
         self.stats.handshakes += 1;
 

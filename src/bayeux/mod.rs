@@ -22,7 +22,7 @@
 //! and gets 400; CometD then falls back to long-polling.
 //!
 //! ```text
-//!   request ──parse──▶ engine.handle(conn, peer, msgs, framing, now) ──▶ Outcome
+//!   request ──parse──▶ engine.handle(conn, peer?, msgs, framing, now) ──▶ Outcome
 //!                          reply:     Now{body} -> write 200 now
 //!                                     Hold{deadline} -> park conn, its one deadline moved to `deadline`
 //!                          publishes: hub.publish(channel, json as application/json, event)

@@ -32,7 +32,7 @@ fn engine(config: Settings) -> Engine {
 fn handle(e: &mut Engine, conn: ConnId, msgs: Value, now: Instant) -> Outcome {
     let (msgs, framing) =
         wire::parse_post(Some("application/json"), msgs.to_string().as_bytes()).unwrap();
-    e.handle(conn, PEER, msgs, framing, now)
+    e.handle(conn, Some(PEER), msgs, framing, now)
 }
 
 fn json_body(body: &[u8]) -> Value {
@@ -682,7 +682,7 @@ fn jsonp_held_connect_keeps_its_framing() {
     );
     let (msgs, framing) = wire::parse_get(&query).unwrap();
     assert!(matches!(
-        e.handle(3, PEER, msgs, framing, t0).reply,
+        e.handle(3, Some(PEER), msgs, framing, t0).reply,
         Reply::Hold { .. }
     ));
     hub_publish(&mut e, "m", "a", Data::Text("x"));
@@ -884,7 +884,7 @@ fn handshake_from(e: &mut Engine, peer: IpAddr, n: usize, now: Instant) -> Vec<V
     let msgs = Value::Array(vec![one; n]);
     let (msgs, framing) =
         wire::parse_post(Some("application/json"), msgs.to_string().as_bytes()).unwrap();
-    let o = e.handle(1, peer, msgs, framing, now);
+    let o = e.handle(1, Some(peer), msgs, framing, now);
     now_replies(&o).as_array().unwrap().clone()
 }
 
@@ -1077,4 +1077,34 @@ fn replay_stops_at_the_overflow_and_does_nothing_for_a_gone_session() {
     let history = std::iter::repeat_n(msg, 10).inspect(|_| pulled.set(pulled.get() + 1));
     assert_eq!(e.on_replay(&resume, None, history), 0);
     assert_eq!(pulled.get(), 0);
+}
+
+/// The server looks the client's address up only for a request with a
+/// handshake (`wire::has_handshake`); a handshake that came without one
+/// cannot be bounded per address and is refused, while other messages need
+/// no address at all.
+#[test]
+fn only_a_handshake_needs_the_clients_address() {
+    let one = |channel: &str| vec![json!({"channel": channel})];
+    assert!(wire::has_handshake(&one("/meta/handshake")));
+    assert!(!wire::has_handshake(&one("/meta/connect")));
+    assert!(!wire::has_handshake(&[json!({"channel": 5})]));
+
+    let mut e = engine(Settings::default());
+    let t0 = Instant::now();
+    let hs = json!([{"channel": "/meta/handshake", "version": "1.0",
+                     "supportedConnectionTypes": ["long-polling"]}]);
+    let (msgs, framing) = wire::parse_post(None, hs.to_string().as_bytes()).unwrap();
+    let refused = now_replies(&e.handle(1, None, msgs, framing, t0));
+    assert_eq!(refused[0]["error"], "403::handshake_denied", "{refused}");
+    assert_eq!(e.n_sessions(), 0);
+
+    let cid = now_replies(&handle(&mut e, 1, hs, t0))[0]["clientId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sub = json!([{"channel": "/meta/subscribe", "clientId": cid, "subscription": "/a"}]);
+    let (msgs, framing) = wire::parse_post(None, sub.to_string().as_bytes()).unwrap();
+    let reply = now_replies(&e.handle(1, None, msgs, framing, t0));
+    assert_eq!(reply[0]["successful"], true, "{reply}");
 }

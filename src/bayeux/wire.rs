@@ -99,6 +99,14 @@ fn parse_form(form: &str) -> Result<(Vec<Value>, Framing), BadRequest> {
     Ok((parse_json(message.as_bytes())?, framing))
 }
 
+/// Whether any of a request's messages is a `/meta/handshake`: only those
+/// need the client's address (`Engine::handle`), a syscall to look up.
+pub fn has_handshake(messages: &[Value]) -> bool {
+    messages
+        .iter()
+        .any(|m| m.get("channel").and_then(Value::as_str) == Some("/meta/handshake"))
+}
+
 /// A JSON body: an array of message objects, or a single object.
 pub fn parse_json(body: &[u8]) -> Result<Vec<Value>, BadRequest> {
     let value: Value = serde_json::from_slice(body).map_err(|_| BadRequest("body is not JSON"))?;

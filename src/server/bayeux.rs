@@ -84,18 +84,15 @@ impl Server {
                 return self.reject(id, Reject::new(400, why), Ask::of(head));
             }
         };
-        // The engine bounds sessions per client address.
-        let peer = self.conns.get(id).and_then(|c| c.socket.peer_addr().ok());
-        let Some(peer) = peer else {
-            return self.reject(
-                id,
-                Reject::new(400, "the connection has no peer address"),
-                Ask::of(head),
-            );
+        // The engine bounds sessions per client address; only a handshake
+        // needs it, and looking it up is a syscall.
+        let peer = match wire::has_handshake(&messages) {
+            true => self.conns.get(id).and_then(|c| c.socket.peer_addr().ok()),
+            false => None,
         };
         let outcome = self.bayeux.handle(
             engine_conn(id),
-            client_key(peer.ip()),
+            peer.map(|p| client_key(p.ip())),
             messages,
             framing,
             self.now,
