@@ -37,10 +37,11 @@ pub(super) struct Web {
 }
 
 /// A page or file to send: what `on_page` writes with `respond`.
-pub(super) struct Page<'a> {
+pub(super) struct Page {
     pub status: u16,
-    pub content_type: &'a str,
-    pub body: Cow<'a, [u8]>,
+    pub content_type: &'static str,
+    /// Embedded assets are borrowed; files read from `--static` are owned.
+    pub body: Cow<'static, [u8]>,
     pub etag: String,
 }
 
@@ -64,7 +65,7 @@ impl Web {
 
     /// The page or file a `GET` names: from `--static` when given (the
     /// client script stays available either way), else the embedded demo.
-    pub fn page(&self, head: &RequestHead) -> Result<Page<'static>, Reject> {
+    pub fn page(&self, head: &RequestHead) -> Result<Page, Reject> {
         let if_none_match = head.if_none_match.as_deref();
         let from_disk = self
             .static_root
