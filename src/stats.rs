@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::json;
+use serde_json::{json, Value};
 
 #[derive(Default, Debug)]
 pub struct Counters {
@@ -86,89 +86,67 @@ pub struct BayeuxFigures<'a> {
 }
 
 impl Snapshot<'_> {
+    /// The `/stats` body. serde_json writes it: it is read on request only,
+    /// and keeps the keys in the order written here (`preserve_order`).
     pub fn to_json(&self) -> Vec<u8> {
-        let c = self.conns;
-        let mut out = Vec::with_capacity(512);
-        let field = |out: &mut Vec<u8>, name: &str, n: u64| {
-            json::push_str(out, name);
-            out.push(b':');
-            json::push_u64(out, n);
-            out.push(b',');
-        };
-        out.extend_from_slice(b"{\"connections\":{");
-        field(
-            &mut out,
-            "total",
-            c.sse + c.stream + c.longpoll + c.bayeux + c.other,
-        );
-        field(&mut out, "sse", c.sse);
-        field(&mut out, "stream", c.stream);
-        field(&mut out, "longpoll", c.longpoll);
-        field(&mut out, "bayeux", c.bayeux);
-        field(&mut out, "other", c.other);
-        out.pop();
-        out.extend_from_slice(b"},");
-        field(&mut out, "channels", self.channels as u64);
-        field(&mut out, "messages_published", self.published);
-        field(&mut out, "messages_delivered", self.counters.delivered);
-        field(&mut out, "messages_evicted", self.evicted);
-        field(&mut out, "messages_expired", self.expired);
-        field(&mut out, "bytes_queued", self.bytes_queued);
-        field(
-            &mut out,
-            "slow_consumer_closes",
-            self.counters.slow_consumer_closes,
-        );
-        field(&mut out, "connections_accepted", self.counters.accepted);
-        field(&mut out, "accept_errors", self.counters.accept_errors);
-        field(&mut out, "timeouts", self.counters.timeouts);
-        field(&mut out, "send_timeouts", self.counters.send_timeouts);
-        field(&mut out, "budget_yields", self.counters.budget_yields);
-        field(&mut out, "idle_closes", self.counters.idle_closes);
-        field(&mut out, "poll_timeouts", self.counters.poll_timeouts);
-        field(&mut out, "connect_timeouts", self.counters.connect_timeouts);
-        field(&mut out, "linger_closes", self.counters.linger_closes);
-        let d = self.deadlines;
-        out.extend_from_slice(b"\"deadlines\":{");
-        field(&mut out, "total", d.conn + d.channel + d.session + d.other);
-        field(&mut out, "conn", d.conn);
-        field(&mut out, "channel", d.channel);
-        field(&mut out, "session", d.session);
-        field(&mut out, "other", d.other);
-        out.pop();
-        out.extend_from_slice(b"},");
-        let b = &self.bayeux;
-        out.extend_from_slice(b"\"bayeux\":{");
-        field(&mut out, "sessions", b.sessions as u64);
-        field(&mut out, "held_connects", b.held_connects as u64);
-        field(&mut out, "handshakes", b.stats.handshakes);
-        field(&mut out, "disconnects", b.stats.disconnects);
-        field(&mut out, "expired", b.stats.expired);
-        field(&mut out, "slow_sessions", b.stats.slow_sessions);
-        field(&mut out, "unknown_session", b.stats.unknown_session);
-        field(&mut out, "delivered", b.stats.delivered);
-        field(&mut out, "sessions_refused", b.stats.sessions_refused);
-        field(&mut out, "handshakes_refused", b.stats.handshakes_refused);
-        field(
-            &mut out,
-            "subscriptions_refused",
-            b.stats.subscriptions_refused,
-        );
-        field(&mut out, "resumes_refused", b.stats.resumes_refused);
-        field(&mut out, "replayed", b.stats.replayed);
-        out.pop();
-        out.extend_from_slice(b"},");
-        field(&mut out, "rss_bytes", self.rss_bytes);
-        field(&mut out, "uptime_secs", self.uptime_secs);
-        out.extend_from_slice(b"\"rejections\":{");
-        for (status, n) in &self.counters.rejections {
-            field(&mut out, &status.to_string(), *n);
-        }
-        if !self.counters.rejections.is_empty() {
-            out.pop();
-        }
-        out.extend_from_slice(b"}}");
-        out
+        let (c, d, b, n) = (self.conns, self.deadlines, &self.bayeux, self.counters);
+        let rejections: serde_json::Map<String, Value> = n
+            .rejections
+            .iter()
+            .map(|(status, count)| (status.to_string(), (*count).into()))
+            .collect();
+        let stats = json!({
+            "connections": {
+                "total": c.sse + c.stream + c.longpoll + c.bayeux + c.other,
+                "sse": c.sse,
+                "stream": c.stream,
+                "longpoll": c.longpoll,
+                "bayeux": c.bayeux,
+                "other": c.other,
+            },
+            "channels": self.channels,
+            "messages_published": self.published,
+            "messages_delivered": n.delivered,
+            "messages_evicted": self.evicted,
+            "messages_expired": self.expired,
+            "bytes_queued": self.bytes_queued,
+            "slow_consumer_closes": n.slow_consumer_closes,
+            "connections_accepted": n.accepted,
+            "accept_errors": n.accept_errors,
+            "timeouts": n.timeouts,
+            "send_timeouts": n.send_timeouts,
+            "budget_yields": n.budget_yields,
+            "idle_closes": n.idle_closes,
+            "poll_timeouts": n.poll_timeouts,
+            "connect_timeouts": n.connect_timeouts,
+            "linger_closes": n.linger_closes,
+            "deadlines": {
+                "total": d.conn + d.channel + d.session + d.other,
+                "conn": d.conn,
+                "channel": d.channel,
+                "session": d.session,
+                "other": d.other,
+            },
+            "bayeux": {
+                "sessions": b.sessions,
+                "held_connects": b.held_connects,
+                "handshakes": b.stats.handshakes,
+                "disconnects": b.stats.disconnects,
+                "expired": b.stats.expired,
+                "slow_sessions": b.stats.slow_sessions,
+                "unknown_session": b.stats.unknown_session,
+                "delivered": b.stats.delivered,
+                "sessions_refused": b.stats.sessions_refused,
+                "handshakes_refused": b.stats.handshakes_refused,
+                "subscriptions_refused": b.stats.subscriptions_refused,
+                "resumes_refused": b.stats.resumes_refused,
+                "replayed": b.stats.replayed,
+            },
+            "rss_bytes": self.rss_bytes,
+            "uptime_secs": self.uptime_secs,
+            "rejections": rejections,
+        });
+        serde_json::to_vec(&stats).expect("a JSON value always serializes")
     }
 }
 
