@@ -79,8 +79,6 @@ pub struct Server {
     /// The wall-clock time of this iteration, for the `Date` header.
     date: HttpDate,
     started: Instant,
-    /// The budget of the connection being driven.
-    turn: conn::Turn,
     /// Reused to build responses, so answering allocates nothing.
     scratch: Vec<u8>,
     bufs: BufPool,
@@ -120,7 +118,6 @@ impl Server {
             now,
             date: HttpDate::new(SystemTime::now()),
             started: now,
-            turn: conn::Turn::default(),
             scratch: Vec::with_capacity(4096),
             bufs: BufPool::default(),
             accept_backoff: None,

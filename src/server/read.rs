@@ -84,20 +84,20 @@ impl Server {
     /// is the connection's own (`conn/input.rs`); what it found is acted on
     /// here, in one place.
     pub(super) fn drive(&mut self, id: ConnId) {
-        self.turn = Turn::default();
+        let mut turn = Turn::default();
         let max_queued = self.config.max_queued_bytes;
         loop {
             let Some(conn) = self.conns.get(id) else {
                 return;
             };
-            let (bufs, turn) = (&mut self.bufs, &mut self.turn);
+            let bufs = &mut self.bufs;
             let progress = match *conn.state() {
-                State::AwaitingHead { .. } => conn.step_head(bufs, turn, max_queued),
-                State::Body(_) => conn.step_body(bufs, turn),
+                State::AwaitingHead { .. } => conn.step_head(bufs, &mut turn, max_queued),
+                State::Body(_) => conn.step_body(bufs, &mut turn),
                 State::Polling { .. } | State::Held { .. } => conn.step_held(bufs),
                 // After the client's EOF there is nothing left to read.
                 State::Closing { eof: true } | State::Closed { .. } => Progress::Wait,
-                State::Streaming { .. } | State::Closing { .. } => conn.step_discard(turn),
+                State::Streaming { .. } | State::Closing { .. } => conn.step_discard(&mut turn),
             };
             match progress {
                 Progress::Again => {}
@@ -118,7 +118,7 @@ impl Server {
                     return self.close(id);
                 }
             }
-            if self.turn.spent() {
+            if turn.spent() {
                 self.counters.budget_yields += 1;
                 self.conns.yield_turn(id);
                 return;
