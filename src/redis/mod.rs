@@ -7,4 +7,6 @@
 //! (how long to wait before reconnecting) and `shard` (which Redis owns a
 //! channel when there are several).
 
+pub mod backoff;
+pub mod resp;
 pub mod url;
