@@ -9,4 +9,5 @@
 
 pub mod backoff;
 pub mod resp;
+pub mod shard;
 pub mod url;
