@@ -140,10 +140,12 @@ impl Merge {
         self.pending.iter().map(|m| m.data.len()).sum()
     }
 
-    /// A read failed (its connection to Redis went down): nothing is in
-    /// flight any more, and the caller reads again once it can.
-    pub fn read_failed(&mut self) -> Step {
-        Step::Read { after: self.after }
+    /// The caller reads again from the position: the read in flight was
+    /// lost with its connection, or pub/sub was down and may have dropped
+    /// messages. Returns where to read after.
+    pub fn reread(&mut self) -> u64 {
+        self.reading = true;
+        self.after
     }
 
     /// A live message, in the order pub/sub delivered it.
@@ -284,10 +286,7 @@ impl Merge {
 /// The first sequence number the stream still has, or the one after its
 /// last when it has none.
 fn first_seq(history: &History) -> u64 {
-    history
-        .entries
-        .first()
-        .map_or(history.last + 1, |m| m.seq)
+    history.entries.first().map_or(history.last + 1, |m| m.seq)
 }
 
 #[cfg(test)]

@@ -86,7 +86,10 @@ fn a_hole_the_stream_no_longer_has_is_an_expired_gap() {
     m.on_live(msg(E, 9), &mut out);
     assert_eq!(show(&mut out), ["read:4"]);
     m.on_history(history(E, 9, &[8, 9], false), &mut out);
-    assert_eq!(show(&mut out), ["gap:expired:3:e1-4>e1-7", "d:e1-8", "d:e1-9"]);
+    assert_eq!(
+        show(&mut out),
+        ["gap:expired:3:e1-4>e1-7", "d:e1-8", "d:e1-9"]
+    );
 }
 
 #[test]
