@@ -111,6 +111,8 @@ impl Engine {
         let mut last = None;
         for msg in history {
             if !self.queue_one(&id, encode_delivery(&name, &msg)) {
+                // The session ended with its queue full; nothing is held for it.
+                self.stats.replayed += queued as u64;
                 return queued;
             }
             last = cursor::parse(msg.id).ok();
