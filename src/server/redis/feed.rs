@@ -142,6 +142,14 @@ impl Server {
 
     /// A push on a `sub` link: a confirmation, a message, or a pong.
     pub(super) fn on_redis_push(&mut self, shard: usize, value: Value) {
+        // Outside subscribed mode (no subscriptions yet) a PING is answered
+        // like any command.
+        if matches!(&value, Value::Status(s) if s.eq_ignore_ascii_case("pong")) {
+            if let Some(cluster) = self.cluster.as_mut() {
+                cluster.shards[shard].sub_ping = None;
+            }
+            return;
+        }
         let Value::Array(parts) = value else {
             return debug!("redis: a push that is not an array: {value:?}");
         };

@@ -442,6 +442,9 @@ impl Server {
                 shard.cmd.connect(registry, now);
             }
             if shard.sub.retry_at().is_some_and(|at| at <= now) {
+                if shard.sub.n_failures > 0 {
+                    cluster.figures.reconnects += 1;
+                }
                 shard.sub.connect(registry, now);
             }
             if shard
