@@ -492,6 +492,11 @@ impl Server {
         let Some(cluster) = self.cluster.as_mut() else {
             return;
         };
+        // A burst of subscribers passes through `catchups`; the table must
+        // not keep the burst's size for good (memory per parked subscriber).
+        if cluster.catchups.is_empty() && cluster.catchups.capacity() > 64 {
+            cluster.catchups.shrink_to_fit();
+        }
         while let Some((at, _)) = cluster.maybe_idle.front() {
             if *at + LINGER > now {
                 break;
