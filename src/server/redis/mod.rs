@@ -306,7 +306,7 @@ impl Cluster {
     /// `/stats`'s `redis` object.
     pub fn stats_json(&self) -> Json {
         let f = &self.figures;
-        let replied = f.publishes - f.publish_failures;
+        let replied = f.publishes.saturating_sub(f.publish_failures);
         json!({
             "connected": self.is_healthy(),
             "shards": self.shards.len(),
