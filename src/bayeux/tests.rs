@@ -787,7 +787,10 @@ fn a_clustered_resume_holds_live_messages_until_its_history() {
         t0,
     );
     let events: Vec<_> = e.route_events.drain(..).collect();
-    assert!(events.contains(&("/chat/room1".to_string(), true)), "{events:?}");
+    assert!(
+        events.contains(&("/chat/room1".to_string(), true)),
+        "{events:?}"
+    );
     let replay = o.resumes[0].clone();
     // Live while the history is read: 7 is also in the history, 8 is not.
     hub_publish(&mut e, "e1-7", "chat/room1", Data::Text("seven"));
