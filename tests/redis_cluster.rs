@@ -1,6 +1,7 @@
 //! Several halley processes on one history (`--redis`), each test with its
 //! own `redis-server`s on free ports: a publish on one node reaching every
-//! transport on the others with the same id, SSE and long-poll clients moving
+//! transport on the others with the same id (Bayeux wildcards included), a
+//! DELETE ending the subscribers of every node, SSE and long-poll clients moving
 //! between nodes without loss, duplicates or reordering while publishing goes
 //! on, clients of a SIGKILLed node resuming elsewhere, the `expired` gap, and
 //! epochs that outlive the nodes. Every cluster scenario runs on one Redis and
@@ -293,6 +294,58 @@ fn a_publish_on_one_node_reaches_every_transport_on_the_others(n: usize) {
     assert_consecutive(&[id, ev.id.unwrap()]);
     assert_eq!(subscribers(a.addr, &ch), 0, "A counts its own subscribers");
     assert_eq!(subscribers(b.addr, &ch), 1);
+}
+
+on_one_and_two_shards!(a_bayeux_wildcard_on_one_node_matches_publishes_on_another);
+fn a_bayeux_wildcard_on_one_node_matches_publishes_on_another(n: usize) {
+    let redis = shards(n);
+    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
+    let root = channel("wild");
+    // A subscribe answered successfully is live, as an SSE preamble is.
+    let mut bayeux = Bayeux::subscribed(b.addr, &format!("{root}/*"));
+    bayeux.send_connect();
+    let id = publish(a.addr, &format!("{root}/x"), "one");
+    let got = bayeux.messages(&format!("{root}/x"));
+    assert_eq!(
+        got,
+        vec![json!({"channel": format!("/{root}/x"), "id": id, "data": "one"})]
+    );
+    // Another channel under the pattern, possibly on the other shard.
+    bayeux.send_connect();
+    let id = publish(a.addr, &format!("{root}/y"), "two");
+    let got = bayeux.messages(&format!("{root}/y"));
+    assert_eq!(
+        got,
+        vec![json!({"channel": format!("/{root}/y"), "id": id, "data": "two"})]
+    );
+}
+
+on_one_and_two_shards!(a_delete_on_one_node_ends_the_subscribers_of_every_node);
+fn a_delete_on_one_node_ends_the_subscribers_of_every_node(n: usize) {
+    let redis = shards(n);
+    let (a, b, c) = (node(&redis, &[]), node(&redis, &[]), node(&redis, &[]));
+    let ch = channel("delete");
+    let mut sse = Sub::sse(b.addr, &ch, "", &[]);
+    let mut stream = Sub::stream(c.addr, &ch, "");
+    let id = publish(a.addr, &ch, "before");
+    assert_eq!(sse.next_event().id.as_deref(), Some(id.as_str()));
+    assert_eq!(stream.next_json()["id"], id.as_str());
+    let mut poll = Client::connect(c.addr);
+    poll.request("GET", &format!("/sub/{ch}?since={id}"), &[], b"");
+    wait_subscribers(c.addr, &ch, 2);
+
+    let resp = call(a.addr, "DELETE", &format!("/pub/{ch}"), &[], b"");
+    assert_eq!(resp.status, 204, "{resp:?}");
+    let ev = sse.next_event();
+    assert_eq!(ev.event.as_deref(), Some("deleted"), "{ev:?}");
+    assert_eq!(parse_json(&ev.data())["channel"], ch.as_str());
+    sse.expect_end();
+    let last = stream.next_json();
+    assert_eq!(last["deleted"], true, "{last}");
+    assert_eq!(last["channel"], ch.as_str());
+    stream.expect_end();
+    let resp = poll.read_response();
+    resp.assert_error(410);
 }
 
 /// How many messages the moving-client scenarios publish.
