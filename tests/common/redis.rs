@@ -9,6 +9,7 @@
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -122,7 +123,17 @@ impl RedisServer {
     fn try_start(&mut self) -> bool {
         assert_ne!(self.port, SYSTEM_PORT);
         let log = std::fs::File::create(self.dir.join("redis.log")).expect("a log file");
-        let child = Command::new(REDIS_SERVER)
+        let mut cmd = Command::new(REDIS_SERVER);
+        // SAFETY: prctl is async-signal-safe and touches only the child. A test
+        // process that dies without unwinding (a harness timeout, SIGKILL)
+        // takes its Redis with it rather than leaving it on the shared machine.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--dir", self.dir.to_str().unwrap()])
