@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::thread;
 
-use common::redis::{encode_command, node, read_reply, shards, RedisServer, Reply};
+use common::redis::{encode_command, node, read_reply, redis_stats, shards, RedisServer, Reply};
 use common::*;
 use serde_json::json;
 
@@ -602,4 +602,13 @@ fn channels_spread_over_both_shards_and_every_node_agrees_where() {
         per_shard.iter().all(|&n| n > 0),
         "{CHANNELS} channels spread over both shards: {per_shard:?}"
     );
+    // Each node counts its own publishes, over both shards.
+    for node in [&a, &b] {
+        let stats = redis_stats(node);
+        assert_eq!(stats["connected"], true, "{stats}");
+        assert_eq!(stats["shards"], 2, "{stats}");
+        assert_eq!(stats["publishes"], CHANNELS, "{stats}");
+        assert_eq!(stats["in_flight"], 0, "{stats}");
+        assert!(stats["publish_rtt_us"].is_object(), "{stats}");
+    }
 }
