@@ -91,6 +91,7 @@ fn parse_benches(run: &mut Runner) {
 
 fn message(data: &str, event: Option<&str>) -> Message {
     Message::new(
+        0x1a2b3c,
         417,
         "1a2b3c-417".into(),
         "room".into(),

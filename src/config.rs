@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::redis::url::RedisUrl;
 use crate::web::open_publish::{OpenPrefix, DEFAULT_OPEN_PREFIX};
 
 #[derive(Clone, Debug)]
@@ -41,6 +42,17 @@ pub struct Config {
     /// Channels under these prefixes take publishes without the token, with a
     /// small body limit and a per-address rate limit.
     pub open_publish: Vec<OpenPrefix>,
+    /// With one or more Redis URLs, Redis sequences and keeps every
+    /// channel's history and the nodes on it form one cluster; several are
+    /// shards, a channel living in one of them. Empty: all in memory.
+    pub redis: Vec<RedisUrl>,
+    /// A Redis command unanswered this long fails: a publish gets 503, and
+    /// the connection to that Redis is dropped and made again.
+    pub redis_timeout: Duration,
+    /// How long Redis keeps a channel's epoch and sequence number after its
+    /// last publish or read; far longer than its messages, so an old cursor
+    /// is told `expired` rather than `restarted`.
+    pub redis_meta_ttl: Duration,
 }
 
 impl Default for Config {
@@ -63,6 +75,9 @@ impl Default for Config {
             sse_retry: Duration::from_secs(2),
             static_dir: None,
             open_publish: vec![OpenPrefix::parse(DEFAULT_OPEN_PREFIX).expect("valid prefix")],
+            redis: Vec::new(),
+            redis_timeout: Duration::from_secs(2),
+            redis_meta_ttl: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -108,10 +123,18 @@ USAGE: halley [FLAGS]
                            without the token: 4 KiB bodies, a burst
                            of 10 then 1/s per address, else 429.
                            Repeatable; 'none' opens nothing        [demo/]
+  --redis URL              keep history in Redis and run as one of
+                           many nodes: redis://[:PASSWORD@]HOST[:PORT][/DB].
+                           Repeatable: channels are sharded over the
+                           URLs, which every node lists alike     [none]
+  --redis-timeout SECS     a Redis command unanswered this long
+                           fails (publish: 503); then reconnect   [2]
+  --redis-meta-ttl SECS    how long Redis keeps a channel's epoch
+                           and sequence number after last use     [2592000]
   --help                   this text
 
 Seconds are decimal, from 0.001 to 86400 (a day; --message-ttl up to a year,
-31536000); --sse-retry takes 1 to 86400000 ms; counts are 1 to 1000000
+31536000; --redis-meta-ttl from --message-ttl to ten years); --sse-retry takes 1 to 86400000 ms; counts are 1 to 1000000
 (--max-connections up to 10000000); bytes 1 to 1073741824 (1 GiB); a token or
 origin is 1 to 1024 visible ASCII characters without spaces. Anything else is
 refused at start, naming the flag, with exit status 2.
@@ -140,6 +163,10 @@ const MAX_MESSAGE_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 const MAX_CONNECTIONS: usize = 10_000_000;
 /// The largest `--max-body` and `--max-queued-bytes`: each is memory held per connection.
 const MAX_BYTES: usize = 1 << 30;
+/// The longest `--redis-meta-ttl`: ten years.
+const MAX_META_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// The most `--redis` shards.
+pub const MAX_SHARDS: usize = 64;
 /// The longest channel history and long-poll answer.
 const MAX_MESSAGES: usize = 1_000_000;
 /// The longest `--publish-token` and `--cors-origin`: each goes into a header line.
@@ -195,8 +222,25 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
                     prefix => config.open_publish.push(OpenPrefix::parse(prefix)?),
                 }
             }
+            "--redis" => {
+                if config.redis.len() == MAX_SHARDS {
+                    return Err(format!("--redis: at most {MAX_SHARDS} shards"));
+                }
+                let url =
+                    crate::redis::url::parse(v.text()?).map_err(|e| format!("--redis: {e}"))?;
+                config.redis.push(url);
+            }
+            "--redis-timeout" => config.redis_timeout = v.secs(MIN_PERIOD, MAX_PERIOD)?,
+            "--redis-meta-ttl" => config.redis_meta_ttl = v.secs(MIN_PERIOD, MAX_META_TTL)?,
             _ => return Err(format!("unknown flag {flag} (see --help)")),
         }
+    }
+    if !config.redis.is_empty() && config.redis_meta_ttl < config.message_ttl {
+        return Err(format!(
+            "--redis-meta-ttl ({} s) must be at least --message-ttl ({} s): a channel's position must outlive its messages",
+            config.redis_meta_ttl.as_secs_f64(),
+            config.message_ttl.as_secs_f64()
+        ));
     }
     Ok(Command::Run(Box::new(config)))
 }

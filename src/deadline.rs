@@ -49,6 +49,9 @@ pub enum Timer {
     ResumeAccept,
     /// Stop waiting for connections to drain during shutdown.
     ShutdownLimit,
+    /// Check the Redis links: reconnect, fail the overdue, ping the idle
+    /// (`--redis` only; one entry, re-armed each time).
+    Redis,
 }
 
 /// A time in the queue: whole milliseconds since the queue was made, never
@@ -175,7 +178,7 @@ impl Deadlines {
             Timer::Conn(_) => &mut c.conn,
             Timer::Channel(_) => &mut c.channel,
             Timer::Session(_) => &mut c.session,
-            Timer::ResumeAccept | Timer::ShutdownLimit => &mut c.other,
+            Timer::ResumeAccept | Timer::ShutdownLimit | Timer::Redis => &mut c.other,
         }
     }
 

@@ -199,6 +199,7 @@ mod tests {
 
     fn msg(data: &str, event: Option<&str>) -> Message {
         Message::new(
+            0x1a2b3c,
             3,
             "e-3".into(),
             "room".into(),

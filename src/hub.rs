@@ -195,6 +195,7 @@ impl Hub {
         let seq = channel.next_seq;
         channel.next_seq += 1;
         let message = Rc::new(Message::new(
+            epoch,
             seq,
             cursor::format(epoch, seq),
             channel.name.clone(),

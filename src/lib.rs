@@ -118,6 +118,7 @@ pub mod hub;
 pub mod json;
 pub mod message;
 pub mod outq;
+pub mod redis;
 pub mod routes;
 pub mod server;
 pub mod signals;

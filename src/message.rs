@@ -8,8 +8,12 @@ use std::time::Instant;
 
 use crate::encode;
 
+#[derive(Debug)]
 pub struct Message {
-    /// Position in its channel; ids are `cursor::format(epoch, seq)`.
+    /// The channel's epoch (the server run's in memory, the channel's in
+    /// Redis) and the message's position in it; ids are
+    /// `cursor::format(epoch, seq)`.
+    pub epoch: u64,
     pub seq: u64,
     pub id: Box<str>,
     pub channel: Rc<str>,
@@ -28,7 +32,9 @@ pub struct Message {
 }
 
 impl Message {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
+        epoch: u64,
         seq: u64,
         id: String,
         channel: Rc<str>,
@@ -38,6 +44,7 @@ impl Message {
         published: Instant,
     ) -> Message {
         Message {
+            epoch,
             seq,
             id: id.into_boxed_str(),
             channel,

@@ -75,6 +75,8 @@ pub struct Snapshot<'a> {
     pub uptime_secs: u64,
     pub counters: &'a Counters,
     pub bayeux: BayeuxFigures<'a>,
+    /// With `--redis`: the links and what waits on them.
+    pub redis: Option<Value>,
 }
 
 /// What the Bayeux engine reports: live sessions, connects held now, and its
@@ -127,6 +129,7 @@ impl Snapshot<'_> {
                 "session": d.session,
                 "other": d.other,
             },
+            "redis": self.redis,
             "bayeux": {
                 "sessions": b.sessions,
                 "held_connects": b.held_connects,
@@ -206,6 +209,7 @@ mod tests {
                     ..Default::default()
                 },
             },
+            redis: None,
         };
         let text = String::from_utf8(snap.to_json()).unwrap();
         assert!(text.starts_with(

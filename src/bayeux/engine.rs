@@ -76,6 +76,10 @@ pub struct Settings {
     pub max_sessions: usize,
     /// Sessions at once from one address (`MAX_SESSIONS_PER_ADDR`).
     pub max_sessions_per_addr: usize,
+    /// Record in `route_events` each subscription pattern that gains its
+    /// first session or loses its last: a Redis node follows them with its
+    /// own subscriptions in Redis.
+    pub report_routes: bool,
 }
 
 impl Default for Settings {
@@ -87,6 +91,7 @@ impl Default for Settings {
             publish_token: None,
             max_sessions: MAX_SESSIONS,
             max_sessions_per_addr: MAX_SESSIONS_PER_ADDR,
+            report_routes: false,
         }
     }
 }
@@ -214,6 +219,10 @@ pub struct Engine {
     /// later, and the timer, coming up early, asks to be set again then
     /// (`on_expiry_timer`).
     pub to_arm: ToArm,
+    /// With `Settings::report_routes`: `(pattern, true)` when a pattern got
+    /// its first session, `(pattern, false)` when it lost its last, in
+    /// order, until the server takes them.
+    pub route_events: Vec<(String, bool)>,
     pub(super) new_id: Box<dyn FnMut() -> u128>,
     pub(super) fanout_seq: u64,
     /// Reused by `on_publish` so a publish allocates only its encoding.
@@ -233,6 +242,7 @@ impl Engine {
             ready: Vec::new(),
             out: Vec::new(),
             to_arm: ToArm::default(),
+            route_events: Vec::new(),
             new_id,
             fanout_seq: 0,
             scratch: Vec::new(),
@@ -427,6 +437,9 @@ impl Engine {
     }
 
     pub(super) fn route(&mut self, pattern: String, id: &Rc<str>) {
+        if self.config.report_routes && !self.routes.contains_key(&pattern) {
+            self.route_events.push((pattern.clone(), true));
+        }
         self.routes.entry(pattern).or_default().insert(id.clone());
     }
 
@@ -435,6 +448,9 @@ impl Engine {
             set.remove(id);
             if set.is_empty() {
                 self.routes.remove(pattern);
+                if self.config.report_routes {
+                    self.route_events.push((pattern.to_owned(), false));
+                }
             }
         }
     }

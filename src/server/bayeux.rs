@@ -35,6 +35,7 @@ const NO_CACHE: [&str; 1] = ["Cache-Control: no-cache"];
 /// `--publish-token` applies to Bayeux publishes too.
 pub(super) fn new_engine(config: &Config) -> io::Result<Engine> {
     let settings = bayeux::Settings {
+        report_routes: !config.redis.is_empty(),
         timeout: config.longpoll_timeout,
         max_queued_bytes: config.max_queued_bytes,
         publish_token: config.publish_token.clone(),
@@ -150,6 +151,9 @@ impl Server {
     /// Reads no more history than the session's queue could take, and none
     /// for a session already gone.
     fn replay_to_session(&mut self, replay: &bayeux::Resume) {
+        if self.cluster.is_some() {
+            return self.resume_via_redis(replay);
+        }
         let Some(room) = self.bayeux.replay_room(&replay.client_id) else {
             return;
         };
@@ -170,7 +174,7 @@ impl Server {
                         Since::Id(text) => text.clone(),
                         Since::Earliest => "earliest".into(),
                     },
-                    next: self.hub.head_cursor(&replay.channel),
+                    next: self.head_cursor(&replay.channel),
                 };
                 (Some(gap_value(&gap)), Vec::new())
             }
@@ -203,6 +207,7 @@ impl Server {
     /// The flush phase: one reply per session that messages reached in this
     /// iteration, and the final replies of sessions ended since the last one.
     pub(super) fn flush_bayeux(&mut self) {
+        self.sync_bayeux_routes();
         let responses = self.bayeux.flush(self.now);
         if responses.is_empty() {
             return;
@@ -249,7 +254,7 @@ impl Server {
 
 /// A gap as Bayeux carries it in `ext.halley.gap`: the same fields as the
 /// long-poll `gap`.
-fn gap_value(gap: &Gap) -> Value {
+pub(super) fn gap_value(gap: &Gap) -> Value {
     json!({
         "reason": gap.reason,
         "missed": gap.missed,

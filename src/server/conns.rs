@@ -127,7 +127,7 @@ impl Conns {
     /// The reap phase: frees every connection closed in this iteration and
     /// passes each hub subscription one still held to `unsubscribe`.
     /// Dropping the socket closes it, which also takes it out of epoll.
-    pub fn reap(&mut self, mut unsubscribe: impl FnMut(ConnId, Subscription)) {
+    pub fn reap(&mut self, mut reaped: impl FnMut(ConnId, Option<Subscription>)) {
         for id in std::mem::take(&mut self.to_reap) {
             let Some(conn) = self.slab.get_mut(id.slot as usize) else {
                 continue;
@@ -135,9 +135,7 @@ impl Conns {
             if conn.gen != id.gen || !conn.is_closed() {
                 continue;
             }
-            if let Some(sub) = self.slab.remove(id.slot as usize).into_subscription() {
-                unsubscribe(id, sub);
-            }
+            reaped(id, self.slab.remove(id.slot as usize).into_subscription());
         }
     }
 

@@ -33,6 +33,9 @@ impl Server {
         mode: Mode,
         cursor: Cursor,
     ) {
+        if self.cluster.is_some() {
+            return self.subscribe_via_redis(id, head, channel, mode, cursor);
+        }
         let batch = match mode {
             Mode::LongPoll => self.config.longpoll_batch,
             Mode::Stream(_) => usize::MAX,
@@ -44,7 +47,9 @@ impl Server {
         let head_only = head.method == Method::Head;
         match mode {
             Mode::Stream(transport) if head_only => self.stream_head_only(id, head, transport),
-            Mode::Stream(transport) => self.open_stream(id, head, channel, transport, replay),
+            Mode::Stream(transport) => {
+                self.open_stream(id, head.http10, channel, transport, replay)
+            }
             // GET would wait for a message; there is no body to measure yet.
             Mode::LongPoll if replay.messages.is_empty() && replay.gap.is_none() && head_only => {
                 self.respond(
@@ -57,7 +62,7 @@ impl Server {
                 )
             }
             Mode::LongPoll if replay.messages.is_empty() && replay.gap.is_none() => {
-                self.park_poll(id, head, channel)
+                self.park_poll(id, head.keep_alive, channel)
             }
             Mode::LongPoll => {
                 let messages: Vec<&Message> = replay.messages.iter().map(|m| &**m).collect();
@@ -80,7 +85,12 @@ impl Server {
     /// `HEAD` on a stream: the head `GET` would get, which announces a
     /// chunked body (or, for HTTP/1.0, one that ends with the connection),
     /// never a length; nothing follows and nothing subscribes.
-    fn stream_head_only(&mut self, id: ConnId, head: &RequestHead, transport: Transport) {
+    pub(super) fn stream_head_only(
+        &mut self,
+        id: ConnId,
+        head: &RequestHead,
+        transport: Transport,
+    ) {
         let keep_alive = head.keep_alive && !head.http10 && !self.shutting_down;
         self.scratch.clear();
         self.write_stream_head(transport, head.http10, keep_alive);
@@ -111,15 +121,14 @@ impl Server {
 
     /// Answers with the stream's head, the SSE preamble, any gap and the
     /// replayed messages, all in one write, then parks the connection.
-    fn open_stream(
+    pub(super) fn open_stream(
         &mut self,
         id: ConnId,
-        head: &RequestHead,
+        http10: bool,
         channel: &str,
         transport: Transport,
         replay: Replay,
     ) {
-        let http10 = head.http10;
         self.scratch.clear();
         // A stream ends only when the server ends it, and then it closes.
         self.write_stream_head(transport, http10, false);
@@ -173,10 +182,10 @@ impl Server {
     }
 
     /// Holds a long-poll that has nothing to receive yet.
-    fn park_poll(&mut self, id: ConnId, head: &RequestHead, channel: &str) {
+    pub(super) fn park_poll(&mut self, id: ConnId, keep_alive: bool, channel: &str) {
         let (channel, key) = self.hub.subscribe(channel, Kind::Poll, id);
         let conn = self.conns.get(id).expect("subscribing connection is open");
-        conn.park_poll(channel, key, head.keep_alive);
+        conn.park_poll(channel, key, keep_alive);
         self.set_deadline(id, self.now + self.config.longpoll_timeout);
     }
 
@@ -191,7 +200,13 @@ impl Server {
             return;
         };
         let max_queued = self.config.max_queued_bytes;
+        // With Redis, a stream still catching up gets its messages through
+        // its own merge (`server::redis`); only then through here.
+        let catchups = self.cluster.as_ref().and_then(|c| c.catchups_if_any());
         for (_, &id) in channel.streams.iter() {
+            if catchups.is_some_and(|c| c.contains_key(&id)) {
+                continue;
+            }
             let Some(conn) = self.conns.get(id) else {
                 continue;
             };
@@ -221,10 +236,11 @@ impl Server {
             self.answer_poll(id, body);
         }
         self.spare_polls = polls;
+        self.note_maybe_idle(&message.channel);
     }
 
     /// Answers a parked long-poll with a message's shared body.
-    fn answer_poll(&mut self, id: ConnId, body: &Rc<[u8]>) {
+    pub(super) fn answer_poll(&mut self, id: ConnId, body: &Rc<[u8]>) {
         let Some(conn) = self.conns.get(id) else {
             return;
         };
@@ -314,7 +330,11 @@ impl Server {
 
 /// A message's frame for one stream subscriber: the shared chunk, and the
 /// part of it to send (all of it, or the bare payload for HTTP/1.0).
-fn frame_for(message: &Message, transport: Transport, http10: bool) -> (&Rc<[u8]>, Range<usize>) {
+pub(super) fn frame_for(
+    message: &Message,
+    transport: Transport,
+    http10: bool,
+) -> (&Rc<[u8]>, Range<usize>) {
     let frame = match transport {
         Transport::Sse => message.sse(),
         Transport::Stream => message.stream(),

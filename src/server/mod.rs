@@ -20,6 +20,7 @@ mod conns;
 mod deliver;
 mod publish;
 mod read;
+mod redis;
 mod respond;
 mod timers;
 mod web;
@@ -87,6 +88,8 @@ pub struct Server {
     accept_backoff: Option<Duration>,
     shutting_down: bool,
     web: web::Web,
+    /// With `--redis`: the links, feeds and subscribers catching up.
+    cluster: Option<redis::Cluster>,
 }
 
 impl Server {
@@ -99,6 +102,11 @@ impl Server {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let now = Instant::now();
         let web = web::Web::new(&config, now)?;
+        let mut deadlines = Deadlines::new(now);
+        let cluster = match config.redis.is_empty() {
+            true => None,
+            false => Some(redis::Cluster::new(&config, now, &mut deadlines)?),
+        };
         let limits = Limits {
             buffer: config.buffer,
             ttl: config.message_ttl,
@@ -112,7 +120,7 @@ impl Server {
             spare_polls: Slab::new(),
             hub: Hub::new(cursor::new_epoch(), limits),
             bayeux: bayeux::new_engine(&config)?,
-            deadlines: Deadlines::new(now),
+            deadlines,
             config,
             counters: Counters::default(),
             now,
@@ -123,6 +131,7 @@ impl Server {
             accept_backoff: None,
             shutting_down: false,
             web,
+            cluster,
         })
     }
 
@@ -169,6 +178,9 @@ impl Server {
             // 8. Queue the expiry timers the hub and the Bayeux engine asked
             //    for during this iteration; each is due later than now.
             self.arm_timers();
+            // 9. With Redis: send the commands this iteration queued, in one
+            //    write per link.
+            self.flush_redis();
             if self.shutting_down && self.conns.is_empty() {
                 info!("shutdown complete");
                 return Ok(());
@@ -192,6 +204,9 @@ impl Server {
         match event.token() {
             LISTENER => self.on_acceptable(),
             SIGNALS => self.on_signal(),
+            token if self.cluster.as_ref().is_some_and(|c| c.owns(token)) => {
+                self.on_redis_ready(token)
+            }
             token => {
                 let id = ConnId::from_token(token);
                 if event.is_writable() {
@@ -234,9 +249,14 @@ impl Server {
     }
 
     fn reap(&mut self) {
-        let (hub, now) = (&mut self.hub, self.now);
-        self.conns.reap(|id, (channel, kind, key)| {
-            hub.unsubscribe(&channel, kind, key, id, now);
+        let (hub, cluster, now) = (&mut self.hub, &mut self.cluster, self.now);
+        self.conns.reap(|id, sub| {
+            if let Some((channel, kind, key)) = &sub {
+                hub.unsubscribe(channel, *kind, *key, id, now);
+            }
+            if let Some(cluster) = cluster {
+                cluster.on_conn_reaped(id, sub.as_ref().map(|s| &s.0), now);
+            }
         });
     }
 }

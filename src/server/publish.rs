@@ -83,6 +83,9 @@ impl Server {
     /// which in memory answers at once (see the module doc for an engine
     /// that answers later).
     pub(super) fn publish(&mut self, draft: Draft, publisher: Publisher) {
+        if self.cluster.is_some() {
+            return self.publish_via_redis(draft, publisher);
+        }
         let message = self.hub.publish(
             &draft.channel,
             draft.data,
@@ -105,10 +108,23 @@ impl Server {
         else {
             return;
         };
+        self.answer_publish(id, ask, &message.id, &message.channel, subscribers);
+    }
+
+    /// `201` with the message's id, its channel, and how many subscribers
+    /// the channel had here when the publish arrived.
+    pub(super) fn answer_publish(
+        &mut self,
+        id: ConnId,
+        ask: Ask,
+        message_id: &str,
+        channel: &str,
+        subscribers: usize,
+    ) {
         let mut out = b"{\"id\":".to_vec();
-        json::push_str(&mut out, &message.id);
+        json::push_str(&mut out, message_id);
         out.extend_from_slice(b",\"channel\":");
-        json::push_str(&mut out, &message.channel);
+        json::push_str(&mut out, channel);
         out.extend_from_slice(b",\"subscribers\":");
         json::push_u64(&mut out, subscribers as u64);
         out.push(b'}');
@@ -118,6 +134,9 @@ impl Server {
     pub(super) fn on_delete(&mut self, id: ConnId, head: &RequestHead, channel: &str) {
         if let Err(reject) = self.web.check_delete(head) {
             return self.reject(id, reject, Ask::of(head));
+        }
+        if self.cluster.is_some() {
+            return self.delete_via_redis(id, Ask::of(head), channel);
         }
         match self.hub.delete(channel, self.now) {
             None => self.reject(

@@ -94,7 +94,9 @@ impl Server {
             let progress = match *conn.state() {
                 State::AwaitingHead { .. } => conn.step_head(bufs, &mut turn, max_queued),
                 State::Body(_) => conn.step_body(bufs, &mut turn),
-                State::Polling { .. } | State::Held { .. } => conn.step_held(bufs),
+                State::Polling { .. } | State::Held { .. } | State::Waiting { .. } => {
+                    conn.step_held(bufs)
+                }
                 // After the client's EOF there is nothing left to read.
                 State::Closing { eof: true } | State::Closed { .. } => Progress::Wait,
                 State::Streaming { .. } | State::Closing { .. } => conn.step_discard(&mut turn),

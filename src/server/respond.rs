@@ -35,6 +35,13 @@ impl Server {
             Err(reject) => return self.reject(id, reject, Ask::of(&head)),
         };
         match route {
+            // A node that cannot reach Redis tells its load balancer to
+            // send new clients elsewhere.
+            Route::Health if !self.redis_healthy() => self.reject(
+                id,
+                Reject::new(503, "redis unavailable").with_retry_after(1),
+                Ask::of(&head),
+            ),
             Route::Health => self.respond(
                 id,
                 Ask::of(&head),
@@ -57,10 +64,12 @@ impl Server {
                 ];
                 self.respond(id, Ask::of(&head), 204, JSON, b"", &extra);
             }
-            Route::ChannelInfo { channel } => match channel_info(&self.hub, &channel) {
-                Ok(body) => self.respond(id, Ask::of(&head), 200, JSON, &body, &[]),
-                Err(reject) => self.reject(id, reject, Ask::of(&head)),
-            },
+            Route::ChannelInfo { channel } => {
+                match channel_info(&self.hub, &channel, self.cluster.is_some()) {
+                    Ok(body) => self.respond(id, Ask::of(&head), 200, JSON, &body, &[]),
+                    Err(reject) => self.reject(id, reject, Ask::of(&head)),
+                }
+            }
             Route::Publish { channel, event } => self.on_publish(id, &head, &channel, event, body),
             Route::Delete { channel } => self.on_delete(id, &head, &channel),
             Route::Subscribe {
@@ -200,14 +209,16 @@ impl Server {
             uptime_secs: self.now.duration_since(self.started).as_secs(),
             counters: &self.counters,
             bayeux: self.bayeux_figures(),
+            redis: self.redis_stats(),
         }
         .to_json()
     }
 }
 
 /// `GET /pub/{channel}`: what the hub knows of one channel. It needs the hub
-/// and nothing else.
-fn channel_info(hub: &Hub, channel: &str) -> Result<Vec<u8>, Reject> {
+/// and nothing else. With Redis the hub holds this node's subscribers but
+/// no messages, so `messages` and `last_id` are `null`.
+fn channel_info(hub: &Hub, channel: &str, redis: bool) -> Result<Vec<u8>, Reject> {
     let Some(c) = hub.channel(channel) else {
         return Err(Reject::new(404, format!("no channel {channel}")));
     };
@@ -215,6 +226,10 @@ fn channel_info(hub: &Hub, channel: &str) -> Result<Vec<u8>, Reject> {
     json::push_str(&mut out, channel);
     out.extend_from_slice(b",\"subscribers\":");
     json::push_u64(&mut out, c.n_subscribers() as u64);
+    if redis {
+        out.extend_from_slice(b",\"messages\":null,\"last_id\":null}");
+        return Ok(out);
+    }
     out.extend_from_slice(b",\"messages\":");
     json::push_u64(&mut out, c.n_messages() as u64);
     out.extend_from_slice(b",\"last_id\":");

@@ -31,6 +31,7 @@ impl Server {
                 Timer::Channel(name) => self.hub.on_expiry_timer(&name, self.now),
                 Timer::Session(session) => self.on_session_expiry(&session),
                 Timer::ResumeAccept => self.on_accept_backoff_over(),
+                Timer::Redis => self.on_redis_tick(),
                 Timer::ShutdownLimit => {
                     // A response still going out is left to finish, bounded
                     // by the send timeout; everything else closes now.
@@ -57,6 +58,9 @@ impl Server {
     pub(super) fn arm_timers(&mut self) {
         self.deadlines.arm(&mut self.hub.to_arm);
         self.deadlines.arm(&mut self.bayeux.to_arm);
+        if let Some(cluster) = self.cluster.as_mut() {
+            self.deadlines.arm(&mut cluster.to_arm);
+        }
     }
 
     /// A connection's queue entry came up: its deadline is reached, or the
@@ -129,6 +133,7 @@ impl Server {
                 self.counters.connect_timeouts += 1;
                 self.on_connect_timeout(id);
             }
+            State::Waiting { .. } => self.on_redis_wait_timeout(id),
             State::Closing { .. } => {
                 self.counters.linger_closes += 1;
                 self.close(id);
@@ -172,8 +177,9 @@ impl Server {
             unreachable!("called for a polling connection")
         };
         let (channel, kind, key) = conn.unpark().expect("a polling connection is subscribed");
-        let cursor = format!("Halley-Cursor: {}", self.hub.head_cursor(&channel));
+        let cursor = format!("Halley-Cursor: {}", self.head_cursor(&channel));
         self.hub.unsubscribe(&channel, kind, key, id, self.now);
+        self.note_maybe_idle(&channel);
         let ask = Ask {
             keep_alive,
             head_only: false,
@@ -216,7 +222,10 @@ impl Server {
                 }
                 State::Polling { .. } => self.end_poll(id),
                 State::Held { .. } => self.end_held_connect(id),
+                // Redis answers within its timeout, which is shorter than
+                // the grace; the answer goes out with `Connection: close`.
                 State::AwaitingHead { .. }
+                | State::Waiting { .. }
                 | State::Body(_)
                 | State::Closing { .. }
                 | State::Closed { .. } => {}

@@ -142,7 +142,7 @@ impl Conn {
         }
     }
 
-    /// `Polling` or `Held`: keep reading, to notice the client leaving, but
+    /// `Polling`, `Held` or `Waiting`: keep reading, to notice the client leaving, but
     /// keep what arrives (a pipelined request) for after the answer, up to a
     /// limit; past it the bytes wait in the kernel.
     pub fn step_held(&mut self, bufs: &mut BufPool) -> Progress {

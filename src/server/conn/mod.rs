@@ -62,6 +62,10 @@ pub enum State {
     /// messages, its deadline, or shutdown; the engine keeps what the reply
     /// needs, keyed by this connection's id.
     Held { keep_alive: bool },
+    /// A request waiting for Redis (a publish to be sequenced, a subscriber
+    /// for its channel's position or history) until the answer arrives on
+    /// the loop or its deadline, `--redis-timeout`, answers 503.
+    Waiting { keep_alive: bool },
     /// Sending a last response. While output is queued, the send timeout
     /// governs; once it has drained, the write side is shut and input is
     /// drained until the client closes or the linger ends, so the client reads
@@ -234,6 +238,11 @@ impl Conn {
         self.state = State::Held { keep_alive };
     }
 
+    /// The request waits for Redis; what it waits for keeps what the answer needs.
+    pub fn wait_for_redis(&mut self, keep_alive: bool) {
+        self.state = State::Waiting { keep_alive };
+    }
+
     /// A response has been sent (or queued): back to waiting for the next
     /// request, which may already be buffered, or to closing.
     pub fn response_sent(&mut self, keep_alive: bool) {
@@ -279,6 +288,7 @@ impl State {
             State::Streaming { .. } => "Streaming",
             State::Polling { .. } => "Polling",
             State::Held { .. } => "Held",
+            State::Waiting { .. } => "Waiting",
             State::Closing { .. } => "Closing",
             State::Closed { .. } => "Closed",
         }

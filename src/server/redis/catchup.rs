@@ -1,0 +1,569 @@
+//! Subscribing with Redis. A subscriber waits (`State::Waiting`) until its
+//! channel's feed knows its position; one that wants only what comes next,
+//! or whose cursor is that position, then parks on the hub as in memory.
+//! Any other catches up: its own `Merge` reads the stream after its cursor
+//! while the feed's live messages go into the same merge, so nothing is lost
+//! or doubled between the read and the live messages; it joins the feed's
+//! fan-out once its position is the feed's. Bayeux resumes read the stream
+//! the same way.
+
+use std::rc::Rc;
+use std::time::SystemTime;
+
+use log::debug;
+use serde_json::Value as Json;
+
+use super::feed::PAGE;
+use super::{Reader, Server};
+use crate::bayeux::{self, Since};
+use crate::conn_id::ConnId;
+use crate::cursor::{self, Cursor};
+use crate::encode::{self, Gap};
+use crate::http::request::{Method, RequestHead};
+use crate::http::Reject;
+use crate::hub::Replay;
+use crate::message::Message;
+use crate::redis::merge::{Merge, Start, Step};
+use crate::redis::resp::Value;
+use crate::redis::scripts::{self, Decode};
+use crate::routes::Mode;
+use crate::server::conn::State;
+use crate::server::respond::Ask;
+
+/// What a waiting subscriber asked for, to answer it once Redis has.
+#[derive(Clone, Copy)]
+struct Request {
+    mode: Mode,
+    http10: bool,
+    keep_alive: bool,
+}
+
+pub(in crate::server) struct CatchUp {
+    channel: Rc<str>,
+    request: Request,
+    cursor: Cursor,
+    /// `None` while the feed has no position yet.
+    pub(super) merge: Option<Merge>,
+    /// A stream whose head has gone out: it is parked on the hub, and the
+    /// fan-out skips it until it has caught up.
+    opened: bool,
+}
+
+impl CatchUp {
+    pub(super) fn channel(&self) -> &Rc<str> {
+        &self.channel
+    }
+
+    /// Where to read again after the read in flight was lost.
+    pub(super) fn reread_from(&self) -> Option<u64> {
+        self.merge.as_ref().map(|m| m.position().1)
+    }
+
+    fn read_count(&self, longpoll_batch: usize) -> usize {
+        match self.request.mode {
+            Mode::LongPoll => longpoll_batch,
+            Mode::Stream(_) => PAGE,
+        }
+    }
+}
+
+impl Server {
+    /// `GET /sub/{channel}` with Redis: the subscriber waits for its
+    /// channel's feed, at most `--redis-timeout`.
+    pub(in crate::server) fn subscribe_via_redis(
+        &mut self,
+        id: ConnId,
+        head: &RequestHead,
+        channel: &str,
+        mode: Mode,
+        cursor: Cursor,
+    ) {
+        if head.method == Method::Head {
+            // What GET would be answered with is not known without Redis;
+            // the head of a stream is, and a long-poll says it would wait.
+            return self.subscribe_head_only(id, head, mode);
+        }
+        let request = Request {
+            mode,
+            http10: head.http10,
+            keep_alive: head.keep_alive,
+        };
+        let cluster = self.cluster.as_mut().expect("subscribing via Redis");
+        let channel = cluster.ensure_feed(channel);
+        let timeout = cluster.timeout;
+        let catchup = CatchUp {
+            channel: channel.clone(),
+            request,
+            cursor,
+            merge: None,
+            opened: false,
+        };
+        cluster.catchups.insert(id, catchup);
+        let feed = cluster.feeds.get_mut(&channel).expect("just made");
+        let placed = feed.position().is_some();
+        if !placed {
+            feed.waiting.push(id);
+        }
+        if let Some(conn) = self.conns.get(id) {
+            conn.wait_for_redis(head.keep_alive);
+        }
+        self.set_deadline(id, self.now + timeout);
+        if placed {
+            self.start_catchup(id);
+        }
+    }
+
+    /// The channel's feed has its position: the subscriber parks at it, or
+    /// starts reading what it missed.
+    pub(super) fn start_catchup(&mut self, id: ConnId) {
+        let now = self.now;
+        let batch = self.config.longpoll_batch;
+        let cluster = self.cluster.as_mut().expect("catching up via Redis");
+        let Some(catchup) = cluster.catchups.get_mut(&id) else {
+            return;
+        };
+        let Some((epoch, seq)) = cluster
+            .feeds
+            .get(&catchup.channel)
+            .and_then(|f| f.position())
+        else {
+            return;
+        };
+        let start = match catchup.cursor {
+            Cursor::Now => None,
+            Cursor::After { epoch: e, seq: s } if (e, s) == (epoch, seq) => None,
+            Cursor::After { epoch, seq } => Some(Start::After { epoch, seq }),
+            Cursor::Earliest => Some(Start::Earliest),
+        };
+        let Some(start) = start else {
+            let catchup = cluster.catchups.remove(&id).expect("checked");
+            return self.attach(id, &catchup, (epoch, seq));
+        };
+        let (merge, read) = Merge::new(start);
+        let Step::Read { after } = read else {
+            unreachable!("a merge starts with a read");
+        };
+        catchup.merge = Some(merge);
+        let channel = catchup.channel.clone();
+        let count = catchup.read_count(batch);
+        if let Some(feed) = cluster.feeds.get_mut(&channel) {
+            feed.catching.push(id);
+        }
+        cluster.send_read(&channel, Reader::Conn(id), after, count, now);
+    }
+
+    /// A subscriber at the feed's position parks on the hub, as in memory.
+    fn attach(&mut self, id: ConnId, catchup: &CatchUp, (epoch, seq): (u64, u64)) {
+        if !matches!(
+            self.conns.get(id).map(|c| c.state()),
+            Some(State::Waiting { .. })
+        ) {
+            return;
+        }
+        let request = catchup.request;
+        match request.mode {
+            Mode::Stream(transport) => {
+                let replay = Replay {
+                    gap: None,
+                    messages: Vec::new(),
+                    next: cursor::format(epoch, seq),
+                    more: false,
+                };
+                self.open_stream(id, request.http10, &catchup.channel, transport, replay);
+            }
+            Mode::LongPoll => self.park_poll(id, request.keep_alive, &catchup.channel),
+        }
+    }
+
+    pub(super) fn on_catchup_history(
+        &mut self,
+        id: ConnId,
+        channel: &Rc<str>,
+        count: usize,
+        value: Value,
+    ) -> Result<(), String> {
+        let cluster = self.cluster.as_mut().expect("a Redis reply");
+        let decode = Decode {
+            channel,
+            now: self.now,
+            unix_ms: scripts::unix_ms(SystemTime::now()),
+            ttl: cluster.message_ttl,
+        };
+        let history = decode.history(value, count)?;
+        let Some(merge) = cluster.catchups.get_mut(&id).and_then(|c| c.merge.as_mut()) else {
+            return Ok(());
+        };
+        let mut steps = Vec::new();
+        merge.on_history(history, &mut steps);
+        self.apply_conn_steps(id, steps);
+        Ok(())
+    }
+
+    /// Carries out a catching-up subscriber's steps.
+    pub(super) fn apply_conn_steps(&mut self, id: ConnId, steps: Vec<Step>) {
+        let cluster = self.cluster.as_mut().expect("catching up via Redis");
+        let Some(catchup) = cluster.catchups.get(&id) else {
+            return;
+        };
+        let alive = match self.conns.get(id).map(|c| c.state()) {
+            Some(State::Waiting { .. }) => !catchup.opened,
+            Some(State::Streaming { .. }) => catchup.opened,
+            _ => false,
+        };
+        if !alive {
+            let catchup = cluster.catchups.remove(&id).expect("checked");
+            return self.note_maybe_idle(&catchup.channel);
+        }
+        let request = catchup.request;
+        if steps.iter().any(|s| matches!(s, Step::Ahead)) {
+            let catchup = cluster.catchups.remove(&id).expect("checked");
+            self.note_maybe_idle(&catchup.channel);
+            let ask = Ask {
+                keep_alive: request.keep_alive,
+                head_only: false,
+            };
+            self.reject(id, Reject::new(400, "cursor is ahead of this channel"), ask);
+            return self.conns.resume_later(id);
+        }
+        match request.mode {
+            Mode::Stream(transport) => self.stream_steps(id, transport, steps),
+            Mode::LongPoll => self.poll_steps(id, steps),
+        }
+    }
+
+    /// A catching-up stream: its head goes out with the first messages or
+    /// gap (or once there is nothing to read), then each step as it comes.
+    fn stream_steps(&mut self, id: ConnId, transport: encode::Transport, steps: Vec<Step>) {
+        let now = self.now;
+        let cluster = self.cluster.as_mut().expect("catching up via Redis");
+        let catchup = cluster
+            .catchups
+            .get_mut(&id)
+            .expect("checked by the caller");
+        let merge = catchup
+            .merge
+            .as_ref()
+            .expect("a catching-up subscriber has a merge");
+        let channel = catchup.channel.clone();
+        let http10 = catchup.request.http10;
+        let mut steps = steps.into_iter().peekable();
+        if !catchup.opened {
+            let has_output = matches!(steps.peek(), Some(Step::Deliver(_) | Step::Gap { .. }));
+            if !has_output && merge.is_reading() {
+                // Only a read so far (a restarted cursor reads the new epoch).
+                for step in steps {
+                    if let Step::Read { after } = step {
+                        cluster.send_read(&channel, Reader::Conn(id), after, PAGE, now);
+                    }
+                }
+                return;
+            }
+            catchup.opened = true;
+            let mut replay = Replay {
+                gap: None,
+                messages: Vec::new(),
+                next: fmt(merge.position()),
+                more: false,
+            };
+            if let Some(Step::Gap { .. }) = steps.peek() {
+                replay.gap = steps.next().map(gap_of);
+            }
+            while let Some(Step::Deliver(_)) = steps.peek() {
+                if let Some(Step::Deliver(m)) = steps.next() {
+                    replay.messages.push(m);
+                }
+            }
+            self.open_stream(id, http10, &channel, transport, replay);
+        }
+        for step in steps {
+            match step {
+                Step::Deliver(message) => self.send_message(id, &message),
+                Step::Gap { .. } => {
+                    let gap = gap_of(step);
+                    let frame = match transport {
+                        encode::Transport::Sse => encode::sse_gap(&gap),
+                        encode::Transport::Stream => encode::stream_gap(&gap),
+                    };
+                    self.send_frame(id, frame.into(), http10);
+                }
+                Step::Read { after } => {
+                    let cluster = self.cluster.as_mut().expect("checked");
+                    cluster.send_read(&channel, Reader::Conn(id), after, PAGE, now);
+                }
+                Step::Ahead => {}
+            }
+        }
+        self.finish_if_caught_up(id);
+    }
+
+    /// A catching-up long-poll: answered with the first messages or gap
+    /// that come, or parked on the hub once it is at the feed's position.
+    fn poll_steps(&mut self, id: ConnId, steps: Vec<Step>) {
+        let now = self.now;
+        let batch = self.config.longpoll_batch;
+        let cluster = self.cluster.as_mut().expect("catching up via Redis");
+        let catchup = cluster.catchups.get(&id).expect("checked by the caller");
+        let channel = catchup.channel.clone();
+        let keep_alive = catchup.request.keep_alive;
+        let mut gap = None;
+        let mut messages: Vec<Rc<Message>> = Vec::new();
+        let mut reads = Vec::new();
+        for step in steps {
+            match step {
+                Step::Gap { .. } if gap.is_none() && messages.is_empty() => {
+                    gap = Some(gap_of(step))
+                }
+                Step::Deliver(m) if messages.len() < batch => messages.push(m),
+                Step::Read { after } => reads.push(after),
+                _ => {}
+            }
+        }
+        if gap.is_some() || !messages.is_empty() {
+            cluster.catchups.remove(&id);
+            let next = match (messages.last(), &gap) {
+                (Some(m), _) => m.id.to_string(),
+                (None, Some(gap)) => gap.next.clone(),
+                (None, None) => unreachable!("checked"),
+            };
+            let refs: Vec<&Message> = messages.iter().map(|m| &**m).collect();
+            let body = encode::poll_body(&refs, gap.as_ref(), &next);
+            self.counters.delivered += messages.len() as u64;
+            let ask = Ask {
+                keep_alive,
+                head_only: false,
+            };
+            self.respond(
+                id,
+                ask,
+                200,
+                "application/json",
+                &body,
+                &["Cache-Control: no-cache"],
+            );
+            self.conns.resume_later(id);
+            return self.note_maybe_idle(&channel);
+        }
+        for after in reads {
+            cluster.send_read(&channel, Reader::Conn(id), after, batch, now);
+        }
+        let merge = catchup_merge(cluster, id);
+        let feed_position = cluster.feeds.get(&channel).and_then(|f| f.position());
+        if merge.is_some_and(|m| m.is_settled() && Some(m.position()) == feed_position) {
+            let catchup = cluster.catchups.remove(&id).expect("checked");
+            let position = feed_position.expect("checked");
+            self.attach(id, &catchup, position);
+        }
+    }
+
+    /// A stream that has caught up with its feed leaves catching up: from
+    /// now the fan-out writes to it directly.
+    fn finish_if_caught_up(&mut self, id: ConnId) {
+        let cluster = self.cluster.as_mut().expect("catching up via Redis");
+        let Some(catchup) = cluster.catchups.get(&id) else {
+            return;
+        };
+        let feed_position = cluster
+            .feeds
+            .get(&catchup.channel)
+            .and_then(|f| f.position());
+        let caught_up = catchup
+            .merge
+            .as_ref()
+            .is_some_and(|m| m.is_settled() && Some(m.position()) == feed_position);
+        if caught_up {
+            cluster.catchups.remove(&id);
+        }
+    }
+
+    /// One message to one stream, from its shared frame.
+    fn send_message(&mut self, id: ConnId, message: &Rc<Message>) {
+        let Some(conn) = self.conns.get(id) else {
+            return;
+        };
+        let Some((transport, http10)) = conn.stream_kind() else {
+            return;
+        };
+        let (frame, range) = crate::server::deliver::frame_for(message, transport, http10);
+        match conn.send_live(frame, range, self.config.max_queued_bytes) {
+            Ok(()) => self.counters.delivered += 1,
+            Err(e) => {
+                crate::server::respond::note_send_error(&mut self.counters, id, &e);
+                self.conns.close(id);
+            }
+        }
+    }
+
+    /// A frame of one stream's own (a gap), as a chunk or, for HTTP/1.0, bare.
+    fn send_frame(&mut self, id: ConnId, frame: Rc<[u8]>, http10: bool) {
+        let Some(conn) = self.conns.get(id) else {
+            return;
+        };
+        let range = match http10 {
+            true => crate::http::response::chunk_payload(&frame),
+            false => 0..frame.len(),
+        };
+        if let Err(e) = conn.send_live(&frame, range, self.config.max_queued_bytes) {
+            crate::server::respond::note_send_error(&mut self.counters, id, &e);
+            self.conns.close(id);
+        }
+    }
+
+    /// A subscriber still waiting or catching up when its channel is deleted.
+    pub(super) fn end_catchup_deleted(&mut self, id: ConnId, channel: &str) {
+        let cluster = self.cluster.as_mut().expect("a feed");
+        let Some(catchup) = cluster.catchups.remove(&id) else {
+            return;
+        };
+        match self.conns.get(id).map(|c| c.state()) {
+            Some(State::Waiting { keep_alive }) => {
+                let ask = Ask {
+                    keep_alive: *keep_alive,
+                    head_only: false,
+                };
+                let gone = Reject::new(410, format!("channel {channel} was deleted"));
+                self.reject(id, gone, ask);
+                self.conns.resume_later(id);
+            }
+            Some(State::Streaming {
+                http10, transport, ..
+            }) if catchup.opened => {
+                let (http10, transport) = (*http10, *transport);
+                if let Some(conn) = self.conns.get(id) {
+                    if let Some((channel, kind, key)) = conn.unpark() {
+                        self.hub.unsubscribe(&channel, kind, key, id, self.now);
+                    }
+                }
+                let frame = match transport {
+                    encode::Transport::Sse => encode::sse_deleted(channel),
+                    encode::Transport::Stream => encode::stream_deleted(channel),
+                };
+                self.end_stream(id, &frame, http10);
+            }
+            _ => {}
+        }
+    }
+
+    /// `HEAD` on a subscription with Redis.
+    fn subscribe_head_only(&mut self, id: ConnId, head: &RequestHead, mode: Mode) {
+        match mode {
+            Mode::Stream(transport) => self.stream_head_only(id, head, transport),
+            Mode::LongPoll => self.respond(
+                id,
+                Ask::of(head),
+                200,
+                "application/json",
+                b"",
+                &["Cache-Control: no-cache"],
+            ),
+        }
+    }
+
+    /// A Bayeux subscription resumed with `ext.halley.since`: its history is
+    /// read from the stream, at most what the session's queue can take.
+    pub(in crate::server) fn resume_via_redis(&mut self, resume: &bayeux::Resume) {
+        let Some(room) = self.bayeux.replay_room(&resume.client_id) else {
+            return;
+        };
+        let now = self.now;
+        let cluster = self.cluster.as_mut().expect("resuming via Redis");
+        let after = super::feed::resume_after(resume);
+        let channel: Rc<str> = resume.channel.as_str().into();
+        cluster.send_read(
+            &channel,
+            Reader::Session(resume.clone()),
+            after,
+            room.max(1),
+            now,
+        );
+    }
+
+    pub(super) fn on_resume_history(
+        &mut self,
+        channel: &Rc<str>,
+        resume: bayeux::Resume,
+        count: usize,
+        value: Value,
+    ) -> Result<(), String> {
+        let cluster = self.cluster.as_mut().expect("a Redis reply");
+        let decode = Decode {
+            channel,
+            now: self.now,
+            unix_ms: scripts::unix_ms(SystemTime::now()),
+            ttl: cluster.message_ttl,
+        };
+        let history = decode.history(value, count)?;
+        let start = match &resume.since {
+            Since::Earliest => Some(Start::Earliest),
+            Since::Id(text) => match cursor::parse(text) {
+                Ok(Cursor::After { epoch, seq }) => Some(Start::After { epoch, seq }),
+                _ => None,
+            },
+        };
+        let mut steps = Vec::new();
+        if let Some(start) = start {
+            let (mut merge, _) = Merge::new(start);
+            merge.on_history(history, &mut steps);
+        }
+        let ahead = steps.iter().any(|s| matches!(s, Step::Ahead));
+        let mut gap: Option<Json> = None;
+        let mut messages = Vec::new();
+        for step in steps {
+            match step {
+                Step::Gap { .. } if gap.is_none() && messages.is_empty() => {
+                    gap = Some(crate::server::bayeux::gap_value(&gap_of(step)))
+                }
+                Step::Deliver(m) => messages.push(m),
+                Step::Ahead | Step::Gap { .. } | Step::Read { .. } => {}
+            }
+        }
+        // A cursor that cannot be placed is never skipped silently: the
+        // session is told, and delivery goes on from now.
+        if start.is_none() || ahead {
+            let unknown = Gap {
+                reason: "unknown",
+                missed: None,
+                cursor: match &resume.since {
+                    Since::Id(text) => text.clone(),
+                    Since::Earliest => "earliest".into(),
+                },
+                next: self.head_cursor(channel),
+            };
+            gap = Some(crate::server::bayeux::gap_value(&unknown));
+        }
+        debug!(
+            "Bayeux resume of {channel}: {} messages from Redis",
+            messages.len()
+        );
+        let history = messages
+            .iter()
+            .map(|m| crate::server::bayeux::hub_message(m));
+        self.bayeux.on_replay(&resume, gap, history);
+        Ok(())
+    }
+}
+
+fn catchup_merge(cluster: &super::Cluster, id: ConnId) -> Option<&Merge> {
+    cluster.catchups.get(&id).and_then(|c| c.merge.as_ref())
+}
+
+fn fmt((epoch, seq): (u64, u64)) -> String {
+    cursor::format(epoch, seq)
+}
+
+/// A merge's gap step as the transports' `Gap`.
+fn gap_of(step: Step) -> Gap {
+    match step {
+        Step::Gap {
+            reason,
+            missed,
+            from,
+            to,
+        } => Gap {
+            reason,
+            missed,
+            cursor: fmt(from),
+            next: fmt(to),
+        },
+        _ => unreachable!("called with a gap"),
+    }
+}
