@@ -301,8 +301,16 @@ fn a_bayeux_wildcard_on_one_node_matches_publishes_on_another(n: usize) {
     let redis = shards(n);
     let (a, b) = (node(&redis, &[]), node(&redis, &[]));
     let root = channel("wild");
-    // A subscribe answered successfully is live, as an SSE preamble is.
     let mut bayeux = Bayeux::subscribed(b.addr, &format!("{root}/*"));
+    // B answers the subscribe before Redis has its pattern (PSUBSCRIBE is
+    // sent, not awaited), and nothing on B's side says when Redis has it; so
+    // the test waits until every shard does. A publish before that may pass
+    // B by.
+    wait_until("every shard follows the pattern", || {
+        redis
+            .iter()
+            .all(|r| r.cmd(&["PUBSUB", "NUMPAT"]).int() >= 1)
+    });
     bayeux.send_connect();
     let id = publish(a.addr, &format!("{root}/x"), "one");
     let got = bayeux.messages(&format!("{root}/x"));
@@ -594,7 +602,13 @@ fn channels_spread_over_both_shards_and_every_node_agrees_where() {
         let home = &redis[homes[0]];
         per_shard[homes[0]] += 1;
         assert!(keys[homes[0]].contains(&meta) && keys[homes[0]].contains(&stream));
-        assert_eq!(home.cmd(&["HGET", &meta, "epoch"]).text(), epoch_of(id));
+        // The same number as the id's epoch, in hex (not necessarily padded).
+        let epoch = home.cmd(&["HGET", &meta, "epoch"]).text();
+        assert_eq!(
+            u64::from_str_radix(&epoch, 16),
+            u64::from_str_radix(epoch_of(id), 16),
+            "{meta} epoch {epoch}, id {id}"
+        );
         assert_eq!(home.cmd(&["HGET", &meta, "seq"]).text(), "2");
         assert_eq!(home.cmd(&["XLEN", &stream]).int(), 2);
     }
