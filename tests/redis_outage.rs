@@ -10,7 +10,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::redis::{node, node_unready, redis_stats, wait_connected, RedisServer};
+use common::redis::{
+    next_event, next_json, node, node_unready, redis_stats, wait_connected, RedisServer,
+};
 use common::*;
 use serde_json::json;
 
@@ -116,8 +118,8 @@ fn a_frozen_redis_is_answered_503_in_time_while_subscribers_keep_their_heartbeat
     let mut sse = Sub::sse(node.addr, &ch, "", &[]);
     let mut stream = Sub::stream(node.addr, &ch, "");
     let before = publish(node.addr, &ch, "before");
-    assert_eq!(sse.next_event().id.as_deref(), Some(before.as_str()));
-    assert_eq!(stream.next_json()["id"], before.as_str());
+    assert_eq!(next_event(&mut sse).id.as_deref(), Some(before.as_str()));
+    assert_eq!(next_json(&mut stream)["id"], before.as_str());
 
     redis.pause();
     let took = publish_unavailable(&node, &ch, "unanswered");
@@ -133,7 +135,7 @@ fn a_frozen_redis_is_answered_503_in_time_while_subscribers_keep_their_heartbeat
     // order; either way nothing else does, and no gap.
     let mut seen = vec![before.clone()];
     loop {
-        let ev = sse.next_event();
+        let ev = next_event(&mut sse);
         assert_eq!(ev.event, None, "no gap: {ev:?}");
         seen.push(ev.id.clone().unwrap());
         if ev.data() == "after" {
@@ -144,7 +146,7 @@ fn a_frozen_redis_is_answered_503_in_time_while_subscribers_keep_their_heartbeat
     assert_eq!(seen.last(), Some(&after));
     assert_consecutive(&seen);
     loop {
-        let line = stream.next_json();
+        let line = next_json(&mut stream);
         if line["data"] == "after" {
             assert_eq!(line["id"], after.as_str());
             break;
@@ -162,8 +164,8 @@ fn redis_back_with_its_data_catches_every_subscriber_up_without_a_gap() {
     let mut sse = Sub::sse(b.addr, &ch, "", &[]);
     let mut stream = Sub::stream(b.addr, &ch, "");
     let mut ids = vec![publish(a.addr, &ch, "m0")];
-    assert_eq!(sse.next_event().data(), "m0");
-    assert_eq!(stream.next_json()["data"], "m0");
+    assert_eq!(next_event(&mut sse).data(), "m0");
+    assert_eq!(next_json(&mut stream)["data"], "m0");
     let mut poll = Client::connect(b.addr);
     poll.request("GET", &format!("/sub/{ch}?since={}", ids[0]), &[], b"");
     wait_subscribers(b.addr, &ch, 3);
@@ -190,11 +192,11 @@ fn redis_back_with_its_data_catches_every_subscriber_up_without_a_gap() {
     wait_connected(&b, true);
     wait_healthy(&b);
     for (i, id) in ids.iter().enumerate().skip(1) {
-        let ev = sse.next_event();
+        let ev = next_event(&mut sse);
         assert_eq!(ev.event, None, "no gap: {ev:?}");
         assert_eq!(ev.data(), format!("m{i}"));
         assert_eq!(ev.id.as_deref(), Some(id.as_str()));
-        let line = stream.next_json();
+        let line = next_json(&mut stream);
         assert_eq!(
             line,
             json!({"id": id, "channel": ch, "data": format!("m{i}")})
@@ -218,8 +220,8 @@ fn redis_back_with_its_data_catches_every_subscriber_up_without_a_gap() {
     // New publishes flow, on the same epoch.
     ids.push(publish(a.addr, &ch, "m6"));
     assert_consecutive(&ids);
-    assert_eq!(sse.next_event().id.as_deref(), Some(ids[6].as_str()));
-    assert_eq!(stream.next_json()["id"], ids[6].as_str());
+    assert_eq!(next_event(&mut sse).id.as_deref(), Some(ids[6].as_str()));
+    assert_eq!(next_json(&mut stream)["id"], ids[6].as_str());
     assert!(redis_stats(&b)["reconnects"].as_u64().unwrap() >= 1);
 }
 
@@ -234,8 +236,8 @@ fn redis_back_empty_gives_every_subscriber_a_restarted_gap() {
         .map(|i| publish(node.addr, &ch, &format!("m{i}")))
         .collect();
     for id in &old {
-        assert_eq!(sse.next_event().id.as_deref(), Some(id.as_str()));
-        assert_eq!(stream.next_json()["id"], id.as_str());
+        assert_eq!(next_event(&mut sse).id.as_deref(), Some(id.as_str()));
+        assert_eq!(next_json(&mut stream)["id"], id.as_str());
     }
     let cursor = old[2].clone();
     let mut poll = Client::connect(node.addr);
@@ -250,7 +252,7 @@ fn redis_back_empty_gives_every_subscriber_a_restarted_gap() {
     assert_ne!(epoch_of(&new), epoch_of(&cursor), "Redis lost the channel");
 
     // Each subscriber hears of the loss, from its own cursor, then goes on.
-    let gap = sse.next_event();
+    let gap = next_event(&mut sse);
     assert_eq!(gap.event.as_deref(), Some("gap"), "{gap:?}");
     let info = parse_json(&gap.data());
     assert_eq!(keys(&info), vec!["reason", "missed", "cursor", "next"]);
@@ -263,14 +265,14 @@ fn redis_back_empty_gives_every_subscriber_a_restarted_gap() {
         "the gap resumes on the new epoch"
     );
     assert_eq!(gap.id.as_deref(), Some(next));
-    let ev = sse.next_event();
+    let ev = next_event(&mut sse);
     assert_eq!((ev.data(), ev.id), ("m4".to_owned(), Some(new.clone())));
 
-    let line = stream.next_json();
+    let line = next_json(&mut stream);
     assert_eq!(keys(&line), vec!["gap"], "{line}");
     assert_eq!(line["gap"]["reason"], "restarted");
     assert_eq!(line["gap"]["cursor"], cursor.as_str());
-    assert_eq!(stream.next_json()["id"], new.as_str());
+    assert_eq!(next_json(&mut stream)["id"], new.as_str());
 
     let resp = poll.read_response();
     assert_eq!(resp.status, 200, "{resp:?}");
@@ -310,6 +312,6 @@ fn a_node_started_before_its_redis_listens_and_recovers_when_redis_comes() {
     wait_healthy(&node);
     let mut sse = Sub::sse(node.addr, &ch, "", &[]);
     let id = publish(node.addr, &ch, "on time");
-    let ev = sse.next_event();
+    let ev = next_event(&mut sse);
     assert_eq!((ev.data(), ev.id), ("on time".to_owned(), Some(id)));
 }

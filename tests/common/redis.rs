@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{stats, wait_until, Proc, READ_TIMEOUT};
+use super::{stats, wait_until, Event, Proc, Sub, READ_TIMEOUT};
 
 /// The Redis the tests use; `scripts/test` installs it.
 const REDIS_SERVER: &str = "/usr/bin/redis-server";
@@ -370,4 +370,42 @@ pub fn wait_connected(node: &Proc, connected: bool) {
     wait_until(&format!("redis connected is {connected}"), || {
         redis_stats(node)["connected"].as_bool() == Some(connected)
     });
+}
+
+// ---------------------------------------------------------------------------
+// Subscribers on nodes with short heartbeats.
+
+/// The next SSE event that dispatches, within `READ_TIMEOUT`. With a short
+/// `--heartbeat`, heartbeats keep every read alive, so `Sub::next_event`
+/// alone would wait forever for a message that never comes.
+#[track_caller]
+pub fn next_event(sub: &mut Sub) -> Event {
+    let deadline = Instant::now() + READ_TIMEOUT;
+    loop {
+        let block = sub.next_block();
+        if block.dispatches() {
+            return block;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only heartbeats for {READ_TIMEOUT:?}, no event"
+        );
+    }
+}
+
+/// The next non-empty NDJSON line, parsed, within `READ_TIMEOUT` (see
+/// `next_event`).
+#[track_caller]
+pub fn next_json(sub: &mut Sub) -> serde_json::Value {
+    let deadline = Instant::now() + READ_TIMEOUT;
+    loop {
+        let line = sub.next_line();
+        if !line.is_empty() {
+            return super::parse_json(&line);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only heartbeats for {READ_TIMEOUT:?}, no line"
+        );
+    }
 }
