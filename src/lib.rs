@@ -18,6 +18,7 @@
 //!   epoll -->|  2 now = Instant::now(), read once per iteration       |
 //!            |  3 dispatch events:  listener -> accept                |
 //!            |                      signal pipe -> begin_shutdown     |
+//!            |                      redis link -> replies, pub/sub    |
 //!            |                      conn -> write queued / read+parse |
 //!            |        request --> routes --> respond | park | publish|
 //!            |                 (/bayeux --> bayeux::Engine::handle)   |
@@ -28,6 +29,8 @@
 //!            |  6 resume unparked conns and those out of turn budget  |
 //!            |  7 reap connections closed in this iteration           |
 //!            |  8 arm expiry timers the hub and engine asked for      |
+//!            |  9 with --redis: write the commands queued, one write  |
+//!            |    per Redis link                                      |
 //!            +--------------------------------------------------------+
 //! ```
 //!
@@ -42,6 +45,16 @@
 //! `bayeux::wire`, and `bayeux::Engine::handle` says what to do: answer now,
 //! publish into the hub, or hold the connect until the flush phase or its
 //! deadline.
+//!
+//! With `--redis`, Redis sequences and keeps the history, and several nodes
+//! share it (`server::redis`). A publish becomes one Lua script sent on the
+//! channel's Redis link, its publisher parked (`Waiting`) until the reply
+//! arrives on the loop; the message comes back to every node by pub/sub,
+//! into the node's feed of the channel, whose merge (`redis::merge`) passes
+//! each message on once and in order to the same `deliver`. A subscriber with
+//! a cursor first catches up from the channel's Redis stream with a merge of
+//! its own. The links are event sources of the same `mio::Poll`: nothing
+//! waits for Redis but the requests that need its answer.
 //!
 //! `docs/architecture.md` has the long form: these paths step by step, the
 //! connection lifecycle, the deadline queue, every limit with its outcome and
@@ -59,6 +72,9 @@
 //! - `deadline`: the one deadline queue, for every timer. `token`: the
 //!   publish-token check. `conn_id`: generational connection ids. `client`:
 //!   which addresses count as one client, for per-client bounds.
+//! - `redis`: the Redis engine's values: the RESP2 codec, `--redis` URLs,
+//!   shards, back-off, the Lua scripts and their replies, and the merge of a
+//!   channel's stream with its live messages.
 //! - `bayeux`: Bayeux 1.0 as an engine of sessions, subscriptions and held
 //!   connects that takes messages and `now` and returns what to answer,
 //!   publish and hold; it knows connections only by an opaque id.
@@ -71,7 +87,8 @@
 //! - `server`: the loop (`mod.rs`), the connection table (`conns`), the
 //!   connection and its states (`conn`), and one file per kind of event:
 //!   `accept`, `read`, `respond`, `web`, `publish`, `deliver`, `bayeux`,
-//!   `timers`.
+//!   `timers`; and `redis`, the Redis links (`link`), publishing and
+//!   deleting through Redis, feeds and catching up.
 //! - `signals`: SIGTERM/SIGINT through a self-pipe.
 //!
 //! # Invariants
@@ -100,6 +117,12 @@
 //!   share those bytes. Every publish, from `/pub` or Bayeux, takes the same
 //!   path (`publish`, `on_sequenced`, `deliver`), so all transports see the
 //!   same messages with the same ids.
+//! - With `--redis`, a node holds no history: Redis gives every message its
+//!   id, so all nodes agree on it, and each message reaches a node's
+//!   subscribers once, in order, or as an explicit gap (`redis::merge`).
+//!   A Redis link is one more non-blocking socket on the loop; commands are
+//!   pipelined and their replies matched in order. Only a request waiting
+//!   for Redis waits, bounded by `--redis-timeout`.
 //! - The hub and the Bayeux engine hold ids, never connections, and do no IO
 //!   (the engine's clientIds come from a `/dev/urandom` reader handed to it).
 //! - Deliberately absent: threads, an async runtime, an HTTP framework,

@@ -3,7 +3,8 @@ per server on the left, server memory per held connection on a log scale on the 
 
 import math
 
-COLORS = {"floor": "#7f7f7f", "halley": "#d62728", "halley-base": "#ff9896", "nchan": "#1f77b4",
+COLORS = {"floor": "#7f7f7f", "halley": "#d62728", "halley-base": "#ff9896", "halley-redis": "#9467bd",
+          "nchan": "#1f77b4",
           "node": "#2ca02c"}
 PCTS = [("fanout_p50_us", "p50"), ("fanout_p90_us", "p90"), ("fanout_p99_us", "p99"),
         ("fanout_max_us", "max"), ("to_last_p50_us", "to last, p50")]

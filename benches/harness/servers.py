@@ -1,9 +1,12 @@
 """The servers scripts/bench compares: how to install, start, address and stop each one.
 
-Every server is started fresh for each measurement on a port the OS picks (or, for nginx, one
-found free just before), pinned to one core, and stopped by the pid this module started.
+Every server is started fresh for each measurement on a port the OS picks (or, for nginx and
+Redis, one found free just before), pinned to one core, and stopped by the pid this module started.
+`halley-redis` is a cluster: a private redis-server and two halley nodes on it, all three on the
+server's core; subscribers are split over both nodes and messages published to the first.
 """
 
+import json
 import os
 import shutil
 import socket
@@ -11,6 +14,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NCHAN_MODULES = ["/usr/lib/nginx/modules/ngx_nchan_module.so",
@@ -26,6 +30,10 @@ URLS = {
                "wait": "/sub/{channel}?transport=longpoll"},
 }
 URLS["halley-base"] = URLS["halley"]
+URLS["halley-redis"] = URLS["halley"]
+
+# The cluster's size: two nodes are the least that shows a message crossing from one to another.
+REDIS_NODES = 2
 
 # `scripts/bench --baseline PATH` sets this: an earlier build of halley, measured in the same run
 # as `halley-base`, so a change to the hot path states its before and after side by side.
@@ -37,26 +45,93 @@ class Skip(Exception):
 
 
 class Server:
+    """One server process: it takes the subscribers and the publishes, and its CPU is measured."""
+
     def __init__(self, name, proc, port, cleanup=None):
         self.name, self.proc, self.port, self.cleanup = name, proc, port, cleanup
 
     @property
-    def pid(self):
-        return self.proc.pid
+    def pids(self):
+        """The server's processes, measured as the server (summed) and, when several, one by one."""
+        return [self.proc.pid]
+
+    @property
+    def aux_pids(self):
+        """Processes the server needs whose CPU is reported apart from the server's (Redis)."""
+        return []
 
     def url(self, path):
+        """Where messages are published."""
         return f"http://127.0.0.1:{self.port}{path}"
 
+    def sub_urls(self, path):
+        """Where subscribers subscribe, shared half and half when there are several."""
+        return [self.url(path)]
+
+    def poll_url(self, path):
+        """Where long-polls wait."""
+        return self.url(path)
+
+    def figures(self):
+        """What the server itself reports after a run, added to the generator's result."""
+        return {}
+
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_proc(self.proc)
         if self.cleanup:
             self.cleanup()
+
+
+class Cluster(Server):
+    """halley nodes on one Redis. Publishes go to the first node; SSE subscribers are split over
+    all of them and long-polls wait on the last, so every measured message crosses Redis."""
+
+    def __init__(self, name, redis, nodes, cleanup):
+        super().__init__(name, nodes[0][0], nodes[0][1], cleanup)
+        self.redis, self.nodes = redis, nodes
+
+    @property
+    def pids(self):
+        return [proc.pid for proc, _ in self.nodes]
+
+    @property
+    def aux_pids(self):
+        return [self.redis.pid]
+
+    def sub_urls(self, path):
+        return [f"http://127.0.0.1:{port}{path}" for _, port in self.nodes]
+
+    def poll_url(self, path):
+        return f"http://127.0.0.1:{self.nodes[-1][1]}{path}"
+
+    def figures(self):
+        """The publishing node's round trip to Redis over the run's publishes (its /stats)."""
+        try:
+            with urllib.request.urlopen(self.url("/stats"), timeout=5) as r:
+                redis = json.load(r).get("redis", {})
+        except (OSError, ValueError):
+            return {}
+        rtt = redis.get("publish_rtt_us", {})
+        return {"publish_rtt_mean_us": rtt.get("mean", 0), "publish_rtt_max_us": rtt.get("max", 0),
+                "redis_publishes": redis.get("publishes", 0),
+                "redis_publish_failures": redis.get("publish_failures", 0)}
+
+    def stop(self):
+        # Nodes first, so none is left reconnecting to a Redis that is gone.
+        for proc, _ in self.nodes:
+            stop_proc(proc)
+        stop_proc(self.redis)
+        self.cleanup()
+
+
+def stop_proc(proc):
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def read_listening_line(proc, timeout=10.0):
@@ -111,7 +186,7 @@ def free_port():
 def start(name, pin):
     """Starts server `name` under the `pin` command prefix (taskset) and returns a Server."""
     starters = {"floor": start_floor, "halley": start_halley, "halley-base": start_halley_base,
-                "nchan": start_nchan, "node": start_node}
+                "halley-redis": start_halley_redis, "nchan": start_nchan, "node": start_node}
     return starters[name](pin)
 
 
@@ -124,13 +199,64 @@ def start_floor(pin):
     return Server("floor", proc, read_listening_line(proc))
 
 
-def start_halley(pin, name="halley", exe=os.path.join(ROOT, "target/release/halley")):
+def start_halley(pin, name="halley", exe=os.path.join(ROOT, "target/release/halley"), extra=()):
     if not exe or not os.path.exists(exe):
         raise Skip(f"{exe} does not exist")
-    proc = spawn(pin + [exe, "--listen", "127.0.0.1:0"], env=dict(os.environ, RUST_LOG="error"))
+    proc = spawn(pin + [exe, "--listen", "127.0.0.1:0", *extra], env=dict(os.environ, RUST_LOG="error"))
     port = read_listening_line(proc)
     wait_for_port(port, proc)
     return Server(name, proc, port)
+
+
+def start_halley_redis(pin):
+    """A private redis-server (no persistence, its own temp dir) and REDIS_NODES halley nodes on it,
+    returned once every node's /healthz says it reaches Redis."""
+    if not shutil.which("redis-server"):
+        # Not installed from here: a packaged Redis may start a system instance, which a benchmark
+        # must never touch.
+        raise Skip("redis-server is not installed (scripts/test installs it)")
+    exe = os.path.join(ROOT, "target/release/halley")
+    tmp = tempfile.mkdtemp(prefix="halley-bench-redis-")
+    port = free_port()
+    redis = subprocess.Popen(pin + ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                                    "--save", "", "--appendonly", "no", "--dir", tmp,
+                                    "--logfile", os.path.join(tmp, "redis.log")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    nodes = []
+
+    def cleanup():
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    try:
+        wait_for_port(port, redis)
+        for _ in range(REDIS_NODES):
+            node = start_halley(pin, "halley-redis", exe, ["--redis", f"redis://127.0.0.1:{port}"])
+            nodes.append((node.proc, node.port))
+        for proc, node_port in nodes:
+            wait_for_health(node_port, proc)
+    except Skip:
+        for proc, _ in nodes:
+            stop_proc(proc)
+        stop_proc(redis)
+        cleanup()
+        raise
+    return Cluster("halley-redis", redis, nodes, cleanup)
+
+
+def wait_for_health(port, proc, timeout=10.0):
+    """Waits until a node's /healthz answers 200: it has reached Redis."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise Skip("a node exited at start-up")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise Skip("a node did not reach Redis within %.0f s" % timeout)
 
 
 def start_halley_base(pin):

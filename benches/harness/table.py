@@ -1,5 +1,6 @@
 """Turns repeated generator results into the table scripts/bench prints and records: the median
-of each figure with its min-max, and each server's median as a ratio to the floor's."""
+of each figure with its min-max, and each server's median as a ratio to a base server's (the
+floor's, unless scripts/bench --ratio-to names another)."""
 
 import statistics
 
@@ -18,13 +19,30 @@ SSE_ROWS = [
     ("to_last_max_us", "one broadcast, until the last has it, max (ms)", 1e-3, 2),
     ("deliveries_per_s", "deliveries/s, one broadcast at a time", 1, 0),
     ("server_cpu_ms_per_1k", "server CPU per 1,000 deliveries (ms)", 1, 3),
+    # A cluster (halley-redis): each node's part of the server's CPU, its subscribers' latency,
+    # Redis's CPU besides, and the publishing node's round trip to Redis (from its /stats).
+    ("node1_cpu_ms_per_1k", "node 1 (publishes) CPU per 1,000 deliveries (ms)", 1, 3),
+    ("node2_cpu_ms_per_1k", "node 2 CPU per 1,000 deliveries (ms)", 1, 3),
+    ("aux_cpu_ms_per_1k", "Redis CPU per 1,000 deliveries (ms)", 1, 3),
+    ("node1_fanout_p50_us", "fan-out latency p50, node 1's subscribers (ms)", 1e-3, 2),
+    ("node2_fanout_p50_us", "fan-out latency p50, node 2's subscribers (ms)", 1e-3, 2),
+    ("node1_fanout_p99_us", "fan-out latency p99, node 1's subscribers (ms)", 1e-3, 2),
+    ("node2_fanout_p99_us", "fan-out latency p99, node 2's subscribers (ms)", 1e-3, 2),
+    ("publish_rtt_mean_us", "publish round trip to Redis, mean (ms)", 1e-3, 2),
+    ("publish_rtt_max_us", "publish round trip to Redis, max (ms)", 1e-3, 2),
     ("open_p50_us", "open-loop latency p50 (ms)", 1e-3, 2),
     ("open_p99_us", "open-loop latency p99 (ms)", 1e-3, 2),
     ("open_server_cpu_ms_per_1k", "open-loop server CPU per 1,000 deliveries (ms)", 1, 3),
+    ("open_aux_cpu_ms_per_1k", "open-loop Redis CPU per 1,000 deliveries (ms)", 1, 3),
     ("server_cpu_share", "server CPU, share of its core", 1, 2),
+    ("aux_cpu_share", "Redis CPU, share of the server's core", 1, 2),
     ("gen_cpu_share", "generator CPU, share of its core", 1, 2),
     ("lost", "missing + duplicate + out-of-order", 1, 0),
+    ("redis_publish_failures", "publishes Redis failed or timed out", 1, 0),
 ]
+# Counts and shares: their ratio to another server's says nothing.
+NO_RATIO = {"held", "lost", "held_missing", "held_late", "gen_cpu_share", "server_cpu_share",
+            "aux_cpu_share", "redis_publish_failures"}
 LONGPOLL_ROWS = [
     ("ready_cycles_per_s", "long-poll cycles/s, message ready", 1, 0),
     ("ready_server_cpu_ms_per_1k", "server CPU per 1,000 cycles (ms)", 1, 3),
@@ -46,32 +64,33 @@ def fmt(x, digits):
     return f"{x:,.{digits}f}"
 
 
-def cell(values, scale, digits, floor_median):
+def cell(values, scale, digits, base_median):
     vals = [v * scale for v in values]
     med = statistics.median(vals)
     s = fmt(med, digits)
     if len(vals) > 1:
         s += f" ({fmt(min(vals), digits)}–{fmt(max(vals), digits)})"
-    # A floor at or below zero (a Pss delta within measurement noise at small N) has no ratio.
-    if floor_median is not None and floor_median > 0 and med != 0:
-        s += f" ×{med / (floor_median * scale):.2f}"
+    # A base at or below zero (a Pss delta within measurement noise at small N) has no ratio.
+    if base_median is not None and base_median > 0 and med != 0:
+        s += f" ×{med / (base_median * scale):.2f}"
     return s
 
 
-def markdown(title, results, servers, rows):
-    """results: {server: [result dict, ...]}. Returns a Markdown table as a string."""
+def markdown(title, results, servers, rows, base="floor"):
+    """results: {server: [result dict, ...]}; ratios are to server `base`'s medians.
+    Returns a Markdown table as a string."""
     results = {s: [with_derived(r) for r in rs] for s, rs in results.items()}
     cols = [s for s in servers if results.get(s)]
     lines = [f"**{title}**", "", "| | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for key, label, scale, digits in rows:
         if not any(key in r for s in cols for r in results[s]):
             continue
-        floor = [r[key] for r in results.get("floor", []) if key in r]
-        floor_med = statistics.median(floor) if floor and key not in ("held", "lost", "held_missing", "held_late", "gen_cpu_share", "server_cpu_share") else None
+        base_vals = [r[key] for r in results.get(base, []) if key in r]
+        base_med = statistics.median(base_vals) if base_vals and key not in NO_RATIO else None
         cells = []
         for s in cols:
             vals = [r[key] for r in results[s] if key in r]
-            cells.append(cell(vals, scale, digits, None if s == "floor" else floor_med) if vals else "n/a")
+            cells.append(cell(vals, scale, digits, None if s == base else base_med) if vals else "n/a")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -25,9 +25,16 @@ const OPEN_LOOP_PUBLISHERS: usize = 8;
 
 pub fn run(args: &Args) -> Result<(), String> {
     let n: usize = args.num("n", 1000)?;
-    let sub_url = args.require("sub-url")?;
+    // Several --sub-url (the nodes of a cluster) share the subscribers half and half; messages
+    // are published to the one --pub-url.
+    let sub_urls: Vec<String> = args.all("sub-url")?;
+    if sub_urls.is_empty() {
+        return Err("--sub-url is required".into());
+    }
     let pub_url = UrlTemplate::parse(args.require("pub-url")?)?;
-    UrlTemplate::parse(sub_url)?;
+    for url in &sub_urls {
+        UrlTemplate::parse(url)?;
+    }
     let channel = args
         .get("channel")
         .map(String::from)
@@ -42,11 +49,21 @@ pub fn run(args: &Args) -> Result<(), String> {
     };
     let msg_timeout = args.num::<u64>("message-timeout-s", 10)? * SEC;
     let connect_timeout_s: u64 = args.num("connect-timeout-s", 60)?;
-    let server = procfs::with_descendants(&args.all::<u32>("server-pid")?);
+    let node_pids = args.all::<u32>("server-pid")?;
+    let server = procfs::with_descendants(&node_pids);
+    // Each node on its own, only when there are several to tell apart.
+    let nodes: Vec<Vec<u32>> = match node_pids.len() {
+        0 | 1 => Vec::new(),
+        _ => node_pids
+            .iter()
+            .map(|&p| procfs::with_descendants(&[p]))
+            .collect(),
+    };
+    let aux = procfs::with_descendants(&args.all::<u32>("aux-pid")?);
     let hard = halley::fd_limit::raise();
     let cap: usize = args.num("per-process", split::per_process(hard))?;
-    let parts = split::split(n, cap);
-    if parts.len() > 1 {
+    let parts = split::split_over(n, sub_urls.len(), cap);
+    if parts.len() > sub_urls.len() {
         eprintln!(
             "halley-load: {n} subscribers are more than one process may hold ({cap}, from the fd hard limit {hard}); splitting over {} worker processes",
             parts.len()
@@ -70,10 +87,10 @@ pub fn run(args: &Args) -> Result<(), String> {
     let mut workers = Vec::new();
     for (i, part) in parts.iter().enumerate() {
         let wargs: Vec<String> = [
-            ("sub-url", sub_url.to_string()),
+            ("sub-url", sub_urls[part.url].clone()),
             ("channel", channel.clone()),
-            ("first", part.start.to_string()),
-            ("count", part.len().to_string()),
+            ("first", part.subs.start.to_string()),
+            ("count", part.subs.len().to_string()),
             ("src-addrs", args.num::<usize>("src-addrs", 64)?.to_string()),
             (
                 "concurrency",
@@ -98,7 +115,11 @@ pub fn run(args: &Args) -> Result<(), String> {
     let mut run = Run {
         poll,
         events: Events::with_capacity(1024),
-        reports: Reports::new(workers.len(), bounds.total),
+        reports: Reports::new(
+            parts.iter().map(|p| p.url).collect(),
+            sub_urls.len(),
+            bounds.total,
+        ),
         workers,
         pubs: Vec::new(),
         pub_addr: pub_url.addr,
@@ -111,11 +132,16 @@ pub fn run(args: &Args) -> Result<(), String> {
         rejected: 0,
         buf: vec![0; 64 * 1024],
     };
+    let pids = Pids {
+        server: &server,
+        nodes: &nodes,
+        aux: &aux,
+    };
     let result = measure(
         &mut run,
         args,
         n,
-        &server,
+        &pids,
         mem_before,
         bounds,
         rate,
@@ -128,12 +154,58 @@ pub fn run(args: &Args) -> Result<(), String> {
     result
 }
 
+/// The processes whose CPU a run reads: the server (every node, with descendants), each node on
+/// its own (as given by --server-pid, in order), and the auxiliary ones (a cluster's Redis), whose
+/// CPU is reported apart from the server's.
+struct Pids<'a> {
+    server: &'a [u32],
+    nodes: &'a [Vec<u32>],
+    aux: &'a [u32],
+}
+
+impl Pids<'_> {
+    /// CPU time so far, in nanoseconds.
+    fn cpu(&self) -> Cpu {
+        Cpu {
+            server: procfs::cpu_ns(self.server),
+            nodes: self.nodes.iter().map(|p| procfs::cpu_ns(p)).collect(),
+            aux: procfs::cpu_ns(self.aux),
+        }
+    }
+}
+
+/// CPU time of a run's processes at one instant; the difference of two is a phase's cost.
+#[derive(Default)]
+struct Cpu {
+    server: u64,
+    nodes: Vec<u64>,
+    aux: u64,
+}
+
+impl Cpu {
+    /// What was spent from `before` to `self`.
+    fn since(&self, before: &Cpu) -> Cpu {
+        Cpu {
+            server: self.server - before.server,
+            nodes: (self.nodes.iter().zip(&before.nodes))
+                .map(|(&a, &b)| a - b)
+                .collect(),
+            aux: self.aux - before.aux,
+        }
+    }
+}
+
+/// Milliseconds of CPU per 1,000 deliveries.
+fn ms_per_1k(cpu_ns: u64, deliveries: u64) -> f64 {
+    cpu_ns as f64 / 1e6 / deliveries.max(1) as f64 * 1000.0
+}
+
 #[allow(clippy::too_many_arguments)]
 fn measure(
     run: &mut Run,
     args: &Args,
     n: usize,
-    server: &[u32],
+    pids: &Pids,
     mem_before: Memory,
     bounds: Bounds,
     rate: f64,
@@ -157,7 +229,7 @@ fn measure(
     let failed: u64 = run.reports.held.iter().map(|h| h.unwrap().1).sum();
     // Let the server finish whatever it does after answering before reading its memory.
     run.wait(now_ns() + SEC / 2, |_| false)?;
-    let mem_held = procfs::memory(server);
+    let mem_held = procfs::memory(pids.server);
     // Publishers connect only now: a server short of connection slots (nginx) or with an idle
     // timeout would otherwise close them while the subscribers connect.
     for i in 0..run.n_pubs {
@@ -174,10 +246,10 @@ fn measure(
 
     // One broadcast at a time: the next message goes out once every subscriber has the last.
     let mut timeouts = 0u64;
-    let (mut cpu0, mut gen0, mut t0) = (0, 0, 0);
+    let (mut cpu0, mut gen0, mut t0) = (Cpu::default(), 0, 0);
     for seq in 0..bounds.open {
         if seq == bounds.measured {
-            (cpu0, gen0, t0) = (procfs::cpu_ns(server), procfs::cpu_ns(&gen), now_ns());
+            (cpu0, gen0, t0) = (pids.cpu(), procfs::cpu_ns(&gen), now_ns());
         }
         run.publish(0, seq, now_ns())?;
         let deadline = now_ns() + msg_timeout;
@@ -188,7 +260,8 @@ fn measure(
             }
         }
     }
-    let (cpu1, gen1) = (procfs::cpu_ns(server), procfs::cpu_ns(&gen));
+    let (cpu1, gen1) = (pids.cpu(), procfs::cpu_ns(&gen));
+    let spent = cpu1.since(&cpu0);
     let t1 = (bounds.measured..bounds.open)
         .map(|s| run.reports.last_at[s as usize])
         .max()
@@ -202,10 +275,11 @@ fn measure(
     }
 
     // Open loop: messages leave on a fixed schedule whether or not earlier ones have arrived.
-    let (mut cpu2, mut cpu3, mut t2, mut t3) = (0, 0, 0, 0);
+    let (mut open_spent, mut t2, mut t3) = (Cpu::default(), 0, 0);
     if bounds.total > bounds.open {
         let interval = (SEC as f64 / rate) as u64;
-        (cpu2, t2) = (procfs::cpu_ns(server), now_ns() + SEC / 100);
+        let cpu2 = pids.cpu();
+        t2 = now_ns() + SEC / 100;
         let mut next = bounds.open;
         let stop = t2 + (bounds.total - bounds.open) * interval + 30 * SEC;
         while next < bounds.total && now_ns() < stop {
@@ -229,14 +303,14 @@ fn measure(
         run.wait(now_ns() + msg_timeout, |r| {
             (bounds.open..=last).all(|s| r.all_done(s)) && r.pubs.iter().all(Conn::is_idle)
         })?;
-        cpu3 = procfs::cpu_ns(server);
+        open_spent = pids.cpu().since(&cpu2);
         t3 = (bounds.open..bounds.total)
             .map(|s| run.reports.last_at[s as usize])
             .max()
             .unwrap_or(t2)
             .max(t2);
     }
-    let mem_after = procfs::memory(server);
+    let mem_after = procfs::memory(pids.server);
 
     let published = bounds.total;
     for w in run.workers.iter_mut() {
@@ -283,10 +357,7 @@ fn measure(
     rep.latencies("fanout", &fan)
         .latencies("to_last", &to_last.summary())
         .num("deliveries_per_s", fan.count as f64 / wall)
-        .num(
-            "server_cpu_ms_per_1k",
-            (cpu1 - cpu0) as f64 / 1e6 / fan.count.max(1) as f64 * 1000.0,
-        )
+        .num("server_cpu_ms_per_1k", ms_per_1k(spent.server, fan.count))
         .num(
             "gen_cpu_us_per_delivery",
             gen_cpu / 1e3 / fan.count.max(1) as f64,
@@ -295,8 +366,25 @@ fn measure(
         // Near 1.0 the server was the bottleneck; the generator's share says how close it was.
         .num(
             "server_cpu_share",
-            (cpu1 - cpu0) as f64 / (t1 - t0).max(1) as f64,
+            spent.server as f64 / (t1 - t0).max(1) as f64,
         );
+    // A cluster's figures: each node's part of the server's CPU (so they add up to it), each
+    // node's subscribers' latency, and what the auxiliary processes (Redis) spent besides.
+    for (i, &ns) in spent.nodes.iter().enumerate() {
+        rep.num(
+            &format!("node{}_cpu_ms_per_1k", i + 1),
+            ms_per_1k(ns, fan.count),
+        );
+    }
+    if r.by_url.len() > 1 {
+        for (i, h) in r.by_url.iter().enumerate() {
+            rep.latencies(&format!("node{}_fanout", i + 1), &h.summary());
+        }
+    }
+    if !pids.aux.is_empty() {
+        rep.num("aux_cpu_ms_per_1k", ms_per_1k(spent.aux, fan.count))
+            .num("aux_cpu_share", spent.aux as f64 / (t1 - t0).max(1) as f64);
+    }
     if bounds.total > bounds.open {
         let open = r.open.summary();
         rep.num("rate", rate)
@@ -308,8 +396,14 @@ fn measure(
             )
             .num(
                 "open_server_cpu_ms_per_1k",
-                (cpu3 - cpu2) as f64 / 1e6 / open.count.max(1) as f64 * 1000.0,
+                ms_per_1k(open_spent.server, open.count),
             );
+        if !pids.aux.is_empty() {
+            rep.num(
+                "open_aux_cpu_ms_per_1k",
+                ms_per_1k(open_spent.aux, open.count),
+            );
+        }
     }
     let [_, missing, duplicate, out_of_order, unknown, dropped] = r.counts;
     rep.int("missing", missing)

@@ -7,6 +7,11 @@
 //!   halley-load sse --sub-url URL --pub-url URL -n N [--messages M] [--warmup W]
 //!                   [--rate MSG_PER_S --rate-messages K] [--server-pid PID]... [--size BYTES]
 //!                   [--channel NAME] [--src-addrs A] [--concurrency C] [--per-process P] [--label L]
+//!                   [--aux-pid PID]...
+//!       Several --sub-url (the nodes of a cluster) share the N subscribers half and half, each
+//!       with its own workers; messages go to the one --pub-url, and losses are counted over all.
+//!       Several --server-pid are summed as the server and also reported one by one, in order;
+//!       --aux-pid processes (a cluster's Redis) are measured over the same phases, apart.
 //!   halley-load longpoll --ready-url URL --wait-url URL --pub-url URL [--conns C]
 //!                   [--duration-s S] [--held H] [--rounds R] [--server-pid PID]...
 //!   halley-load worker ...   (internal: one process's share of the SSE subscribers)

@@ -64,16 +64,24 @@ pub struct Reports {
     pub last_at: Vec<u64>,
     pub connect: Latencies,
     pub fanout: Latencies,
+    /// The one-at-a-time fan-out latency again, per subscribe address (node of a cluster).
+    pub by_url: Vec<Latencies>,
+    /// Per worker: the index of the address its subscribers subscribe at.
+    pub url_of: Vec<usize>,
     pub open: Latencies,
     /// distinct, missing, duplicate, out-of-order, unknown, dropped.
     pub counts: [u64; 6],
 }
 
 impl Reports {
-    pub fn new(workers: usize, messages: u64) -> Reports {
+    /// `url_of` has one entry per worker: the index of its subscribe address, below `n_urls`.
+    pub fn new(url_of: Vec<usize>, n_urls: usize, messages: u64) -> Reports {
+        let workers = url_of.len();
         Reports {
             held: vec![None; workers],
             finished: vec![false; workers],
+            by_url: (0..n_urls).map(|_| Latencies::default()).collect(),
+            url_of,
             done: vec![0; messages as usize],
             last_at: vec![0; messages as usize],
             ..Reports::default()
@@ -104,7 +112,10 @@ impl Reports {
                     .unwrap_or((&line["hist ".len()..], ""));
                 let h = match name {
                     "connect" => &mut self.connect,
-                    "fanout" => &mut self.fanout,
+                    "fanout" => {
+                        self.by_url[self.url_of[w]].merge_encoded(pairs)?;
+                        &mut self.fanout
+                    }
                     "open" => &mut self.open,
                     _ => return Err(format!("unknown histogram {name}")),
                 };
@@ -128,7 +139,7 @@ mod tests {
 
     #[test]
     fn adds_up_worker_lines() {
-        let mut r = Reports::new(2, 3);
+        let mut r = Reports::new(vec![0, 1], 2, 3);
         for (w, line) in [
             (0, "held 10 1 5000"),
             (1, "held 9 0 7000"),
@@ -145,6 +156,7 @@ mod tests {
         assert_eq!(r.held, [Some((10, 1, 5000)), Some((9, 0, 7000))]);
         assert_eq!((r.done[1], r.last_at[1]), (2, 100));
         assert_eq!(r.fanout.len(), 6);
+        assert_eq!((r.by_url[0].len(), r.by_url[1].len()), (4, 2));
         assert_eq!(r.counts, [57, 1, 2, 0, 0, 1]);
         assert_eq!(r.finished, [false, true]);
         assert!(r.on_line(0, "done x").is_err());

@@ -1,6 +1,6 @@
-//! How N subscribers are shared among worker processes (one process may hold at most its fd
-//! limit) and spread over loopback source addresses (one address has only ~28K ephemeral ports
-//! towards one server port).
+//! How N subscribers are shared among the servers they subscribe to (the nodes of a cluster) and
+//! among worker processes (one process may hold at most its fd limit), and spread over loopback
+//! source addresses (one address has only ~28K ephemeral ports towards one server port).
 
 use std::net::Ipv4Addr;
 use std::ops::Range;
@@ -27,6 +27,30 @@ pub fn split(n: usize, cap: usize) -> Vec<Range<usize>> {
             r
         })
         .collect()
+}
+
+/// One worker process's share: subscriber indices `subs`, all subscribing at the `url`-th address.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Part {
+    pub url: usize,
+    pub subs: Range<usize>,
+}
+
+/// Splits subscriber indices `0..n` into `n_urls` contiguous, balanced groups, one per address
+/// (so each node of a cluster holds its share), and each group into workers of at most `cap`.
+/// Indices stay global, so every subscriber keeps its own source address.
+pub fn split_over(n: usize, n_urls: usize, cap: usize) -> Vec<Part> {
+    let groups = split(n, n.div_ceil(n_urls.max(1)).max(1));
+    let mut parts = Vec::new();
+    for (url, group) in groups.into_iter().enumerate() {
+        for r in split(group.len(), cap) {
+            parts.push(Part {
+                url,
+                subs: group.start + r.start..group.start + r.end,
+            });
+        }
+    }
+    parts
 }
 
 /// The source address for subscriber `i`: 127.1.x.y, cycling over `n_addrs` addresses.
@@ -64,6 +88,51 @@ mod tests {
                 lens.iter().max().unwrap() - lens.iter().min().unwrap() <= 1,
                 "{lens:?}"
             );
+        }
+    }
+
+    #[test]
+    fn splits_over_addresses_half_and_half_then_by_capacity() {
+        /// A worker as (address, first subscriber, end).
+        type W = (usize, usize, usize);
+        // (n, addresses, cap, the workers expected)
+        let cases: [(usize, usize, usize, &[W]); 6] = [
+            (10_000, 1, 19_936, &[(0, 0, 10_000)]),
+            (10_000, 2, 19_936, &[(0, 0, 5_000), (1, 5_000, 10_000)]),
+            (10_001, 2, 19_936, &[(0, 0, 5_001), (1, 5_001, 10_001)]),
+            (
+                25_000,
+                2,
+                10_000,
+                &[
+                    (0, 0, 6_250),
+                    (0, 6_250, 12_500),
+                    (1, 12_500, 18_750),
+                    (1, 18_750, 25_000),
+                ],
+            ),
+            (
+                9,
+                3,
+                2,
+                &[
+                    (0, 0, 2),
+                    (0, 2, 3),
+                    (1, 3, 5),
+                    (1, 5, 6),
+                    (2, 6, 8),
+                    (2, 8, 9),
+                ],
+            ),
+            // Fewer subscribers than addresses: the last addresses get none rather than empty workers.
+            (1, 2, 10, &[(0, 0, 1)]),
+        ];
+        for (n, n_urls, cap, want) in cases {
+            let got: Vec<(usize, usize, usize)> = split_over(n, n_urls, cap)
+                .into_iter()
+                .map(|p| (p.url, p.subs.start, p.subs.end))
+                .collect();
+            assert_eq!(got, want, "n={n} urls={n_urls} cap={cap}");
         }
     }
 

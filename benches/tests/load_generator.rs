@@ -155,3 +155,65 @@ fn drives_ready_and_held_long_polls() {
     assert_eq!(field(&json, "held_count"), 150.0, "{json}");
     assert_eq!(field(&json, "held_missing"), 0.0, "{json}");
 }
+
+/// The same flags for both runs of the two-address test.
+fn split_args(n: &str, sub_urls: [String; 2], pub_url: String, pids: [&str; 2]) -> Vec<String> {
+    let mut args = strings(&["sse", "-n", n, "--warmup", "0", "--messages", "2"]);
+    args.extend(strings(&["--message-timeout-s", "1"]));
+    for url in sub_urls {
+        args.extend(["--sub-url".into(), url]);
+    }
+    args.extend(["--pub-url".into(), pub_url]);
+    for pid in pids {
+        args.extend(["--server-pid".into(), pid.into()]);
+    }
+    args
+}
+
+#[test]
+fn splits_subscribers_half_and_half_over_two_addresses() {
+    // Two addresses of one floor: every subscriber gets every message, half through each, and
+    // the auxiliary process is measured apart.
+    let floor = Floor::start();
+    let pid = floor.pid();
+    let other_name = floor.url("sub").replace("127.0.0.1", "localhost");
+    let mut args = split_args(
+        "100",
+        [floor.url("sub"), other_name],
+        floor.url("pub"),
+        [&pid, &pid],
+    );
+    args.extend(["--aux-pid".into(), pid.clone()]);
+    let json = load(&args, Duration::from_secs(30));
+    assert_eq!(field(&json, "held"), 100.0, "{json}");
+    assert_eq!(field(&json, "workers"), 2.0, "{json}");
+    assert_eq!(field(&json, "node1_fanout_count"), 100.0, "{json}");
+    assert_eq!(field(&json, "node2_fanout_count"), 100.0, "{json}");
+    assert_eq!(field(&json, "fanout_count"), 200.0, "{json}");
+    for key in ["missing", "duplicate", "out_of_order", "timeouts"] {
+        assert_eq!(field(&json, key), 0.0, "{key}: {json}");
+    }
+    for key in [
+        "node1_cpu_ms_per_1k",
+        "node2_cpu_ms_per_1k",
+        "aux_cpu_ms_per_1k",
+    ] {
+        assert!(field(&json, key) > 0.0, "{key}: {json}");
+    }
+
+    // Two floors, publishing to the first only: the second's half is held but gets nothing, and
+    // the loss check counts exactly that half as missing.
+    let (a, b) = (Floor::start(), Floor::start());
+    let args = split_args(
+        "100",
+        [a.url("sub"), b.url("sub")],
+        a.url("pub"),
+        [&a.pid(), &b.pid()],
+    );
+    let json = load(&args, Duration::from_secs(30));
+    assert_eq!(field(&json, "held"), 100.0, "{json}");
+    assert_eq!(field(&json, "node1_fanout_count"), 100.0, "{json}");
+    assert_eq!(field(&json, "node2_fanout_count"), 0.0, "{json}");
+    assert_eq!(field(&json, "missing"), 100.0, "{json}");
+    assert_eq!(field(&json, "timeouts"), 2.0, "{json}");
+}

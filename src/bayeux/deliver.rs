@@ -12,6 +12,7 @@ use super::channel;
 use super::engine::{Data, Engine, HubMessage, Response, Resume};
 use super::message::{error_reply, BayeuxError, Incoming};
 use super::session::{Push, ENTRY_OVERHEAD};
+use crate::cursor;
 
 impl Engine {
     /// Fans a hub message out to every session whose subscriptions match its
@@ -50,6 +51,9 @@ impl Engine {
         if reached > 0 {
             let encoded = encode_delivery(&name, msg);
             for id in targets.drain(..) {
+                if self.hold_for_resume(&id, msg, &encoded) {
+                    continue;
+                }
                 // An overflow ends that session alone; the others still get it.
                 let _ = self.queue_one(&id, encoded.clone());
             }
@@ -104,18 +108,80 @@ impl Engine {
             }
         }
         let mut queued = 0;
+        let mut last = None;
         for msg in history {
             if !self.queue_one(&id, encode_delivery(&name, &msg)) {
-                break;
+                // The session ended with its queue full; nothing is held for it.
+                self.stats.replayed += queued as u64;
+                return queued;
             }
+            last = cursor::parse(msg.id).ok();
             queued += 1;
         }
         self.stats.replayed += queued as u64;
+        self.release_resume(&id, &replay.channel, last);
         queued
     }
 
     /// Queues one message for session `id`; false when it was not queued
     /// (the session is gone, or this message overflowed it and ended it).
+    /// Holds a live message for a session whose subscription to its
+    /// channel is still resuming (with Redis); true if held. Past the
+    /// session's queue bound the session ends, as a full queue does.
+    fn hold_for_resume(&mut self, id: &Rc<str>, msg: &HubMessage, encoded: &Rc<str>) -> bool {
+        let max = self.config.max_queued_bytes;
+        let Some(session) = self.sessions.get_mut(id) else {
+            return false;
+        };
+        if session.resuming.is_empty() {
+            return false;
+        }
+        let Some(resuming) = session
+            .resuming
+            .iter_mut()
+            .find(|r| r.channel == msg.channel)
+        else {
+            return false;
+        };
+        resuming.held_bytes += encoded.len() + ENTRY_OVERHEAD;
+        resuming.held.push((msg.id.into(), encoded.clone()));
+        if resuming.held_bytes > max {
+            // Queued past the bound: the same end as a full queue.
+            let held = std::mem::take(&mut resuming.held);
+            session.resuming.retain(|r| r.channel != msg.channel);
+            for (_, encoded) in held {
+                if !self.queue_one(id, encoded) {
+                    break;
+                }
+            }
+        }
+        true
+    }
+
+    /// A resumed subscription's history is queued: the live messages held
+    /// meanwhile follow it, those the history already had left out.
+    fn release_resume(&mut self, id: &Rc<str>, channel: &str, last: Option<cursor::Cursor>) {
+        let Some(session) = self.sessions.get_mut(id) else {
+            return;
+        };
+        let Some(at) = session.resuming.iter().position(|r| r.channel == channel) else {
+            return;
+        };
+        let resuming = session.resuming.swap_remove(at);
+        for (msg_id, encoded) in resuming.held {
+            let repeated = match (last, cursor::parse(&msg_id)) {
+                (
+                    Some(cursor::Cursor::After { epoch, seq }),
+                    Ok(cursor::Cursor::After { epoch: e, seq: s }),
+                ) => e == epoch && s <= seq,
+                _ => false,
+            };
+            if !repeated && !self.queue_one(id, encoded) {
+                return;
+            }
+        }
+    }
+
     fn queue_one(&mut self, id: &Rc<str>, encoded: Rc<str>) -> bool {
         let max = self.config.max_queued_bytes;
         let Some(session) = self.sessions.get_mut(id) else {

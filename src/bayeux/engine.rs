@@ -76,10 +76,12 @@ pub struct Settings {
     pub max_sessions: usize,
     /// Sessions at once from one address (`MAX_SESSIONS_PER_ADDR`).
     pub max_sessions_per_addr: usize,
-    /// Record in `route_events` each subscription pattern that gains its
-    /// first session or loses its last: a Redis node follows them with its
-    /// own subscriptions in Redis.
-    pub report_routes: bool,
+    /// The server is a Redis node. It follows the routing index in Redis,
+    /// so each pattern that gains its first session or loses its last is
+    /// recorded in `route_events`; and it replays resumed subscriptions
+    /// later than the subscribe (the history is read from Redis), so live
+    /// messages of a resuming channel wait in the session until then.
+    pub clustered: bool,
 }
 
 impl Default for Settings {
@@ -91,7 +93,7 @@ impl Default for Settings {
             publish_token: None,
             max_sessions: MAX_SESSIONS,
             max_sessions_per_addr: MAX_SESSIONS_PER_ADDR,
-            report_routes: false,
+            clustered: false,
         }
     }
 }
@@ -219,7 +221,7 @@ pub struct Engine {
     /// later, and the timer, coming up early, asks to be set again then
     /// (`on_expiry_timer`).
     pub to_arm: ToArm,
-    /// With `Settings::report_routes`: `(pattern, true)` when a pattern got
+    /// With `Settings::clustered`: `(pattern, true)` when a pattern got
     /// its first session, `(pattern, false)` when it lost its last, in
     /// order, until the server takes them.
     pub route_events: Vec<(String, bool)>,
@@ -437,7 +439,7 @@ impl Engine {
     }
 
     pub(super) fn route(&mut self, pattern: String, id: &Rc<str>) {
-        if self.config.report_routes && !self.routes.contains_key(&pattern) {
+        if self.config.clustered && !self.routes.contains_key(&pattern) {
             self.route_events.push((pattern.clone(), true));
         }
         self.routes.entry(pattern).or_default().insert(id.clone());
@@ -448,7 +450,7 @@ impl Engine {
             set.remove(id);
             if set.is_empty() {
                 self.routes.remove(pattern);
-                if self.config.report_routes {
+                if self.config.clustered {
                     self.route_events.push((pattern.to_owned(), false));
                 }
             }

@@ -15,7 +15,7 @@ use super::engine::{
 };
 use super::ids::format_id;
 use super::message::{reply_to, BayeuxError, Incoming};
-use super::session::Session;
+use super::session::{Resuming, Session};
 use crate::token::Token;
 
 /// The transports halley serves at `/bayeux`. No `websocket`: CometD and Faye
@@ -215,8 +215,17 @@ impl Engine {
             self.route(text, &id);
         }
         if let Some(since) = since {
+            let clustered = self.config.clustered;
+            let session = self.sessions.get_mut(&id).expect("checked above");
             for hub in resumes {
                 queue_resume(req, &id, hub, &since);
+                if clustered && !session.resuming.iter().any(|r| r.channel == hub) {
+                    session.resuming.push(Resuming {
+                        channel: hub.to_owned(),
+                        held: Vec::new(),
+                        held_bytes: 0,
+                    });
+                }
             }
         }
         req.replies.push(subscription_reply(msg, &id));

@@ -79,6 +79,21 @@ pub struct Session {
     /// The engine's fan-out sequence number that last reached this session,
     /// so a message matching two of its patterns is queued once.
     pub last_fanout: u64,
+    /// With Redis: subscriptions resumed with `ext.halley.since` whose
+    /// history is still being read. Usually empty.
+    pub resuming: Vec<Resuming>,
+}
+
+/// A resumed subscription waiting for its history (`Settings::clustered`):
+/// live messages of its channel are held here, so the session gets the
+/// history first, then only what followed it.
+#[derive(Debug)]
+pub struct Resuming {
+    /// The hub channel.
+    pub channel: String,
+    /// Each live message's id and encoding, in arrival order.
+    pub held: Vec<(Box<str>, Rc<str>)>,
+    pub held_bytes: usize,
 }
 
 impl Session {
@@ -101,6 +116,7 @@ impl Session {
             expires_at,
             may_publish,
             last_fanout: 0,
+            resuming: Vec::new(),
         }
     }
 

@@ -768,6 +768,49 @@ fn resume_asks_the_hub_and_delivers_history_first() {
     );
 }
 
+/// With Redis (`clustered`) the history arrives after live messages may
+/// have: those of the resuming channel wait, and follow the history without
+/// the ones it already had; other channels are not held.
+#[test]
+fn a_clustered_resume_holds_live_messages_until_its_history() {
+    let mut e = engine(Settings {
+        clustered: true,
+        ..Settings::default()
+    });
+    let t0 = Instant::now();
+    let cid = connected(&mut e, t0);
+    subscribe(&mut e, &cid, "/other", t0);
+    let o = handle(
+        &mut e,
+        9,
+        json!([{"channel": "/meta/subscribe", "clientId": cid, "subscription": "/chat/room1", "ext": {"halley": {"since": "e1-5"}}}]),
+        t0,
+    );
+    let events: Vec<_> = e.route_events.drain(..).collect();
+    assert!(
+        events.contains(&("/chat/room1".to_string(), true)),
+        "{events:?}"
+    );
+    let replay = o.resumes[0].clone();
+    // Live while the history is read: 7 is also in the history, 8 is not.
+    hub_publish(&mut e, "e1-7", "chat/room1", Data::Text("seven"));
+    hub_publish(&mut e, "e1-8", "chat/room1", Data::Text("eight"));
+    hub_publish(&mut e, "e9-1", "other", Data::Text("elsewhere"));
+    let history = ["e1-6", "e1-7"].map(|id| HubMessage {
+        id,
+        channel: "chat/room1",
+        data: Data::Text(if id == "e1-6" { "six" } else { "seven" }),
+        event: None,
+    });
+    e.on_replay(&replay, None, history);
+    hub_publish(&mut e, "e1-9", "chat/room1", Data::Text("nine"));
+    let r = now_replies(&connect(&mut e, 4, &cid, t0));
+    assert_eq!(
+        delivered(&r),
+        ["elsewhere", "six", "seven", "eight", "nine"].map(|d| json!(d))
+    );
+}
+
 /// What the server does in the iteration a held connect's connection closes:
 /// it tells the engine at once (`on_conn_closed`), before the flush phase.
 /// Whether the publish comes before or after the close, the flush answers

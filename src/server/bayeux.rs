@@ -35,7 +35,7 @@ const NO_CACHE: [&str; 1] = ["Cache-Control: no-cache"];
 /// `--publish-token` applies to Bayeux publishes too.
 pub(super) fn new_engine(config: &Config) -> io::Result<Engine> {
     let settings = bayeux::Settings {
-        report_routes: !config.redis.is_empty(),
+        clustered: !config.redis.is_empty(),
         timeout: config.longpoll_timeout,
         max_queued_bytes: config.max_queued_bytes,
         publish_token: config.publish_token.clone(),

@@ -59,6 +59,16 @@ impl CatchUp {
         self.merge.as_ref().map(|m| m.position().1)
     }
 
+    /// Does the cursor ask for what follows `position` exactly (so there is
+    /// nothing to read)?
+    fn cursor_is(&self, position: (u64, u64)) -> bool {
+        match self.cursor {
+            Cursor::Now => true,
+            Cursor::After { epoch, seq } => (epoch, seq) == position,
+            Cursor::Earliest => false,
+        }
+    }
+
     fn read_count(&self, longpoll_batch: usize) -> usize {
         match self.request.mode {
             Mode::LongPoll => longpoll_batch,
@@ -98,12 +108,22 @@ impl Server {
             merge: None,
             opened: false,
         };
-        cluster.catchups.insert(id, catchup);
         let feed = cluster.feeds.get_mut(&channel).expect("just made");
-        let placed = feed.position().is_some();
-        if !placed {
+        if let Some(position) = feed.position() {
+            // The common case: the feed is live and the subscriber wants what
+            // comes next; it parks at once, as in memory, and costs nothing
+            // more than there.
+            if catchup.cursor_is(position) {
+                if let Some(conn) = self.conns.get(id) {
+                    conn.wait_for_redis(head.keep_alive);
+                }
+                return self.attach(id, &catchup, position);
+            }
+        } else {
             feed.waiting.push(id);
         }
+        let placed = feed.position().is_some();
+        cluster.catchups.insert(id, catchup);
         if let Some(conn) = self.conns.get(id) {
             conn.wait_for_redis(head.keep_alive);
         }
@@ -129,15 +149,13 @@ impl Server {
         else {
             return;
         };
-        let start = match catchup.cursor {
-            Cursor::Now => None,
-            Cursor::After { epoch: e, seq: s } if (e, s) == (epoch, seq) => None,
-            Cursor::After { epoch, seq } => Some(Start::After { epoch, seq }),
-            Cursor::Earliest => Some(Start::Earliest),
-        };
-        let Some(start) = start else {
+        if catchup.cursor_is((epoch, seq)) {
             let catchup = cluster.catchups.remove(&id).expect("checked");
             return self.attach(id, &catchup, (epoch, seq));
+        }
+        let start = match catchup.cursor {
+            Cursor::After { epoch, seq } => Start::After { epoch, seq },
+            Cursor::Now | Cursor::Earliest => Start::Earliest,
         };
         let (merge, read) = Merge::new(start);
         let Step::Read { after } = read else {

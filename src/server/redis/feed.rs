@@ -42,6 +42,9 @@ pub(super) struct Feed {
     pub waiting: Vec<ConnId>,
     /// Subscribers whose own merges take this feed's messages.
     pub catching: Vec<ConnId>,
+    /// Bayeux resumes waiting for the feed's first position: their history
+    /// is read once the feed is subscribed, so nothing falls between.
+    pub resumes: Vec<crate::bayeux::Resume>,
     /// Bayeux sessions' exact subscriptions to this channel.
     exact_routes: u32,
     /// The channel is in `Cluster::maybe_idle`.
@@ -55,6 +58,7 @@ impl Feed {
             subscribed: false,
             waiting: Vec::new(),
             catching: Vec::new(),
+            resumes: Vec::new(),
             exact_routes: 0,
             idle_noted: false,
         }
@@ -138,6 +142,14 @@ impl Server {
 
     /// A push on a `sub` link: a confirmation, a message, or a pong.
     pub(super) fn on_redis_push(&mut self, shard: usize, value: Value) {
+        // Outside subscribed mode (no subscriptions yet) a PING is answered
+        // like any command.
+        if matches!(&value, Value::Status(s) if s.eq_ignore_ascii_case("pong")) {
+            if let Some(cluster) = self.cluster.as_mut() {
+                cluster.shards[shard].sub_ping = None;
+            }
+            return;
+        }
         let Value::Array(parts) = value else {
             return debug!("redis: a push that is not an array: {value:?}");
         };
@@ -251,13 +263,19 @@ impl Server {
         let mut steps = Vec::new();
         merge.on_history(history, &mut steps);
         let placed_now = !was_placed && merge.is_placed();
-        let waiting = match placed_now {
-            true => std::mem::take(&mut feed.waiting),
-            false => Vec::new(),
+        let (waiting, resumes) = match placed_now {
+            true => (
+                std::mem::take(&mut feed.waiting),
+                std::mem::take(&mut feed.resumes),
+            ),
+            false => (Vec::new(), Vec::new()),
         };
         self.apply_feed_steps(channel, steps);
         for id in waiting {
             self.start_catchup(id);
+        }
+        for resume in &resumes {
+            self.resume_via_redis(resume);
         }
         Ok(())
     }
@@ -474,6 +492,11 @@ impl Server {
         let Some(cluster) = self.cluster.as_mut() else {
             return;
         };
+        // A burst of subscribers passes through `catchups`; the table must
+        // not keep the burst's size for good (memory per parked subscriber).
+        if cluster.catchups.is_empty() && cluster.catchups.capacity() > 64 {
+            cluster.catchups.shrink_to_fit();
+        }
         while let Some((at, _)) = cluster.maybe_idle.front() {
             if *at + LINGER > now {
                 break;
@@ -490,6 +513,7 @@ impl Server {
             let idle = local == 0
                 && feed.waiting.is_empty()
                 && feed.catching.is_empty()
+                && feed.resumes.is_empty()
                 && feed.exact_routes == 0;
             if !idle {
                 continue;

@@ -306,7 +306,7 @@ impl Cluster {
     /// `/stats`'s `redis` object.
     pub fn stats_json(&self) -> Json {
         let f = &self.figures;
-        let replied = f.publishes - f.publish_failures;
+        let replied = f.publishes.saturating_sub(f.publish_failures);
         json!({
             "connected": self.is_healthy(),
             "shards": self.shards.len(),
@@ -442,6 +442,9 @@ impl Server {
                 shard.cmd.connect(registry, now);
             }
             if shard.sub.retry_at().is_some_and(|at| at <= now) {
+                if shard.sub.n_failures > 0 {
+                    cluster.figures.reconnects += 1;
+                }
                 shard.sub.connect(registry, now);
             }
             if shard

@@ -26,7 +26,6 @@ impl Server {
         let shard = cluster.shard_of(&draft.channel);
         if !cluster.shards[shard].cmd.is_open() {
             cluster.figures.publishes += 1;
-            cluster.figures.publish_failures += 1;
             return self.publish_failed(publisher, "redis unavailable");
         }
         let keys = scripts::Keys::of(&draft.channel);
@@ -123,6 +122,9 @@ impl Server {
 
     /// A publish that cannot reach Redis: an HTTP publisher gets 503 at once.
     pub(super) fn publish_failed(&mut self, publisher: Publisher, why: &str) {
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.figures.publish_failures += 1;
+        }
         let Publisher::Http { id, ask, .. } = publisher else {
             warn!("redis: a Bayeux publish was lost: {why}");
             return;
