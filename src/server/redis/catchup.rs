@@ -9,12 +9,8 @@
 
 use std::rc::Rc;
 
-use log::debug;
-use serde_json::Value as Json;
-
 use super::feed::PAGE;
 use super::{Reader, Server};
-use crate::bayeux::{self, Since};
 use crate::conn_id::ConnId;
 use crate::cursor::{self, Cursor};
 use crate::encode::{self, Gap};
@@ -458,91 +454,18 @@ impl Server {
             ),
         }
     }
-
-    /// A Bayeux subscription resumed with `ext.halley.since`: its history is
-    /// read from the stream, at most what the session's queue can take.
-    pub(in crate::server) fn resume_via_redis(&mut self, resume: &bayeux::Resume) {
-        let Some(room) = self.bayeux.replay_room(&resume.client_id) else {
-            return;
-        };
-        let now = self.now;
-        let cluster = self.cluster.as_mut().expect("resuming via Redis");
-        let after = super::feed::resume_after(resume);
-        let channel: Rc<str> = resume.channel.as_str().into();
-        cluster.send_read(
-            &channel,
-            Reader::Session(resume.clone()),
-            after,
-            room.max(1),
-            now,
-        );
-    }
-
-    pub(super) fn on_resume_history(
-        &mut self,
-        channel: &Rc<str>,
-        resume: bayeux::Resume,
-        history: History,
-    ) {
-        let start = match &resume.since {
-            Since::Earliest => Some(Start::Earliest),
-            Since::Id(text) => match cursor::parse(text) {
-                Ok(Cursor::After { epoch, seq }) => Some(Start::After { epoch, seq }),
-                _ => None,
-            },
-        };
-        let mut steps = Vec::new();
-        if let Some(start) = start {
-            let (mut merge, _) = Merge::new(start);
-            merge.on_history(history, &mut steps);
-        }
-        let ahead = steps.iter().any(|s| matches!(s, Step::Ahead));
-        let mut gap: Option<Json> = None;
-        let mut messages = Vec::new();
-        for step in steps {
-            match step {
-                Step::Gap { .. } if gap.is_none() && messages.is_empty() => {
-                    gap = Some(crate::server::bayeux::gap_value(&gap_of(step)))
-                }
-                Step::Deliver(m) => messages.push(m),
-                Step::Ahead | Step::Gap { .. } | Step::Read { .. } => {}
-            }
-        }
-        // A cursor that cannot be placed is never skipped silently: the
-        // session is told, and delivery goes on from now.
-        if start.is_none() || ahead {
-            let unknown = Gap {
-                reason: "unknown",
-                missed: None,
-                cursor: match &resume.since {
-                    Since::Id(text) => text.clone(),
-                    Since::Earliest => "earliest".into(),
-                },
-                next: self.head_cursor(channel),
-            };
-            gap = Some(crate::server::bayeux::gap_value(&unknown));
-        }
-        debug!(
-            "Bayeux resume of {channel}: {} messages from Redis",
-            messages.len()
-        );
-        let history = messages
-            .iter()
-            .map(|m| crate::server::bayeux::hub_message(m));
-        self.bayeux.on_replay(&resume, gap, history);
-    }
 }
 
 fn catchup_merge(cluster: &super::Cluster, id: ConnId) -> Option<&Merge> {
     cluster.catchups.get(&id).and_then(|c| c.merge.as_ref())
 }
 
-fn fmt((epoch, seq): (u64, u64)) -> String {
+pub(super) fn fmt((epoch, seq): (u64, u64)) -> String {
     cursor::format(epoch, seq)
 }
 
 /// A merge's gap step as the transports' `Gap`.
-fn gap_of(step: Step) -> Gap {
+pub(super) fn gap_of(step: Step) -> Gap {
     match step {
         Step::Gap {
             reason,
