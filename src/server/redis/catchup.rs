@@ -9,7 +9,6 @@
 
 use std::rc::Rc;
 
-use super::feed::PAGE;
 use super::{Reader, Server};
 use crate::conn_id::ConnId;
 use crate::cursor::{self, Cursor};
@@ -62,10 +61,10 @@ impl CatchUp {
         }
     }
 
-    fn read_count(&self, longpoll_batch: usize) -> usize {
+    fn read_count(&self, longpoll_batch: usize, page: usize) -> usize {
         match self.request.mode {
             Mode::LongPoll => longpoll_batch,
-            Mode::Stream(_) => PAGE,
+            Mode::Stream(_) => page,
         }
     }
 }
@@ -156,7 +155,7 @@ impl Server {
         };
         catchup.merge = Some(merge);
         let channel = catchup.channel.clone();
-        let count = catchup.read_count(batch);
+        let count = catchup.read_count(batch, cluster.page);
         if let Some(feed) = cluster.feeds.get_mut(&channel) {
             feed.catching.push(id);
         }
@@ -250,7 +249,8 @@ impl Server {
                 // Only a read so far (a restarted cursor reads the new epoch).
                 for step in steps {
                     if let Step::Read { after } = step {
-                        cluster.send_read(&channel, Reader::Conn(id), after, PAGE, now);
+                        let page = cluster.page;
+                        cluster.send_read(&channel, Reader::Conn(id), after, page, now);
                     }
                 }
                 return;
@@ -285,7 +285,8 @@ impl Server {
                 }
                 Step::Read { after } => {
                     let cluster = self.cluster.as_mut().expect("checked");
-                    cluster.send_read(&channel, Reader::Conn(id), after, PAGE, now);
+                    let page = cluster.page;
+                    cluster.send_read(&channel, Reader::Conn(id), after, page, now);
                 }
                 Step::Ahead => {}
             }
@@ -372,36 +373,44 @@ impl Server {
         }
     }
 
-    /// One message to one stream, from its shared frame.
+    /// One message to a stream catching up, from its shared frame.
     fn send_message(&mut self, id: ConnId, message: &Rc<Message>) {
-        let Some(conn) = self.conns.get(id) else {
-            return;
-        };
-        let Some((transport, http10)) = conn.stream_kind() else {
+        let Some((transport, http10)) = self.conns.get(id).and_then(|c| c.stream_kind()) else {
             return;
         };
         let (frame, range) = crate::server::deliver::frame_for(message, transport, http10);
-        match conn.send_live(frame, range, self.config.max_queued_bytes) {
-            Ok(()) => self.counters.delivered += 1,
-            Err(e) => {
-                crate::server::respond::note_send_error(&mut self.counters, id, &e);
-                self.conns.close(id);
-            }
+        let frame = frame.clone();
+        if self.send_owed(id, &frame, range) {
+            self.counters.delivered += 1;
         }
     }
 
     /// A frame of one stream's own (a gap), as a chunk or, for HTTP/1.0, bare.
     fn send_frame(&mut self, id: ConnId, frame: Rc<[u8]>, http10: bool) {
-        let Some(conn) = self.conns.get(id) else {
-            return;
-        };
         let range = match http10 {
             true => crate::http::response::chunk_payload(&frame),
             false => 0..frame.len(),
         };
-        if let Err(e) = conn.send_live(&frame, range, self.config.max_queued_bytes) {
-            crate::server::respond::note_send_error(&mut self.counters, id, &e);
-            self.conns.close(id);
+        self.send_owed(id, &frame, range);
+    }
+
+    /// Catching up is the stream's replay, which in memory goes out whole
+    /// with its head: owed like a response, bounded by the send timeout and
+    /// the history's length, not by `--max-queued-bytes`, which bounds what
+    /// a live subscriber lets pile up. Returns false if the connection failed.
+    fn send_owed(&mut self, id: ConnId, frame: &Rc<[u8]>, range: std::ops::Range<usize>) -> bool {
+        let Some(conn) = self.conns.get(id) else {
+            return false;
+        };
+        conn.queue_owed(crate::outq::Chunk::Shared(frame.clone(), range));
+        match conn.flush() {
+            Ok(_) => true,
+            Err(e) => {
+                let e = crate::server::conn::SendError::Io(e);
+                crate::server::respond::note_send_error(&mut self.counters, id, &e);
+                self.close(id);
+                false
+            }
         }
     }
 

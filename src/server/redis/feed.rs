@@ -24,9 +24,6 @@ use crate::redis::merge::{History, Merge, Start, Step};
 use crate::redis::resp::Value;
 use crate::redis::scripts::{self, Decode, Notice};
 
-/// Entries per read of a stream, for a feed filling a hole and a stream
-/// subscriber catching up; a longer history is read page by page.
-pub(super) const PAGE: usize = 256;
 /// How long a feed outlives its last local subscriber: long-polls leave and
 /// come back with every message, and should not make the node unsubscribe
 /// and subscribe again each time.
@@ -225,7 +222,7 @@ impl Server {
                 feed.merge = Some(merge);
                 (0, 0)
             }
-            Some(merge) => (merge.reread(), PAGE),
+            Some(merge) => (merge.reread(), cluster.page),
         };
         cluster.send_read(&name, Reader::Feed, after, count, now);
     }
@@ -315,7 +312,8 @@ impl Server {
                 Step::Read { after } => {
                     let now = self.now;
                     let cluster = self.cluster.as_mut().expect("a feed");
-                    cluster.send_read(channel, Reader::Feed, after, PAGE, now);
+                    let page = cluster.page;
+                    cluster.send_read(channel, Reader::Feed, after, page, now);
                 }
                 Step::Ahead => warn!("redis: {channel} is behind this node's position"),
             }

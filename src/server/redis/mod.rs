@@ -46,6 +46,11 @@ use link::Link;
 
 /// The first token of the links: below the listener's and the signal pipe's.
 const FIRST_TOKEN: usize = usize::MAX - 2;
+/// What one read of a stream may bring back at most, in message bytes: its
+/// entries are held in memory together, and their frames queued together.
+const READ_BYTES: usize = 8 << 20;
+/// The most entries one read of a stream asks for.
+const MAX_PAGE: usize = 256;
 /// How often links are checked: reconnects due, commands overdue, pings.
 const TICK: Duration = Duration::from_millis(250);
 
@@ -119,6 +124,11 @@ pub(super) struct Cluster {
     /// Candidate epochs for channels Redis does not know.
     rng: u64,
     timeout: Duration,
+    /// Entries per read of a stream (a feed filling a hole, a stream
+    /// subscriber catching up): at most `MAX_PAGE`, and at most `READ_BYTES`
+    /// of the largest messages `--max-body` allows; a longer history is read
+    /// page by page.
+    page: usize,
     buffer: usize,
     message_ttl: Duration,
     meta_ttl: Duration,
@@ -181,6 +191,7 @@ impl Cluster {
             shas,
             rng: seed,
             timeout: config.redis_timeout,
+            page: (READ_BYTES / config.max_body.max(1)).clamp(1, MAX_PAGE),
             buffer: config.buffer,
             message_ttl: config.message_ttl,
             meta_ttl: config.redis_meta_ttl,
@@ -282,7 +293,7 @@ impl Cluster {
             } => {
                 if let Some(feed) = self.feeds.get_mut(&channel) {
                     let after = feed.reread_from();
-                    self.send_read(&channel, Reader::Feed, after, feed::PAGE, now);
+                    self.send_read(&channel, Reader::Feed, after, self.page, now);
                 }
             }
             Op::Read {
