@@ -12,8 +12,7 @@ use common::*;
 fn a_long_history_catches_up_whole_page_by_page() {
     let redis = RedisServer::start();
     let shards = std::slice::from_ref(&redis);
-    // Large messages make small pages (8 MiB / --max-body): 16 KiB bodies
-    // give 512 per read, so --max-body 1 MiB gives 8 per read.
+    // Large messages make small pages: 8 MiB / --max-body 1 MiB = 8 per read.
     let flags = [
         "--buffer",
         "300",
@@ -24,13 +23,16 @@ fn a_long_history_catches_up_whole_page_by_page() {
     ];
     let (a, b) = (node(shards, &flags), node(shards, &flags));
     let ch = channel("backlog");
-    let body = "x".repeat(10_000);
-    let ids: Vec<String> = (0..150)
+    let body = "x".repeat(40_000);
+    let ids: Vec<String> = (0..300)
         .map(|i| publish(a.addr, &ch, &format!("{i}:{body}")))
         .collect();
 
-    // 1.5 MB of history, 23 times the live bound, read 8 entries at a time.
+    // 12 MB of history, 180 times the live bound and more than the kernel's
+    // socket buffers hold, read from Redis 8 entries at a time, to a client
+    // that lets it pile up before it reads.
     let mut sse = Sub::sse(b.addr, &ch, "&since=earliest", &[]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
     for (i, id) in ids.iter().enumerate() {
         let ev = sse.next_event();
         assert_eq!(ev.id.as_deref(), Some(id.as_str()), "message {i}");
