@@ -71,6 +71,8 @@ fn a_message_pubsub_lost_that_the_stream_no_longer_has_is_a_gap() {
     let ch = channel("trimmed");
     let mut sse = Sub::sse(b.addr, &ch, "", &[]);
     let mut stream = Sub::stream(b.addr, &ch, "");
+    let mut bayeux = Client::connect(b.addr);
+    let client_id = bayeux_session(&mut bayeux, &ch);
     let first = publish(b.addr, &ch, "one");
     assert_eq!(sse.next_event().data(), "one");
     assert_eq!(stream.next_json()["data"], json!("one"));
@@ -89,7 +91,53 @@ fn a_message_pubsub_lost_that_the_stream_no_longer_has_is_a_gap() {
     let line = stream.next_json();
     assert_eq!(line["gap"]["reason"], json!("expired"));
     assert_eq!(stream.next_json()["id"], json!(third));
+    // The Bayeux session hears it as a resume's gap is told: data null and
+    // ext.halley.gap, between the messages.
+    let connect = json!([{"channel": "/meta/connect", "clientId": client_id, "connectionType": "long-polling"}]);
+    let got = post_json(&mut bayeux, &connect);
+    let on_channel: Vec<_> = got
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["channel"] == json!(format!("/{ch}")))
+        .collect();
+    assert_eq!(on_channel.len(), 3, "{got}");
+    assert_eq!(on_channel[0]["data"], json!("one"));
+    assert_eq!(on_channel[1]["data"], serde_json::Value::Null);
+    assert_eq!(
+        on_channel[1]["ext"]["halley"]["gap"]["reason"],
+        json!("expired")
+    );
+    assert_eq!(on_channel[2]["id"], json!(third));
     assert_eq!(redis_gaps(&b), 1);
+}
+
+/// A Bayeux session on `channel`, its first connect answered: the next one
+/// carries what arrived since.
+fn bayeux_session(conn: &mut Client, channel: &str) -> String {
+    let hs = json!([{"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": ["long-polling"]}]);
+    let client_id = post_json(conn, &hs)[0]["clientId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sub = json!([{"channel": "/meta/subscribe", "clientId": client_id, "subscription": format!("/{channel}")}]);
+    assert_eq!(post_json(conn, &sub)[0]["successful"], json!(true));
+    let connect = json!([{"channel": "/meta/connect", "clientId": client_id, "connectionType": "long-polling"}]);
+    assert_eq!(post_json(conn, &connect)[0]["successful"], json!(true));
+    client_id
+}
+
+fn post_json(conn: &mut Client, body: &serde_json::Value) -> serde_json::Value {
+    let body = body.to_string();
+    conn.request(
+        "POST",
+        "/bayeux",
+        &["Content-Type: application/json"],
+        body.as_bytes(),
+    );
+    let resp = conn.read_response();
+    assert_eq!(resp.status, 200, "{resp:?}");
+    resp.json()
 }
 
 fn redis_gaps(node: &Proc) -> u64 {

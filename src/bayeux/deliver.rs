@@ -32,21 +32,7 @@ impl Engine {
         if channel::is_meta(&name) || channel::is_service(&name) {
             return 0;
         }
-        self.fanout_seq += 1;
-        let seq = self.fanout_seq;
-        let mut targets = std::mem::take(&mut self.scratch);
-        channel::for_each_matching_pattern(&name, |key| {
-            for id in self.routes.get(key).into_iter().flatten() {
-                let session = self
-                    .sessions
-                    .get_mut(id)
-                    .expect("routes name live sessions");
-                if session.last_fanout != seq {
-                    session.last_fanout = seq;
-                    targets.push(id.clone());
-                }
-            }
-        });
+        let mut targets = self.targets_of(&name);
         let reached = targets.len();
         if reached > 0 {
             let encoded = encode_delivery(&name, msg);
@@ -60,6 +46,51 @@ impl Engine {
         }
         self.scratch = targets;
         reached
+    }
+
+    /// Tells every session whose subscriptions match hub channel `channel`
+    /// that its messages skipped a gap (with Redis, when the stream no
+    /// longer has what pub/sub lost, or Redis lost the channel): a message
+    /// with `data: null` and `ext.halley.gap`, as a resume's gap is told.
+    pub fn on_gap(&mut self, channel: &str, gap: Value) -> usize {
+        if self.routes.is_empty() {
+            return 0;
+        }
+        let Some(name) = channel::from_hub(channel) else {
+            return 0;
+        };
+        let mut targets = self.targets_of(&name);
+        let reached = targets.len();
+        if reached > 0 {
+            let gap_msg = json!({"channel": name, "data": null, "ext": {"halley": {"gap": gap}}});
+            let encoded: Rc<str> = gap_msg.to_string().into();
+            for id in targets.drain(..) {
+                let _ = self.queue_one(&id, encoded.clone());
+            }
+        }
+        self.scratch = targets;
+        reached
+    }
+
+    /// The sessions whose subscriptions match channel `name`, each once, in
+    /// the engine's reused list (hand it back to `self.scratch`).
+    fn targets_of(&mut self, name: &str) -> Vec<Rc<str>> {
+        self.fanout_seq += 1;
+        let seq = self.fanout_seq;
+        let mut targets = std::mem::take(&mut self.scratch);
+        channel::for_each_matching_pattern(name, |key| {
+            for id in self.routes.get(key).into_iter().flatten() {
+                let session = self
+                    .sessions
+                    .get_mut(id)
+                    .expect("routes name live sessions");
+                if session.last_fanout != seq {
+                    session.last_fanout = seq;
+                    targets.push(id.clone());
+                }
+            }
+        });
+        targets
     }
 
     /// How many history messages the server should read for a resume of

@@ -350,10 +350,13 @@ impl Server {
     }
 
     /// A gap in a feed: every live subscriber of the channel is told, each
-    /// stream with a gap event, each parked long-poll with a gap answer.
+    /// stream with a gap event, each parked long-poll with a gap answer,
+    /// each Bayeux session with a `data: null` message carrying the gap.
     fn gap_to_subscribers(&mut self, channel: &Rc<str>, gap: &Gap) {
         let cluster = self.cluster.as_mut().expect("a feed");
         cluster.figures.gaps += 1;
+        self.bayeux
+            .on_gap(channel, crate::server::bayeux::gap_value(gap));
         let Some(hub_channel) = self.hub.channel_mut(channel) else {
             return;
         };
