@@ -5,7 +5,8 @@
 //!
 //! Per channel `CH` (braces make the two keys share a slot, should the Redis
 //! be a Redis Cluster):
-//! - `halley:{CH}:meta`, a hash: `epoch` (hex, as in ids) and `seq`, the last
+//! - `halley:{CH}:meta`, a hash: `epoch` (hex, unpadded; ids pad it to 12
+//!   digits) and `seq`, the last
 //!   sequence number given. It outlives the messages (`--redis-meta-ttl`, a
 //!   month by default, renewed by every publish and read), so a cursor whose
 //!   messages merely expired is told `expired`, and numbers never restart
