@@ -210,6 +210,8 @@ impl Server {
             counters: &self.counters,
             bayeux: self.bayeux_figures(),
             redis: self.redis_stats(),
+            worker: self.config.worker,
+            workers: self.config.workers,
         }
         .to_json()
     }
