@@ -173,12 +173,22 @@ impl Merge {
         self.reading = false;
         match self.start.take() {
             Some(Start::Head) => {
+                // Not the entries: only what follows the channel's last message.
                 self.epoch = history.epoch;
                 self.after = history.last;
+                return self.drain_pending(out);
             }
             Some(Start::Earliest) => {
                 self.epoch = history.epoch;
-                self.after = first_seq(&history).saturating_sub(1);
+                self.after = first_seq(&history) - 1;
+                if let Some(from) = self.restarted_from.take() {
+                    out.push(Step::Gap {
+                        reason: "restarted",
+                        missed: None,
+                        from,
+                        to: (self.epoch, self.after),
+                    });
+                }
             }
             Some(Start::After { .. }) | None => {
                 if history.epoch != self.epoch {
@@ -186,56 +196,25 @@ impl Merge {
                     // start, and tell the gap once it is known where that is.
                     self.restarted_from = Some((self.epoch, self.after));
                     self.start = Some(Start::Earliest);
-                    self.epoch = history.epoch;
-                    self.after = 0;
                     self.reading = true;
-                    out.push(Step::Read { after: 0 });
-                    return;
+                    return out.push(Step::Read { after: 0 });
                 }
                 if history.last < self.after {
-                    out.push(Step::Ahead);
-                    return;
+                    return out.push(Step::Ahead);
                 }
                 let first = first_seq(&history);
                 if first > self.after + 1 {
                     let missed = first - self.after - 1;
                     self.gap("expired", Some(missed), first - 1, out);
                 }
-                self.take_entries(history.entries, out);
-                if history.truncated {
-                    self.reading = true;
-                    out.push(Step::Read { after: self.after });
-                    return;
-                }
-                self.drain_pending(out);
-                return;
             }
-        }
-        if let Some(from) = self.restarted_from.take() {
-            out.push(Step::Gap {
-                reason: "restarted",
-                missed: None,
-                from,
-                to: (self.epoch, self.after),
-            });
-        }
-        if self.start_was_head_or_caught_up(&history) {
-            self.drain_pending(out);
-            return;
         }
         self.take_entries(history.entries, out);
         if history.truncated {
             self.reading = true;
-            out.push(Step::Read { after: self.after });
-            return;
+            return out.push(Step::Read { after: self.after });
         }
         self.drain_pending(out);
-    }
-
-    /// After a `Head` start the entries are not wanted: the position is the
-    /// channel's last message, and only what follows it is passed on.
-    fn start_was_head_or_caught_up(&self, history: &History) -> bool {
-        self.after >= history.last
     }
 
     fn take_entries(&mut self, entries: Vec<Rc<Message>>, out: &mut Vec<Step>) {

@@ -9,6 +9,8 @@
 
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};

@@ -8,7 +8,6 @@
 //! the same way.
 
 use std::rc::Rc;
-use std::time::SystemTime;
 
 use log::debug;
 use serde_json::Value as Json;
@@ -23,9 +22,7 @@ use crate::http::request::{Method, RequestHead};
 use crate::http::Reject;
 use crate::hub::Replay;
 use crate::message::Message;
-use crate::redis::merge::{Merge, Start, Step};
-use crate::redis::resp::Value;
-use crate::redis::scripts::{self, Decode};
+use crate::redis::merge::{History, Merge, Start, Step};
 use crate::routes::Mode;
 use crate::server::conn::State;
 use crate::server::respond::Ask;
@@ -193,28 +190,14 @@ impl Server {
         }
     }
 
-    pub(super) fn on_catchup_history(
-        &mut self,
-        id: ConnId,
-        channel: &Rc<str>,
-        count: usize,
-        value: Value,
-    ) -> Result<(), String> {
+    pub(super) fn on_catchup_history(&mut self, id: ConnId, history: History) {
         let cluster = self.cluster.as_mut().expect("a Redis reply");
-        let decode = Decode {
-            channel,
-            now: self.now,
-            unix_ms: scripts::unix_ms(SystemTime::now()),
-            ttl: cluster.message_ttl,
-        };
-        let history = decode.history(value, count)?;
         let Some(merge) = cluster.catchups.get_mut(&id).and_then(|c| c.merge.as_mut()) else {
-            return Ok(());
+            return;
         };
         let mut steps = Vec::new();
         merge.on_history(history, &mut steps);
         self.apply_conn_steps(id, steps);
-        Ok(())
     }
 
     /// Carries out a catching-up subscriber's steps.
@@ -499,17 +482,8 @@ impl Server {
         &mut self,
         channel: &Rc<str>,
         resume: bayeux::Resume,
-        count: usize,
-        value: Value,
-    ) -> Result<(), String> {
-        let cluster = self.cluster.as_mut().expect("a Redis reply");
-        let decode = Decode {
-            channel,
-            now: self.now,
-            unix_ms: scripts::unix_ms(SystemTime::now()),
-            ttl: cluster.message_ttl,
-        };
-        let history = decode.history(value, count)?;
+        history: History,
+    ) {
         let start = match &resume.since {
             Since::Earliest => Some(Start::Earliest),
             Since::Id(text) => match cursor::parse(text) {
@@ -556,7 +530,6 @@ impl Server {
             .iter()
             .map(|m| crate::server::bayeux::hub_message(m));
         self.bayeux.on_replay(&resume, gap, history);
-        Ok(())
     }
 }
 

@@ -21,7 +21,7 @@ use crate::bayeux::channel::Pattern;
 use crate::conn_id::ConnId;
 use crate::cursor;
 use crate::encode::{self, Gap, Transport};
-use crate::redis::merge::{Merge, Start, Step};
+use crate::redis::merge::{History, Merge, Start, Step};
 use crate::redis::resp::Value;
 use crate::redis::scripts::{self, Decode, Notice};
 
@@ -116,7 +116,7 @@ impl Cluster {
         let names: Vec<String> = self
             .feeds
             .keys()
-            .filter(|name| super::cluster_shard(name, n) == shard)
+            .filter(|name| crate::redis::shard::shard_of(name, n) == shard)
             .map(|name| scripts::pubsub_channel(name))
             .collect();
         let link = &mut self.shards[shard].sub;
@@ -240,25 +240,14 @@ impl Server {
     }
 
     /// The answer to a feed's read.
-    pub(super) fn on_feed_history(
-        &mut self,
-        channel: &Rc<str>,
-        value: Value,
-    ) -> Result<(), String> {
+    fn on_feed_history(&mut self, channel: &Rc<str>, history: History) {
         let cluster = self.cluster.as_mut().expect("a Redis reply");
-        let decode = Decode {
-            channel,
-            now: self.now,
-            unix_ms: scripts::unix_ms(SystemTime::now()),
-            ttl: cluster.message_ttl,
-        };
         let Some(feed) = cluster.feeds.get_mut(channel) else {
-            return Ok(());
+            return;
         };
         let Some(merge) = feed.merge.as_mut() else {
-            return Ok(());
+            return;
         };
-        let history = decode.history(value, PAGE)?;
         let was_placed = merge.is_placed();
         let mut steps = Vec::new();
         merge.on_history(history, &mut steps);
@@ -277,7 +266,6 @@ impl Server {
         for resume in &resumes {
             self.resume_via_redis(resume);
         }
-        Ok(())
     }
 
     /// Carries out a feed's steps: messages go to every local subscriber,
@@ -545,7 +533,9 @@ impl Server {
     }
 
     /// The answer to any read: to the feed, a subscriber or a Bayeux
-    /// session. A reply that is not what the script returns fails the link.
+    /// session. A reply that is not what the script returns fails the link,
+    /// and a feed's or a subscriber's read goes again after the reconnect
+    /// (a Bayeux resume's is not worth it).
     pub(super) fn on_read_reply(
         &mut self,
         channel: Rc<str>,
@@ -553,33 +543,38 @@ impl Server {
         count: usize,
         value: Value,
     ) {
-        if let Value::Error(e) = &value {
-            warn!("redis: reading {channel} failed: {e}");
-        }
-        // A feed's or a subscriber's read is sent again after the reconnect
-        // that a bad reply causes; a Bayeux resume's is not worth it.
-        let retry = match &reader {
-            Reader::Feed => Some(Reader::Feed),
-            Reader::Conn(id) => Some(Reader::Conn(*id)),
-            Reader::Session(_) => None,
+        let cluster = self.cluster.as_mut().expect("a Redis reply");
+        let decode = Decode {
+            channel: &channel,
+            now: self.now,
+            unix_ms: scripts::unix_ms(SystemTime::now()),
+            ttl: cluster.message_ttl,
         };
-        let result = match reader {
-            Reader::Feed => self.on_feed_history(&channel, value),
-            Reader::Conn(id) => self.on_catchup_history(id, &channel, count, value),
-            Reader::Session(resume) => self.on_resume_history(&channel, resume, count, value),
-        };
-        if let Err(why) = result {
-            let cluster = self.cluster.as_mut().expect("a Redis reply");
-            let shard = cluster.shard_of(&channel);
-            if let Some(reader) = retry {
-                let read = Op::Read {
-                    channel,
-                    reader,
-                    count,
+        let history = match decode.history(value, count) {
+            Ok(history) => history,
+            Err(why) => {
+                warn!("redis: reading {channel} failed: {why}");
+                let shard = cluster.shard_of(&channel);
+                let retry = match reader {
+                    Reader::Feed => Some(Reader::Feed),
+                    Reader::Conn(id) => Some(Reader::Conn(id)),
+                    Reader::Session(_) => None,
                 };
-                cluster.shards[shard].lost_reads.push(read);
+                if let Some(reader) = retry {
+                    let read = Op::Read {
+                        channel,
+                        reader,
+                        count,
+                    };
+                    cluster.shards[shard].lost_reads.push(read);
+                }
+                return self.fail_link(shard, 0, &format!("unexpected read reply: {why}"));
             }
-            self.fail_link(shard, 0, &format!("unexpected read reply: {why}"));
+        };
+        match reader {
+            Reader::Feed => self.on_feed_history(&channel, history),
+            Reader::Conn(id) => self.on_catchup_history(id, history),
+            Reader::Session(resume) => self.on_resume_history(&channel, resume, history),
         }
     }
 }

@@ -27,7 +27,6 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use log::warn;
 use mio::{Registry, Token};
 use serde_json::{json, Value as Json};
 
@@ -217,11 +216,12 @@ impl Cluster {
 
     /// Writes every link's queued commands: the loop's last phase, so the
     /// commands of a whole iteration go out in one write per link.
-    pub fn flush(&mut self, registry: &Registry, now: Instant) -> Vec<Op> {
+    /// Returns, per shard whose `cmd` link failed, the commands it left.
+    pub fn flush(&mut self, registry: &Registry, now: Instant) -> Vec<(usize, Vec<Op>)> {
         let mut failed = Vec::new();
-        for shard in &mut self.shards {
+        for (i, shard) in self.shards.iter_mut().enumerate() {
             if let Err(e) = shard.cmd.flush() {
-                failed.extend(shard.cmd.fail(registry, now, &e.to_string()));
+                failed.push((i, shard.cmd.fail(registry, now, &e.to_string())));
             }
             if let Err(e) = shard.sub.flush() {
                 shard.sub.fail(registry, now, &e.to_string());
@@ -378,7 +378,7 @@ impl Server {
             cluster.shards[shard].sub.fail(registry, now, why);
             cluster.shards[shard].sub_ping = None;
             for (name, feed) in cluster.feeds.iter_mut() {
-                if cluster_shard(name, cluster.shards.len()) == shard {
+                if shard_of(name, cluster.shards.len()) == shard {
                     feed.on_unsubscribed();
                 }
             }
@@ -483,26 +483,8 @@ impl Server {
         let Some(cluster) = self.cluster.as_mut() else {
             return;
         };
-        let lost = cluster.flush(self.poll.registry(), self.now);
-        if !lost.is_empty() {
-            warn!(
-                "redis: a write failed with {} commands unanswered",
-                lost.len()
-            );
-            // Which shard failed is no longer known per op; reads go back to
-            // their channel's shard when it is up again.
-            for op in lost {
-                let shard = match &op {
-                    Op::Publish { channel, .. }
-                    | Op::Delete { channel, .. }
-                    | Op::Read { channel, .. } => {
-                        let cluster = self.cluster.as_ref().expect("checked");
-                        cluster.shard_of(channel)
-                    }
-                    Op::Ping => 0,
-                };
-                self.on_lost_ops(shard, vec![op]);
-            }
+        for (shard, lost) in cluster.flush(self.poll.registry(), self.now) {
+            self.on_lost_ops(shard, lost);
         }
     }
 
@@ -577,10 +559,6 @@ fn token(shard: usize, which: usize) -> Token {
 fn link_of(token: Token) -> (usize, usize) {
     let n = FIRST_TOKEN - token.0;
     (n / 2, n % 2)
-}
-
-fn cluster_shard(channel: &str, shards: usize) -> usize {
-    shard_of(channel, shards)
 }
 
 fn xorshift(mut x: u64) -> u64 {
