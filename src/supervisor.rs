@@ -167,17 +167,23 @@ enum State {
     },
 }
 
-/// Runs the workers until a SIGTERM or SIGINT has ended them all; returns
-/// whether every one exited cleanly. `args` are this process's own flags,
-/// passed on to every worker with the resolved address and count after them.
-pub fn run(config: &Config, args: &[String]) -> io::Result<bool> {
-    let signals = SignalSet::block(&[libc::SIGTERM, libc::SIGINT, libc::SIGCHLD])?;
-    let reserved = TcpListener::from(bind_shared(config.listen)?);
-    let addr = reserved.local_addr()?;
-    let exe = std::env::current_exe()?;
-    let spawn = |number: usize, announce: bool| -> io::Result<Child> {
-        let mut command = Command::new(&exe);
-        let mask = signals.0;
+/// How a worker is started: this binary, with this process's own flags and
+/// then the resolved address and count, which override any given before.
+struct Launcher<'a> {
+    exe: std::path::PathBuf,
+    args: &'a [String],
+    addr: SocketAddr,
+    workers: usize,
+    /// The signals this process blocks, unblocked again in each worker.
+    mask: libc::sigset_t,
+}
+
+impl Launcher<'_> {
+    /// Starts worker `number`; with `announce`, its stdout is a pipe to read
+    /// its `listening on` line from.
+    fn spawn(&self, number: usize, announce: bool) -> io::Result<Child> {
+        let mut command = Command::new(&self.exe);
+        let mask = self.mask;
         // SAFETY: between fork and exec the closure makes only
         // async-signal-safe calls, on values copied before the fork.
         unsafe {
@@ -191,71 +197,43 @@ pub fn run(config: &Config, args: &[String]) -> io::Result<bool> {
             })
         };
         command
-            .args(args)
-            .args(["--listen", &addr.to_string()])
-            .args(["--workers", &config.workers.to_string()])
+            .args(self.args)
+            .args(["--listen", &self.addr.to_string()])
+            .args(["--workers", &self.workers.to_string()])
             .env(WORKER_ENV, number.to_string())
             .stdin(Stdio::null())
-            .stdout(if announce {
-                Stdio::piped()
-            } else {
-                Stdio::null()
+            .stdout(match announce {
+                true => Stdio::piped(),
+                false => Stdio::null(),
             })
             .spawn()
+    }
+}
+
+/// Runs the workers until a SIGTERM or SIGINT has ended them all; returns
+/// whether every one exited cleanly. `args` are this process's own flags.
+pub fn run(config: &Config, args: &[String]) -> io::Result<bool> {
+    let signals = SignalSet::block(&[libc::SIGTERM, libc::SIGINT, libc::SIGCHLD])?;
+    // Held, never listened on, until this process exits.
+    let reserved = TcpListener::from(bind_shared(config.listen)?);
+    let launcher = Launcher {
+        exe: std::env::current_exe()?,
+        args,
+        addr: reserved.local_addr()?,
+        workers: config.workers,
+        mask: signals.0,
     };
-    let seed = u64::from(std::process::id()) << 16;
-    let mut workers: Vec<Worker> = Vec::with_capacity(config.workers);
-    for number in 1..=config.workers {
-        let child = spawn(number, true)?;
-        workers.push(Worker {
-            number,
-            state: State::Running {
-                child,
-                since: Instant::now(),
-            },
-            restarts: Restarts::new(seed ^ number as u64),
-        });
-    }
-    // Announce the address only once every worker listens, so whoever reads
-    // it (a script, a test) can connect at once.
-    for worker in &mut workers {
-        if let State::Running { child, .. } = &mut worker.state {
-            if let Err(e) = await_listening(child) {
-                for w in &mut workers {
-                    if let State::Running { child, .. } = &mut w.state {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                    }
-                }
-                return Err(e);
-            }
-        }
-    }
-    info!("{} workers listening on {addr}", config.workers);
-    println!("listening on {addr}");
+    let mut workers = start_all(&launcher)?;
+    // Announced only once every worker listens, so whoever reads it (a
+    // script, a test) can connect at once.
+    info!("{} workers listening on {}", config.workers, launcher.addr);
+    println!("listening on {}", launcher.addr);
 
     let mut stopping = false;
     loop {
-        let now = Instant::now();
-        for worker in workers.iter_mut() {
-            if let State::Waiting { at } = worker.state {
-                if at <= now {
-                    match spawn(worker.number, false) {
-                        Ok(child) => {
-                            info!("worker {} restarted (pid {})", worker.number, child.id());
-                            worker.state = State::Running { child, since: now };
-                        }
-                        Err(e) => {
-                            let delay = worker.restarts.after_exit(Duration::ZERO);
-                            warn!(
-                                "worker {} not restarted: {e}; again in {delay:?}",
-                                worker.number
-                            );
-                            worker.state = State::Waiting { at: now + delay };
-                        }
-                    }
-                }
-            }
+        // 1. Start again the workers whose back-off has run out.
+        if !stopping {
+            restart_due(&launcher, &mut workers, Instant::now());
         }
         if stopping
             && workers
@@ -264,6 +242,7 @@ pub fn run(config: &Config, args: &[String]) -> io::Result<bool> {
         {
             break;
         }
+        // 2. Sleep until a signal or the next restart due.
         let next_start = workers
             .iter()
             .filter_map(|w| match w.state {
@@ -271,7 +250,9 @@ pub fn run(config: &Config, args: &[String]) -> io::Result<bool> {
                 _ => None,
             })
             .min();
-        match signals.wait(next_start.map(|at| at.saturating_duration_since(now)))? {
+        let timeout = next_start.map(|at| at.saturating_duration_since(Instant::now()));
+        // 3. A child exited, or we are told to stop.
+        match signals.wait(timeout)? {
             Some(libc::SIGCHLD) => {
                 for worker in workers.iter_mut() {
                     on_child_exit(worker, stopping);
@@ -281,24 +262,93 @@ pub fn run(config: &Config, args: &[String]) -> io::Result<bool> {
                 info!("signal {signal}: stopping {} workers", config.workers);
                 stopping = true;
                 for worker in workers.iter_mut() {
-                    match &worker.state {
-                        // SAFETY: kill(2) on our own child's pid.
-                        State::Running { child, .. } => unsafe {
-                            libc::kill(child.id() as libc::pid_t, signal);
-                        },
-                        State::Waiting { .. } => worker.state = State::Done { clean: true },
-                        State::Done { .. } => {}
-                    }
+                    forward(worker, signal);
                 }
             }
             None => {}
         }
     }
-    let clean = workers
-        .iter()
-        .all(|w| matches!(w.state, State::Done { clean: true }));
     info!("all workers have exited");
-    Ok(clean)
+    Ok(workers
+        .iter()
+        .all(|w| matches!(w.state, State::Done { clean: true })))
+}
+
+/// Starts every worker and waits until each listens; if one fails first,
+/// ends the others and says why.
+fn start_all(launcher: &Launcher) -> io::Result<Vec<Worker>> {
+    let seed = u64::from(std::process::id()) << 16;
+    let mut workers = Vec::with_capacity(launcher.workers);
+    let mut started = Ok(());
+    for number in 1..=launcher.workers {
+        match launcher.spawn(number, true) {
+            Ok(child) => workers.push(Worker {
+                number,
+                state: State::Running {
+                    child,
+                    since: Instant::now(),
+                },
+                restarts: Restarts::new(seed ^ number as u64),
+            }),
+            Err(e) => {
+                started = Err(e);
+                break;
+            }
+        }
+    }
+    for worker in &mut workers {
+        if let (true, State::Running { child, .. }) = (started.is_ok(), &mut worker.state) {
+            started = await_listening(child);
+        }
+    }
+    if let Err(e) = started {
+        for worker in &mut workers {
+            if let State::Running { child, .. } = &mut worker.state {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        return Err(e);
+    }
+    Ok(workers)
+}
+
+/// Starts the workers whose restart is due at `now`.
+fn restart_due(launcher: &Launcher, workers: &mut [Worker], now: Instant) {
+    for worker in workers {
+        match worker.state {
+            State::Waiting { at } if at <= now => {}
+            _ => continue,
+        }
+        match launcher.spawn(worker.number, false) {
+            Ok(child) => {
+                info!("worker {} restarted (pid {})", worker.number, child.id());
+                worker.state = State::Running { child, since: now };
+            }
+            Err(e) => {
+                let delay = worker.restarts.after_exit(Duration::ZERO);
+                warn!(
+                    "worker {} not restarted: {e}; again in {delay:?}",
+                    worker.number
+                );
+                worker.state = State::Waiting { at: now + delay };
+            }
+        }
+    }
+}
+
+/// Passes a stopping signal on to a running worker; one waiting to be
+/// restarted is simply not.
+fn forward(worker: &mut Worker, signal: libc::c_int) {
+    match &worker.state {
+        // SAFETY: kill(2) on our own child's pid, which it keeps until we
+        // reap it.
+        State::Running { child, .. } => unsafe {
+            libc::kill(child.id() as libc::pid_t, signal);
+        },
+        State::Waiting { .. } => worker.state = State::Done { clean: true },
+        State::Done { .. } => {}
+    }
 }
 
 /// Reads a new worker's first line, `listening on ADDR`, which it prints
