@@ -59,6 +59,9 @@ pub struct Config {
     /// Which of them this process is, 1 to `workers`: not a flag, but told
     /// to each worker by its supervisor (`supervisor::WORKER_ENV`).
     pub worker: usize,
+    /// How many times the supervisor has started this worker again after it
+    /// died (`supervisor::RESTARTS_ENV`); 0 for its first start.
+    pub worker_restarts: u64,
 }
 
 impl Default for Config {
@@ -86,6 +89,7 @@ impl Default for Config {
             redis_meta_ttl: Duration::from_secs(30 * 24 * 3600),
             workers: 1,
             worker: 1,
+            worker_restarts: 0,
         }
     }
 }

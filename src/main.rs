@@ -49,6 +49,10 @@ fn main() -> ExitCode {
         None => run(*config),
         Some(k) => {
             config.worker = k;
+            config.worker_restarts = std::env::var(supervisor::RESTARTS_ENV)
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
             run(*config)
         }
     };

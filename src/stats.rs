@@ -81,6 +81,8 @@ pub struct Snapshot<'a> {
     /// the processes on one port served it; 1 of 1 without `--workers`.
     pub worker: usize,
     pub workers: usize,
+    /// Times the supervisor has restarted this worker after it died.
+    pub worker_restarts: u64,
 }
 
 /// What the Bayeux engine reports: live sessions, connects held now, and its
@@ -151,6 +153,7 @@ impl Snapshot<'_> {
             },
             "worker": self.worker,
             "workers": self.workers,
+            "worker_restarts": self.worker_restarts,
             "rss_bytes": self.rss_bytes,
             "uptime_secs": self.uptime_secs,
             "rejections": rejections,
@@ -218,6 +221,7 @@ mod tests {
             redis: None,
             worker: 2,
             workers: 3,
+            worker_restarts: 1,
         };
         let text = String::from_utf8(snap.to_json()).unwrap();
         assert!(text.starts_with(
@@ -236,7 +240,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(r#""worker":2,"workers":3,"rss_bytes":100,"#),
+            text.contains(r#""worker":2,"workers":3,"worker_restarts":1,"rss_bytes":100,"#),
             "{text}"
         );
         assert!(

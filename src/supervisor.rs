@@ -26,6 +26,8 @@ use crate::redis::backoff::Backoff;
 
 /// Tells a process started by the supervisor which worker it is, 1 to N.
 pub const WORKER_ENV: &str = "HALLEY_WORKER";
+/// Tells a worker how many times it has been restarted, for its `/stats`.
+pub const RESTARTS_ENV: &str = "HALLEY_WORKER_RESTARTS";
 
 /// A worker that ran at least this long was serving, not failing at start:
 /// its death is restarted after the first back-off delay again, not a
@@ -179,9 +181,9 @@ struct Launcher<'a> {
 }
 
 impl Launcher<'_> {
-    /// Starts worker `number`; with `announce`, its stdout is a pipe to read
-    /// its `listening on` line from.
-    fn spawn(&self, number: usize, announce: bool) -> io::Result<Child> {
+    /// Starts worker `number`, restarted `restarts` times before; with
+    /// `announce`, its stdout is a pipe to read its `listening on` line from.
+    fn spawn(&self, number: usize, restarts: u64, announce: bool) -> io::Result<Child> {
         let mut command = Command::new(&self.exe);
         let mask = self.mask;
         // SAFETY: between fork and exec the closure makes only
@@ -201,6 +203,7 @@ impl Launcher<'_> {
             .args(["--listen", &self.addr.to_string()])
             .args(["--workers", &self.workers.to_string()])
             .env(WORKER_ENV, number.to_string())
+            .env(RESTARTS_ENV, restarts.to_string())
             .stdin(Stdio::null())
             .stdout(match announce {
                 true => Stdio::piped(),
@@ -281,7 +284,7 @@ fn start_all(launcher: &Launcher) -> io::Result<Vec<Worker>> {
     let mut workers = Vec::with_capacity(launcher.workers);
     let mut started = Ok(());
     for number in 1..=launcher.workers {
-        match launcher.spawn(number, true) {
+        match launcher.spawn(number, 0, true) {
             Ok(child) => workers.push(Worker {
                 number,
                 state: State::Running {
@@ -320,7 +323,7 @@ fn restart_due(launcher: &Launcher, workers: &mut [Worker], now: Instant) {
             State::Waiting { at } if at <= now => {}
             _ => continue,
         }
-        match launcher.spawn(worker.number, false) {
+        match launcher.spawn(worker.number, worker.restarts.count, false) {
             Ok(child) => {
                 info!("worker {} restarted (pid {})", worker.number, child.id());
                 worker.state = State::Running { child, since: now };

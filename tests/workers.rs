@@ -176,12 +176,19 @@ fn a_killed_worker_is_started_again_while_the_others_serve() {
     for k in [1, 2, 3].into_iter().filter(|&k| k != victim) {
         assert_eq!(after[&k], before[&k], "worker {k} was restarted too");
     }
-    // ...which serves again, with the others, on the same port.
+    // ...which serves again, with the others, on the same port, and counts
+    // its restart.
     wait_until("the new worker answers and is connected to Redis", || {
         per_worker(sup.addr, 3)
             .get(&victim)
             .is_some_and(|s| s["redis"]["connected"].as_bool() == Some(true))
     });
+    let all = per_worker(sup.addr, 3);
+    assert_eq!(all.len(), 3, "not every worker answered");
+    for (k, s) in all {
+        let want = u64::from(k == victim);
+        assert_eq!(s["worker_restarts"], want, "worker {k}: {s}");
+    }
 
     // The killed worker's subscribers were cut off; every other one gets
     // the next publish, once.

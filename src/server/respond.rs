@@ -212,6 +212,7 @@ impl Server {
             redis: self.redis_stats(),
             worker: self.config.worker,
             workers: self.config.workers,
+            worker_restarts: self.config.worker_restarts,
         }
         .to_json()
     }
