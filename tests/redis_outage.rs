@@ -315,3 +315,20 @@ fn a_node_started_before_its_redis_listens_and_recovers_when_redis_comes() {
     let ev = next_event(&mut sse);
     assert_eq!((ev.data(), ev.id), ("on time".to_owned(), Some(id)));
 }
+
+/// A node with nothing to do still pings Redis every check; the pings must
+/// be answered, not taken for a Redis that stopped answering. (An idle
+/// pub/sub link is answered `+PONG`, not the `pong` push of subscribed mode:
+/// once, that made every idle node drop and remake its link each timeout.)
+#[test]
+fn an_idle_node_keeps_its_links() {
+    let redis = RedisServer::start();
+    let node = node(std::slice::from_ref(&redis), &["--redis-timeout", "0.2"]);
+    // Five timeouts' worth of pings with nothing else happening: the failure
+    // this test is about shows only as time passes, so it lets time pass.
+    std::thread::sleep(Duration::from_millis(1000));
+    let stats = redis_stats(&node);
+    assert_eq!(stats["connected"], true, "{stats}");
+    assert_eq!(stats["reconnects"], 0, "{stats}");
+    assert_eq!(stats["timeouts"], 0, "{stats}");
+}

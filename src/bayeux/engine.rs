@@ -176,6 +176,10 @@ pub struct Outcome {
     pub resumes: Vec<Resume>,
     /// Earlier held connects that this request released; answer them now.
     pub released: Vec<Response>,
+    /// With `Settings::clustered`: the patterns this request subscribed to,
+    /// so a Redis node can hold the reply until Redis has the subscription
+    /// (a message published meanwhile would otherwise miss the session).
+    pub subscribed: Vec<String>,
 }
 
 /// Counters for `/stats`.
@@ -308,6 +312,7 @@ impl Engine {
             publishes: req.publishes,
             resumes: req.resumes,
             released: req.released,
+            subscribed: req.subscribed,
         }
     }
 
@@ -537,6 +542,7 @@ pub(super) struct Request {
     /// of replaying twice, and is found without allocating.
     pub resume_index: HashMap<String, Vec<usize>>,
     pub released: Vec<Response>,
+    pub subscribed: Vec<String>,
 }
 
 impl Request {
@@ -550,6 +556,7 @@ impl Request {
             resumes: Vec::new(),
             resume_index: HashMap::new(),
             released: Vec::new(),
+            subscribed: Vec::new(),
         }
     }
 }

@@ -211,6 +211,9 @@ impl Engine {
                 added.push(p.text());
             }
         }
+        if self.config.clustered {
+            req.subscribed.extend(added.iter().cloned());
+        }
         for text in added {
             self.route(text, &id);
         }

@@ -111,7 +111,13 @@ impl Server {
         }
         match outcome.reply {
             Reply::Now { content_type, body } => {
-                self.respond(id, Ask::of(head), 200, content_type, &body, &NO_CACHE)
+                // With Redis, a subscribe is answered once Redis has it.
+                let ask = Ask::of(head);
+                let subscribed = &outcome.subscribed;
+                if let Some(body) = self.hold_bayeux_reply(id, ask, content_type, body, subscribed)
+                {
+                    self.respond(id, ask, 200, content_type, &body, &NO_CACHE)
+                }
             }
             Reply::Hold { deadline } => self.hold_connect(id, head.keep_alive, deadline),
         }

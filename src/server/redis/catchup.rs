@@ -9,12 +9,7 @@
 
 use std::rc::Rc;
 
-use log::debug;
-use serde_json::Value as Json;
-
-use super::feed::PAGE;
 use super::{Reader, Server};
-use crate::bayeux::{self, Since};
 use crate::conn_id::ConnId;
 use crate::cursor::{self, Cursor};
 use crate::encode::{self, Gap};
@@ -66,10 +61,10 @@ impl CatchUp {
         }
     }
 
-    fn read_count(&self, longpoll_batch: usize) -> usize {
+    fn read_count(&self, longpoll_batch: usize, page: usize) -> usize {
         match self.request.mode {
             Mode::LongPoll => longpoll_batch,
-            Mode::Stream(_) => PAGE,
+            Mode::Stream(_) => page,
         }
     }
 }
@@ -160,7 +155,7 @@ impl Server {
         };
         catchup.merge = Some(merge);
         let channel = catchup.channel.clone();
-        let count = catchup.read_count(batch);
+        let count = catchup.read_count(batch, cluster.page);
         if let Some(feed) = cluster.feeds.get_mut(&channel) {
             feed.catching.push(id);
         }
@@ -254,7 +249,8 @@ impl Server {
                 // Only a read so far (a restarted cursor reads the new epoch).
                 for step in steps {
                     if let Step::Read { after } = step {
-                        cluster.send_read(&channel, Reader::Conn(id), after, PAGE, now);
+                        let page = cluster.page;
+                        cluster.send_read(&channel, Reader::Conn(id), after, page, now);
                     }
                 }
                 return;
@@ -289,7 +285,8 @@ impl Server {
                 }
                 Step::Read { after } => {
                     let cluster = self.cluster.as_mut().expect("checked");
-                    cluster.send_read(&channel, Reader::Conn(id), after, PAGE, now);
+                    let page = cluster.page;
+                    cluster.send_read(&channel, Reader::Conn(id), after, page, now);
                 }
                 Step::Ahead => {}
             }
@@ -376,36 +373,44 @@ impl Server {
         }
     }
 
-    /// One message to one stream, from its shared frame.
+    /// One message to a stream catching up, from its shared frame.
     fn send_message(&mut self, id: ConnId, message: &Rc<Message>) {
-        let Some(conn) = self.conns.get(id) else {
-            return;
-        };
-        let Some((transport, http10)) = conn.stream_kind() else {
+        let Some((transport, http10)) = self.conns.get(id).and_then(|c| c.stream_kind()) else {
             return;
         };
         let (frame, range) = crate::server::deliver::frame_for(message, transport, http10);
-        match conn.send_live(frame, range, self.config.max_queued_bytes) {
-            Ok(()) => self.counters.delivered += 1,
-            Err(e) => {
-                crate::server::respond::note_send_error(&mut self.counters, id, &e);
-                self.conns.close(id);
-            }
+        let frame = frame.clone();
+        if self.send_owed(id, &frame, range) {
+            self.counters.delivered += 1;
         }
     }
 
     /// A frame of one stream's own (a gap), as a chunk or, for HTTP/1.0, bare.
     fn send_frame(&mut self, id: ConnId, frame: Rc<[u8]>, http10: bool) {
-        let Some(conn) = self.conns.get(id) else {
-            return;
-        };
         let range = match http10 {
             true => crate::http::response::chunk_payload(&frame),
             false => 0..frame.len(),
         };
-        if let Err(e) = conn.send_live(&frame, range, self.config.max_queued_bytes) {
-            crate::server::respond::note_send_error(&mut self.counters, id, &e);
-            self.conns.close(id);
+        self.send_owed(id, &frame, range);
+    }
+
+    /// Catching up is the stream's replay, which in memory goes out whole
+    /// with its head: owed like a response, bounded by the send timeout and
+    /// the history's length, not by `--max-queued-bytes`, which bounds what
+    /// a live subscriber lets pile up. Returns false if the connection failed.
+    fn send_owed(&mut self, id: ConnId, frame: &Rc<[u8]>, range: std::ops::Range<usize>) -> bool {
+        let Some(conn) = self.conns.get(id) else {
+            return false;
+        };
+        conn.queue_owed(crate::outq::Chunk::Shared(frame.clone(), range));
+        match conn.flush() {
+            Ok(_) => true,
+            Err(e) => {
+                let e = crate::server::conn::SendError::Io(e);
+                crate::server::respond::note_send_error(&mut self.counters, id, &e);
+                self.close(id);
+                false
+            }
         }
     }
 
@@ -458,91 +463,18 @@ impl Server {
             ),
         }
     }
-
-    /// A Bayeux subscription resumed with `ext.halley.since`: its history is
-    /// read from the stream, at most what the session's queue can take.
-    pub(in crate::server) fn resume_via_redis(&mut self, resume: &bayeux::Resume) {
-        let Some(room) = self.bayeux.replay_room(&resume.client_id) else {
-            return;
-        };
-        let now = self.now;
-        let cluster = self.cluster.as_mut().expect("resuming via Redis");
-        let after = super::feed::resume_after(resume);
-        let channel: Rc<str> = resume.channel.as_str().into();
-        cluster.send_read(
-            &channel,
-            Reader::Session(resume.clone()),
-            after,
-            room.max(1),
-            now,
-        );
-    }
-
-    pub(super) fn on_resume_history(
-        &mut self,
-        channel: &Rc<str>,
-        resume: bayeux::Resume,
-        history: History,
-    ) {
-        let start = match &resume.since {
-            Since::Earliest => Some(Start::Earliest),
-            Since::Id(text) => match cursor::parse(text) {
-                Ok(Cursor::After { epoch, seq }) => Some(Start::After { epoch, seq }),
-                _ => None,
-            },
-        };
-        let mut steps = Vec::new();
-        if let Some(start) = start {
-            let (mut merge, _) = Merge::new(start);
-            merge.on_history(history, &mut steps);
-        }
-        let ahead = steps.iter().any(|s| matches!(s, Step::Ahead));
-        let mut gap: Option<Json> = None;
-        let mut messages = Vec::new();
-        for step in steps {
-            match step {
-                Step::Gap { .. } if gap.is_none() && messages.is_empty() => {
-                    gap = Some(crate::server::bayeux::gap_value(&gap_of(step)))
-                }
-                Step::Deliver(m) => messages.push(m),
-                Step::Ahead | Step::Gap { .. } | Step::Read { .. } => {}
-            }
-        }
-        // A cursor that cannot be placed is never skipped silently: the
-        // session is told, and delivery goes on from now.
-        if start.is_none() || ahead {
-            let unknown = Gap {
-                reason: "unknown",
-                missed: None,
-                cursor: match &resume.since {
-                    Since::Id(text) => text.clone(),
-                    Since::Earliest => "earliest".into(),
-                },
-                next: self.head_cursor(channel),
-            };
-            gap = Some(crate::server::bayeux::gap_value(&unknown));
-        }
-        debug!(
-            "Bayeux resume of {channel}: {} messages from Redis",
-            messages.len()
-        );
-        let history = messages
-            .iter()
-            .map(|m| crate::server::bayeux::hub_message(m));
-        self.bayeux.on_replay(&resume, gap, history);
-    }
 }
 
 fn catchup_merge(cluster: &super::Cluster, id: ConnId) -> Option<&Merge> {
     cluster.catchups.get(&id).and_then(|c| c.merge.as_ref())
 }
 
-fn fmt((epoch, seq): (u64, u64)) -> String {
+pub(super) fn fmt((epoch, seq): (u64, u64)) -> String {
     cursor::format(epoch, seq)
 }
 
 /// A merge's gap step as the transports' `Gap`.
-fn gap_of(step: Step) -> Gap {
+pub(super) fn gap_of(step: Step) -> Gap {
     match step {
         Step::Gap {
             reason,

@@ -17,7 +17,6 @@ use log::{debug, warn};
 
 use super::catchup::CatchUp;
 use super::{Cluster, Op, Reader, Server};
-use crate::bayeux::channel::Pattern;
 use crate::conn_id::ConnId;
 use crate::cursor;
 use crate::encode::{self, Gap, Transport};
@@ -25,9 +24,6 @@ use crate::redis::merge::{History, Merge, Start, Step};
 use crate::redis::resp::Value;
 use crate::redis::scripts::{self, Decode, Notice};
 
-/// Entries per read of a stream, for a feed filling a hole and a stream
-/// subscriber catching up; a longer history is read page by page.
-pub(super) const PAGE: usize = 256;
 /// How long a feed outlives its last local subscriber: long-polls leave and
 /// come back with every message, and should not make the node unsubscribe
 /// and subscribe again each time.
@@ -42,11 +38,13 @@ pub(super) struct Feed {
     pub waiting: Vec<ConnId>,
     /// Subscribers whose own merges take this feed's messages.
     pub catching: Vec<ConnId>,
+    /// Bayeux subscribe replies waiting for the feed's first position.
+    pub replies: Vec<ConnId>,
     /// Bayeux resumes waiting for the feed's first position: their history
     /// is read once the feed is subscribed, so nothing falls between.
     pub resumes: Vec<crate::bayeux::Resume>,
     /// Bayeux sessions' exact subscriptions to this channel.
-    exact_routes: u32,
+    pub exact_routes: u32,
     /// The channel is in `Cluster::maybe_idle`.
     pub idle_noted: bool,
 }
@@ -58,6 +56,7 @@ impl Feed {
             subscribed: false,
             waiting: Vec::new(),
             catching: Vec::new(),
+            replies: Vec::new(),
             resumes: Vec::new(),
             exact_routes: 0,
             idle_noted: false,
@@ -81,11 +80,16 @@ impl Feed {
     pub fn on_unsubscribed(&mut self) {
         self.subscribed = false;
     }
+
+    /// Redis has confirmed the subscription on the current connection.
+    pub fn is_subscribed(&self) -> bool {
+        self.subscribed
+    }
 }
 
 impl Cluster {
     /// A channel's feed, with the feed's shared name.
-    fn feed_mut(&mut self, channel: &str) -> Option<(Rc<str>, &mut Feed)> {
+    pub(super) fn feed_mut(&mut self, channel: &str) -> Option<(Rc<str>, &mut Feed)> {
         let name = self.feeds.get_key_value(channel)?.0.clone();
         let feed = self.feeds.get_mut(channel)?;
         Some((name, feed))
@@ -164,6 +168,16 @@ impl Server {
                     self.on_feed_subscribed(&channel);
                 }
             }
+            Some(b"psubscribe") => {
+                let Some(pattern) = bulk(1) else {
+                    return;
+                };
+                let pattern = String::from_utf8_lossy(pattern).into_owned();
+                let cluster = self.cluster.as_mut().expect("a Redis push");
+                for id in cluster.on_pattern_confirmed(shard, &pattern) {
+                    self.release_bayeux_reply(id);
+                }
+            }
             Some(b"message") => {
                 let (Some(pubsub), Some(payload)) = (bulk(1), bulk(2)) else {
                     return;
@@ -208,7 +222,7 @@ impl Server {
                 feed.merge = Some(merge);
                 (0, 0)
             }
-            Some(merge) => (merge.reread(), PAGE),
+            Some(merge) => (merge.reread(), cluster.page),
         };
         cluster.send_read(&name, Reader::Feed, after, count, now);
     }
@@ -252,16 +266,20 @@ impl Server {
         let mut steps = Vec::new();
         merge.on_history(history, &mut steps);
         let placed_now = !was_placed && merge.is_placed();
-        let (waiting, resumes) = match placed_now {
+        let (waiting, replies, resumes) = match placed_now {
             true => (
                 std::mem::take(&mut feed.waiting),
+                std::mem::take(&mut feed.replies),
                 std::mem::take(&mut feed.resumes),
             ),
-            false => (Vec::new(), Vec::new()),
+            false => Default::default(),
         };
         self.apply_feed_steps(channel, steps);
         for id in waiting {
             self.start_catchup(id);
+        }
+        for id in replies {
+            self.release_bayeux_reply(id);
         }
         for resume in &resumes {
             self.resume_via_redis(resume);
@@ -294,7 +312,8 @@ impl Server {
                 Step::Read { after } => {
                     let now = self.now;
                     let cluster = self.cluster.as_mut().expect("a feed");
-                    cluster.send_read(channel, Reader::Feed, after, PAGE, now);
+                    let page = cluster.page;
+                    cluster.send_read(channel, Reader::Feed, after, page, now);
                 }
                 Step::Ahead => warn!("redis: {channel} is behind this node's position"),
             }
@@ -398,71 +417,6 @@ impl Server {
             self.end_catchup_deleted(id, channel);
         }
         self.note_maybe_idle(channel);
-    }
-
-    /// A message that arrived through a Bayeux wildcard pattern. A channel
-    /// with a feed gets its messages through the feed; of several patterns
-    /// matching one channel, only the first passes it on; either way each
-    /// message reaches the engine once.
-    fn on_pattern_message(&mut self, pattern: &str, channel: &str, payload: &[u8]) {
-        let cluster = self.cluster.as_mut().expect("a Redis push");
-        if cluster.feeds.get(channel).is_some_and(|f| f.subscribed) {
-            return;
-        }
-        let first = cluster
-            .patterns
-            .keys()
-            .find(|p| scripts::pattern_matches(p, channel));
-        if first.map(String::as_str) != Some(pattern) {
-            return;
-        }
-        let name: Rc<str> = channel.into();
-        let decode = Decode {
-            channel: &name,
-            now: self.now,
-            unix_ms: 0,
-            ttl: Duration::ZERO,
-        };
-        if let Some(Notice::Message(message)) = decode.notice(payload) {
-            self.bayeux
-                .on_publish(&crate::server::bayeux::hub_message(&message));
-        }
-    }
-
-    /// Follows the Bayeux engine's subscriptions in Redis: an exact one
-    /// holds its channel's feed, a wildcard one a pattern on every shard.
-    pub(in crate::server) fn sync_bayeux_routes(&mut self) {
-        if self.cluster.is_none() || self.bayeux.route_events.is_empty() {
-            return;
-        }
-        let events = std::mem::take(&mut self.bayeux.route_events);
-        for (text, added) in events {
-            let Ok(pattern) = Pattern::parse(&text) else {
-                continue;
-            };
-            match pattern {
-                Pattern::Exact(name) => self.route_exact(&name[1..], added),
-                Pattern::OneLevel(prefix) | Pattern::AnyDepth(prefix) => {
-                    let cluster = self.cluster.as_mut().expect("checked");
-                    cluster.route_pattern(scripts::pubsub_pattern(&prefix[1..]), added);
-                }
-            }
-        }
-    }
-
-    fn route_exact(&mut self, channel: &str, added: bool) {
-        let cluster = self.cluster.as_mut().expect("checked");
-        if added {
-            let name = cluster.ensure_feed(channel);
-            let feed = cluster.feeds.get_mut(&name).expect("just made");
-            feed.exact_routes += 1;
-            return;
-        }
-        let Some((name, feed)) = cluster.feed_mut(channel) else {
-            return;
-        };
-        feed.exact_routes = feed.exact_routes.saturating_sub(1);
-        self.note_maybe_idle(&name);
     }
 
     /// A channel may have lost its last local interest; its feed is
@@ -576,45 +530,6 @@ impl Server {
             Reader::Conn(id) => self.on_catchup_history(id, history),
             Reader::Session(resume) => self.on_resume_history(&channel, resume, history),
         }
-    }
-}
-
-impl Cluster {
-    fn route_pattern(&mut self, pattern: String, added: bool) {
-        let count = self.patterns.entry(pattern.clone()).or_insert(0);
-        let command: &[u8] = match added {
-            true => {
-                *count += 1;
-                if *count > 1 {
-                    return;
-                }
-                b"PSUBSCRIBE"
-            }
-            false => {
-                *count = count.saturating_sub(1);
-                if *count > 0 {
-                    return;
-                }
-                self.patterns.remove(&pattern);
-                b"PUNSUBSCRIBE"
-            }
-        };
-        for shard in &mut self.shards {
-            if shard.sub.is_up() {
-                shard.sub.send_push(&[command, pattern.as_bytes()]);
-            }
-        }
-    }
-}
-
-/// Where a Bayeux resume reads from.
-pub(super) fn resume_after(resume: &crate::bayeux::Resume) -> u64 {
-    match &resume.since {
-        crate::bayeux::Since::Earliest => 0,
-        crate::bayeux::Since::Id(text) => match cursor::parse(text) {
-            Ok(cursor::Cursor::After { seq, .. }) => seq,
-            _ => 0,
-        },
     }
 }
 

@@ -18,6 +18,7 @@
 //!   and fails links whose oldest command has waited past `--redis-timeout`.
 //!   After a reconnect every feed re-subscribes and reads what it missed.
 
+mod bayeux;
 mod catchup;
 mod feed;
 mod link;
@@ -33,7 +34,6 @@ use serde_json::{json, Value as Json};
 use super::publish::Publisher;
 use super::respond::Ask;
 use super::Server;
-use crate::bayeux;
 use crate::config::{Config, MAX_SHARDS};
 use crate::conn_id::ConnId;
 use crate::deadline::{Deadlines, Timer, ToArm};
@@ -46,6 +46,11 @@ use link::Link;
 
 /// The first token of the links: below the listener's and the signal pipe's.
 const FIRST_TOKEN: usize = usize::MAX - 2;
+/// What one read of a stream may bring back at most, in message bytes: its
+/// entries are held in memory together, and their frames queued together.
+const READ_BYTES: usize = 8 << 20;
+/// The most entries one read of a stream asks for.
+const MAX_PAGE: usize = 256;
 /// How often links are checked: reconnects due, commands overdue, pings.
 const TICK: Duration = Duration::from_millis(250);
 
@@ -76,7 +81,7 @@ pub(super) enum Reader {
     /// A subscriber catching up.
     Conn(ConnId),
     /// A Bayeux subscription resumed with `ext.halley.since`.
-    Session(bayeux::Resume),
+    Session(crate::bayeux::Resume),
 }
 
 struct Shard {
@@ -110,13 +115,20 @@ pub(super) struct Cluster {
     /// Redis patterns for Bayeux wildcard subscriptions, with how many
     /// subscription patterns need each; ordered, so that of several patterns
     /// matching a channel one is always the first (`feed::on_pattern_message`).
-    patterns: BTreeMap<String, u32>,
+    patterns: BTreeMap<String, bayeux::PatternSub>,
+    /// Bayeux replies waiting for Redis to confirm their subscriptions.
+    held_replies: bayeux::HeldReplies,
     /// Channels that may have lost their last local interest, and since when.
     maybe_idle: VecDeque<(Instant, Rc<str>)>,
     shas: [String; 3],
     /// Candidate epochs for channels Redis does not know.
     rng: u64,
     timeout: Duration,
+    /// Entries per read of a stream (a feed filling a hole, a stream
+    /// subscriber catching up): at most `MAX_PAGE`, and at most `READ_BYTES`
+    /// of the largest messages `--max-body` allows; a longer history is read
+    /// page by page.
+    page: usize,
     buffer: usize,
     message_ttl: Duration,
     meta_ttl: Duration,
@@ -174,10 +186,12 @@ impl Cluster {
             feeds: HashMap::new(),
             catchups: HashMap::new(),
             patterns: BTreeMap::new(),
+            held_replies: HashMap::new(),
             maybe_idle: VecDeque::new(),
             shas,
             rng: seed,
             timeout: config.redis_timeout,
+            page: (READ_BYTES / config.max_body.max(1)).clamp(1, MAX_PAGE),
             buffer: config.buffer,
             message_ttl: config.message_ttl,
             meta_ttl: config.redis_meta_ttl,
@@ -279,7 +293,7 @@ impl Cluster {
             } => {
                 if let Some(feed) = self.feeds.get_mut(&channel) {
                     let after = feed.reread_from();
-                    self.send_read(&channel, Reader::Feed, after, feed::PAGE, now);
+                    self.send_read(&channel, Reader::Feed, after, self.page, now);
                 }
             }
             Op::Read {
@@ -296,7 +310,7 @@ impl Cluster {
                 reader: Reader::Session(resume),
                 count,
             } => {
-                let after = feed::resume_after(&resume);
+                let after = bayeux::resume_after(&resume);
                 self.send_read(&channel, Reader::Session(resume), after, count, now);
             }
             _ => {}
@@ -377,6 +391,7 @@ impl Server {
         if which == 1 {
             cluster.shards[shard].sub.fail(registry, now, why);
             cluster.shards[shard].sub_ping = None;
+            cluster.on_patterns_lost(shard);
             for (name, feed) in cluster.feeds.iter_mut() {
                 if shard_of(name, cluster.shards.len()) == shard {
                     feed.on_unsubscribed();
@@ -494,6 +509,10 @@ impl Server {
             return self.close(id);
         };
         cluster.figures.timeouts += 1;
+        if self.on_held_reply_timeout(id) {
+            return;
+        }
+        let cluster = self.cluster.as_mut().expect("checked");
         let keep_alive = match self.conns.get(id).map(|c| c.state()) {
             Some(super::conn::State::Waiting { keep_alive }) => *keep_alive,
             _ => return,
@@ -513,6 +532,14 @@ impl Server {
     fn redis_unavailable(&mut self, id: ConnId, ask: Ask, why: &str) {
         let reject = crate::http::Reject::new(503, why).with_retry_after(1);
         self.reject(id, reject, ask);
+    }
+
+    /// Does connection `id` still wait for Redis?
+    fn is_waiting(&mut self, id: ConnId) -> bool {
+        matches!(
+            self.conns.get(id).map(|c| c.state()),
+            Some(super::conn::State::Waiting { .. })
+        )
     }
 
     pub(super) fn redis_stats(&self) -> Option<Json> {
