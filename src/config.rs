@@ -53,6 +53,15 @@ pub struct Config {
     /// last publish or read; far longer than its messages, so an old cursor
     /// is told `expired` rather than `restarted`.
     pub redis_meta_ttl: Duration,
+    /// How many worker processes serve `listen` together (`--workers`), each
+    /// its own loop on its own `SO_REUSEPORT` socket; above 1 needs `redis`.
+    pub workers: usize,
+    /// Which of them this process is, 1 to `workers`: not a flag, but told
+    /// to each worker by its supervisor (`supervisor::WORKER_ENV`).
+    pub worker: usize,
+    /// How many times the supervisor has started this worker again after it
+    /// died (`supervisor::RESTARTS_ENV`); 0 for its first start.
+    pub worker_restarts: u64,
 }
 
 impl Default for Config {
@@ -78,6 +87,9 @@ impl Default for Config {
             redis: Vec::new(),
             redis_timeout: Duration::from_secs(2),
             redis_meta_ttl: Duration::from_secs(30 * 24 * 3600),
+            workers: 1,
+            worker: 1,
+            worker_restarts: 0,
         }
     }
 }
@@ -131,6 +143,11 @@ USAGE: halley [FLAGS]
                            fails (publish: 503); then reconnect   [2]
   --redis-meta-ttl SECS    how long Redis keeps a channel's epoch
                            and sequence number after last use     [2592000]
+  --workers N|auto         serve --listen from N processes, one loop
+                           each on its own SO_REUSEPORT socket,
+                           restarted if they die; auto: one per
+                           core. Above 1 needs --redis. Limits
+                           such as --max-connections are per worker [1]
   --help                   this text
 
 Seconds are decimal, from 0.001 to 86400 (a day; --message-ttl up to a year,
@@ -167,6 +184,9 @@ const MAX_BYTES: usize = 1 << 30;
 const MAX_META_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// The most `--redis` shards.
 pub const MAX_SHARDS: usize = 64;
+/// The most `--workers`: far more cores than a machine has, few enough
+/// that a typo does not fork thousands of processes.
+pub const MAX_WORKERS: usize = 1024;
 /// The longest channel history and long-poll answer.
 const MAX_MESSAGES: usize = 1_000_000;
 /// The longest `--publish-token` and `--cors-origin`: each goes into a header line.
@@ -232,6 +252,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
             }
             "--redis-timeout" => config.redis_timeout = v.secs(MIN_PERIOD, MAX_PERIOD)?,
             "--redis-meta-ttl" => config.redis_meta_ttl = v.secs(MIN_PERIOD, MAX_META_TTL)?,
+            "--workers" => config.workers = workers(v.text()?, cores()).map_err(|e| v.bad(e))?,
             _ => return Err(format!("unknown flag {flag} (see --help)")),
         }
     }
@@ -242,7 +263,32 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
             config.message_ttl.as_secs_f64()
         ));
     }
+    if config.workers > 1 && config.redis.is_empty() {
+        return Err(format!(
+            "--workers {n} needs --redis: the workers share channels and history through Redis. \
+             Start one with `redis-server --port 6380 --save '' --appendonly no` and add \
+             `--redis redis://127.0.0.1:6380`, or run one worker",
+            n = config.workers
+        ));
+    }
     Ok(Command::Run(Box::new(config)))
+}
+
+/// What `--workers` names: a count, or `auto` for one per core. A refusal is
+/// what the flag expected.
+fn workers(text: &str, cores: usize) -> Result<usize, String> {
+    match text {
+        "auto" => Ok(cores.clamp(1, MAX_WORKERS)),
+        n => match n.parse::<usize>() {
+            Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(n),
+            _ => Err(format!("a number from 1 to {MAX_WORKERS}, or auto")),
+        },
+    }
+}
+
+/// The cores this process may run on (its affinity mask, so `taskset` counts).
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// One flag and the value given to it, read into the type and range the flag accepts; every
@@ -536,8 +582,54 @@ mod tests {
             "--sse-retry",
             "--static",
             "--open-publish",
+            "--workers",
         ] {
             assert!(HELP.contains(flag), "{flag}");
         }
+    }
+
+    #[test]
+    fn workers_is_a_count_or_one_per_core() {
+        // Text, cores available, and the count (or the refusal) it means.
+        let cases: &[(&str, usize, Result<usize, &str>)] = &[
+            ("1", 8, Ok(1)),
+            ("6", 2, Ok(6)),
+            ("1024", 1, Ok(MAX_WORKERS)),
+            ("auto", 2, Ok(2)),
+            ("auto", 64, Ok(64)),
+            ("auto", 0, Ok(1)),
+            ("auto", 5000, Ok(MAX_WORKERS)),
+            ("0", 2, Err("a number from 1 to 1024, or auto")),
+            ("1025", 2, Err("a number from 1 to 1024, or auto")),
+            ("-1", 2, Err("a number from 1 to 1024, or auto")),
+            ("Auto", 2, Err("a number from 1 to 1024, or auto")),
+            ("", 2, Err("a number from 1 to 1024, or auto")),
+        ];
+        for &(text, cores, ref want) in cases {
+            let got = workers(text, cores);
+            assert_eq!(
+                got.as_ref().map_err(|e| e.as_str()),
+                want.as_ref().map_err(|e| *e),
+                "{text:?} on {cores} cores"
+            );
+        }
+    }
+
+    #[test]
+    fn several_workers_need_redis_and_say_how_to_start_it() {
+        let err = run(&["--workers", "2"]).expect_err("two workers without Redis");
+        assert!(err.starts_with("--workers 2 needs --redis"), "{err}");
+        assert!(err.contains("redis-server --port"), "{err}");
+        assert!(err.contains("--redis redis://127.0.0.1:"), "{err}");
+        let c = run(&["--workers", "3", "--redis", "redis://127.0.0.1:6380"]).unwrap();
+        assert_eq!((c.workers, c.worker), (3, 1));
+        let c = run(&["--workers", "1"]).unwrap();
+        assert_eq!(c.workers, 1);
+        assert_eq!(run(&[]).unwrap().workers, 1);
+        let err = run(&["--workers", "many"]).unwrap_err();
+        assert!(
+            err.starts_with("--workers: expected a number from 1 to 1024, or auto"),
+            "{err}"
+        );
     }
 }

@@ -90,6 +90,9 @@
 //!   `timers`; and `redis`, the Redis links (`link`), publishing and
 //!   deleting through Redis, feeds and catching up.
 //! - `signals`: SIGTERM/SIGINT through a self-pipe.
+//! - `supervisor`: `--workers N`, the process that runs N servers on one
+//!   port (`SO_REUSEPORT`), restarts them and passes signals on; the
+//!   workers share channels and history through Redis.
 //!
 //! # Invariants
 //!
@@ -146,6 +149,7 @@ pub mod routes;
 pub mod server;
 pub mod signals;
 pub mod stats;
+pub mod supervisor;
 pub mod token;
 pub mod web;
 

@@ -77,6 +77,12 @@ pub struct Snapshot<'a> {
     pub bayeux: BayeuxFigures<'a>,
     /// With `--redis`: the links and what waits on them.
     pub redis: Option<Value>,
+    /// Which worker answers (1 to `workers`), so a client can tell which of
+    /// the processes on one port served it; 1 of 1 without `--workers`.
+    pub worker: usize,
+    pub workers: usize,
+    /// Times the supervisor has restarted this worker after it died.
+    pub worker_restarts: u64,
 }
 
 /// What the Bayeux engine reports: live sessions, connects held now, and its
@@ -145,6 +151,9 @@ impl Snapshot<'_> {
                 "resumes_refused": b.stats.resumes_refused,
                 "replayed": b.stats.replayed,
             },
+            "worker": self.worker,
+            "workers": self.workers,
+            "worker_restarts": self.worker_restarts,
             "rss_bytes": self.rss_bytes,
             "uptime_secs": self.uptime_secs,
             "rejections": rejections,
@@ -210,6 +219,9 @@ mod tests {
                 },
             },
             redis: None,
+            worker: 2,
+            workers: 3,
+            worker_restarts: 1,
         };
         let text = String::from_utf8(snap.to_json()).unwrap();
         assert!(text.starts_with(
@@ -225,6 +237,10 @@ mod tests {
         );
         assert!(
             text.contains(r#""bayeux":{"sessions":2,"held_connects":1,"handshakes":3,"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#""worker":2,"workers":3,"worker_restarts":1,"rss_bytes":100,"#),
             "{text}"
         );
         assert!(

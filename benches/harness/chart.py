@@ -5,7 +5,9 @@ import math
 
 COLORS = {"floor": "#7f7f7f", "halley": "#d62728", "halley-base": "#ff9896", "halley-redis": "#9467bd",
           "nchan": "#1f77b4",
-          "node": "#2ca02c"}
+          "node": "#2ca02c",
+          # The --tier runs: several processes on one port (issue 10), each in its server's colour, darker.
+          "halley-workers": "#8c1515", "nchan-workers": "#174a7e"}
 PCTS = [("fanout_p50_us", "p50"), ("fanout_p90_us", "p90"), ("fanout_p99_us", "p99"),
         ("fanout_max_us", "max"), ("to_last_p50_us", "to last, p50")]
 

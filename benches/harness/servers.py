@@ -4,6 +4,9 @@ Every server is started fresh for each measurement on a port the OS picks (or, f
 Redis, one found free just before), pinned to one core, and stopped by the pid this module started.
 `halley-redis` is a cluster: a private redis-server and two halley nodes on it, all three on the
 server's core; subscribers are split over both nodes and messages published to the first.
+`halley-workers` and `nchan-workers` are one port served by several processes (issue 10):
+`halley --workers N` on a private Redis, and nginx with `worker_processes N`, each socket of
+theirs bound with SO_REUSEPORT so the kernel spreads connections alike; N comes from the tier.
 """
 
 import json
@@ -31,6 +34,8 @@ URLS = {
 }
 URLS["halley-base"] = URLS["halley"]
 URLS["halley-redis"] = URLS["halley"]
+URLS["halley-workers"] = URLS["halley"]
+URLS["nchan-workers"] = URLS["nchan"]
 
 # The cluster's size: two nodes are the least that shows a message crossing from one to another.
 REDIS_NODES = 2
@@ -124,11 +129,59 @@ class Cluster(Server):
         self.cleanup()
 
 
-def stop_proc(proc):
+class Workers(Server):
+    """One port, several processes: a supervisor (halley's, or nginx's master) and its workers,
+    measured together (the generator adds a --server-pid's descendants), and halley's Redis apart."""
+
+    def __init__(self, name, proc, port, workers, redis=None, cleanup=None):
+        super().__init__(name, proc, port, cleanup)
+        self.workers, self.redis = workers, redis
+
+    @property
+    def aux_pids(self):
+        return [self.redis.pid] if self.redis else []
+
+    def figures(self):
+        """How the kernel spread the run's connections: each halley worker's accepted count, read
+        from /stats over fresh connections until every worker has answered."""
+        if self.redis is None:
+            return {"workers": self.workers}
+        seen = worker_stats(self.port, self.workers)
+        accepted = [seen[k].get("connections_accepted", 0) for k in sorted(seen)]
+        return {"workers": self.workers, "worker_accepted": accepted,
+                "worker_accepted_min": min(accepted, default=0),
+                "worker_accepted_max": max(accepted, default=0)}
+
+    def stop(self):
+        # The supervisor passes SIGTERM on and waits for its workers; Redis goes last.
+        stop_proc(self.proc, timeout=60)
+        if self.redis:
+            stop_proc(self.redis)
+        if self.cleanup:
+            self.cleanup()
+
+
+def worker_stats(port, n, tries=400):
+    """Each halley worker's /stats by its number, read over fresh connections (the kernel picks
+    the worker of each) until all n have answered or `tries` connections were made."""
+    seen = {}
+    for _ in range(tries):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5) as r:
+                s = json.load(r)
+        except (OSError, ValueError):
+            continue
+        seen[s.get("worker", 1)] = s
+        if len(seen) == n:
+            break
+    return seen
+
+
+def stop_proc(proc, timeout=10):
     if proc.poll() is None:
         proc.terminate()
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -183,8 +236,13 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start(name, pin):
-    """Starts server `name` under the `pin` command prefix (taskset) and returns a Server."""
+def start(name, pin, workers=1):
+    """Starts server `name` under the `pin` command prefix (taskset) and returns a Server; the
+    -workers servers run `workers` processes."""
+    if name == "halley-workers":
+        return start_halley_workers(pin, workers)
+    if name == "nchan-workers":
+        return start_nchan(pin, workers)
     starters = {"floor": start_floor, "halley": start_halley, "halley-base": start_halley_base,
                 "halley-redis": start_halley_redis, "nchan": start_nchan, "node": start_node}
     return starters[name](pin)
@@ -211,24 +269,10 @@ def start_halley(pin, name="halley", exe=os.path.join(ROOT, "target/release/hall
 def start_halley_redis(pin):
     """A private redis-server (no persistence, its own temp dir) and REDIS_NODES halley nodes on it,
     returned once every node's /healthz says it reaches Redis."""
-    if not shutil.which("redis-server"):
-        # Not installed from here: a packaged Redis may start a system instance, which a benchmark
-        # must never touch.
-        raise Skip("redis-server is not installed (scripts/test installs it)")
     exe = os.path.join(ROOT, "target/release/halley")
-    tmp = tempfile.mkdtemp(prefix="halley-bench-redis-")
-    port = free_port()
-    redis = subprocess.Popen(pin + ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                                    "--save", "", "--appendonly", "no", "--dir", tmp,
-                                    "--logfile", os.path.join(tmp, "redis.log")],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    redis, port, cleanup = start_redis(pin)
     nodes = []
-
-    def cleanup():
-        shutil.rmtree(tmp, ignore_errors=True)
-
     try:
-        wait_for_port(port, redis)
         for _ in range(REDIS_NODES):
             node = start_halley(pin, "halley-redis", exe, ["--redis", f"redis://127.0.0.1:{port}"])
             nodes.append((node.proc, node.port))
@@ -241,6 +285,53 @@ def start_halley_redis(pin):
         cleanup()
         raise
     return Cluster("halley-redis", redis, nodes, cleanup)
+
+
+def start_redis(pin):
+    """A private redis-server on a free port, without persistence, in a temp dir of its own;
+    returns it, its port and what removes the dir, once it accepts connections."""
+    if not shutil.which("redis-server"):
+        # Not installed from here: a packaged Redis may start a system instance, which a benchmark
+        # must never touch.
+        raise Skip("redis-server is not installed (scripts/test installs it)")
+    tmp = tempfile.mkdtemp(prefix="halley-bench-redis-")
+    port = free_port()
+    redis = subprocess.Popen(pin + ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                                    "--save", "", "--appendonly", "no", "--dir", tmp,
+                                    "--logfile", os.path.join(tmp, "redis.log")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def cleanup():
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    try:
+        wait_for_port(port, redis)
+    except Skip:
+        cleanup()
+        raise
+    return redis, port, cleanup
+
+
+def start_halley_workers(pin, n):
+    """`halley --workers n` on a private Redis, returned once every worker reaches it."""
+    exe = os.path.join(ROOT, "target/release/halley")
+    redis, redis_port, cleanup = start_redis(pin)
+    try:
+        server = start_halley(pin, "halley-workers", exe,
+                              ["--workers", str(n), "--redis", f"redis://127.0.0.1:{redis_port}"])
+    except Skip:
+        stop_proc(redis)
+        cleanup()
+        raise
+    workers = Workers("halley-workers", server.proc, server.port, n, redis, cleanup)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        seen = worker_stats(server.port, n)
+        if len(seen) == n and all(s.get("redis", {}).get("connected") for s in seen.values()):
+            return workers
+        time.sleep(0.05)
+    workers.stop()
+    raise Skip(f"not all {n} workers reached Redis within 10 s")
 
 
 def wait_for_health(port, proc, timeout=10.0):
@@ -277,7 +368,9 @@ def nchan_module():
     return next((m for m in NCHAN_MODULES if os.path.exists(m)), None)
 
 
-def start_nchan(pin):
+def start_nchan(pin, workers=None):
+    """nginx with Nchan; with `workers`, that many worker processes (`nchan-workers`), each
+    with its own SO_REUSEPORT listener like halley's workers, and 20,000 descriptors each."""
     module = nchan_module()
     if not shutil.which("nginx") or not module:
         raise Skip("nginx or its nchan module is missing (apt-get install -y nginx libnginx-mod-nchan)")
@@ -286,11 +379,18 @@ def start_nchan(pin):
     port = free_port()
     with open(os.path.join(ROOT, "benches/nchan/nginx.conf.template")) as f:
         conf = f.read().replace("@MODULE@", module).replace("@PREFIX@", prefix).replace("@PORT@", str(port))
+    if workers is not None:
+        conf = conf.replace("worker_processes 1;", f"worker_processes {workers};")
+        conf = conf.replace("backlog=4096;", "backlog=4096 reuseport;")
+        assert f"worker_processes {workers};" in conf and "reuseport" in conf
     with open(os.path.join(prefix, "nginx.conf"), "w") as f:
         f.write(conf)
     proc = spawn(pin + ["nginx", "-p", prefix, "-c", os.path.join(prefix, "nginx.conf")])
     wait_for_port(port, proc)
-    return Server("nchan", proc, port, cleanup=lambda: shutil.rmtree(prefix, ignore_errors=True))
+    cleanup = lambda: shutil.rmtree(prefix, ignore_errors=True)  # noqa: E731
+    if workers is not None:
+        return Workers("nchan-workers", proc, port, workers, cleanup=cleanup)
+    return Server("nchan", proc, port, cleanup=cleanup)
 
 
 def install(names, log):

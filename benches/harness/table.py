@@ -37,12 +37,17 @@ SSE_ROWS = [
     ("server_cpu_share", "server CPU, share of its core", 1, 2),
     ("aux_cpu_share", "Redis CPU, share of the server's core", 1, 2),
     ("gen_cpu_share", "generator CPU, share of its core", 1, 2),
+    # One port, several processes (issue 10): how the kernel spread the run's connections.
+    ("workers", "worker processes", 1, 0),
+    ("worker_accepted_min", "connections accepted by the least busy worker", 1, 0),
+    ("worker_accepted_max", "connections accepted by the busiest worker", 1, 0),
     ("lost", "missing + duplicate + out-of-order", 1, 0),
     ("redis_publish_failures", "publishes Redis failed or timed out", 1, 0),
 ]
 # Counts and shares: their ratio to another server's says nothing.
 NO_RATIO = {"held", "lost", "held_missing", "held_late", "gen_cpu_share", "server_cpu_share",
-            "aux_cpu_share", "redis_publish_failures"}
+            "aux_cpu_share", "redis_publish_failures", "workers", "worker_accepted_min",
+            "worker_accepted_max"}
 LONGPOLL_ROWS = [
     ("ready_cycles_per_s", "long-poll cycles/s, message ready", 1, 0),
     ("ready_server_cpu_ms_per_1k", "server CPU per 1,000 cycles (ms)", 1, 3),

@@ -96,8 +96,7 @@ impl Server {
     /// Binds the listening socket; nothing runs until `run`.
     pub fn bind(config: Config) -> io::Result<Server> {
         let poll = Poll::new()?;
-        let mut listener = TcpListener::bind(config.listen)?;
-        deepen_backlog(&listener)?;
+        let mut listener = bind_listener(&config)?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let now = Instant::now();
@@ -261,8 +260,26 @@ impl Server {
     }
 }
 
-/// Calling `listen` again on a listening socket sets its backlog anew.
-fn deepen_backlog(listener: &TcpListener) -> io::Result<()> {
+/// The listening socket. With `--workers`, every worker binds its own to the
+/// same address with `SO_REUSEPORT` (`supervisor::bind_shared`), and the
+/// kernel spreads new connections over the workers' sockets.
+fn bind_listener(config: &Config) -> io::Result<TcpListener> {
+    let listener = match config.workers {
+        1 => TcpListener::bind(config.listen)?,
+        _ => {
+            let shared =
+                std::net::TcpListener::from(crate::supervisor::bind_shared(config.listen)?);
+            shared.set_nonblocking(true)?;
+            TcpListener::from_std(shared)
+        }
+    };
+    listen_deeply(&listener)?;
+    Ok(listener)
+}
+
+/// `listen(2)` with our backlog; called again on a listening socket (mio
+/// binds with 128), it sets the backlog anew.
+fn listen_deeply(listener: &TcpListener) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: listen(2) on a socket we own, with no pointers involved.
     match unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } {

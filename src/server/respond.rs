@@ -210,6 +210,9 @@ impl Server {
             counters: &self.counters,
             bayeux: self.bayeux_figures(),
             redis: self.redis_stats(),
+            worker: self.config.worker,
+            workers: self.config.workers,
+            worker_restarts: self.config.worker_restarts,
         }
         .to_json()
     }
