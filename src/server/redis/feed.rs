@@ -525,7 +525,11 @@ impl Server {
                     };
                     cluster.shards[shard].lost_reads.push(read);
                 }
-                return self.fail_link(shard, 0, &format!("unexpected read reply: {why}"));
+                return self.fail_link(
+                    shard,
+                    super::LinkKind::Cmd,
+                    &format!("unexpected read reply: {why}"),
+                );
             }
         };
         match reader {
