@@ -87,8 +87,10 @@
 //! - `server`: the loop (`mod.rs`), the connection table (`conns`), the
 //!   connection and its states (`conn`), and one file per kind of event:
 //!   `accept`, `read`, `respond`, `web`, `publish`, `deliver`, `bayeux`,
-//!   `timers`; and `redis`, the Redis links (`link`), publishing and
-//!   deleting through Redis, feeds and catching up.
+//!   `timers`; and `redis`: the cluster's state (`mod.rs`), its two links
+//!   per shard (`link`) and their events (`events`), publishing and deleting
+//!   through Redis (`publish`), a node's feed of each channel (`feed`),
+//!   subscribers catching up (`catchup`) and Bayeux on a cluster (`bayeux`).
 //! - `signals`: SIGTERM/SIGINT through a self-pipe.
 //! - `supervisor`: `--workers N`, the process that runs N servers on one
 //!   port (`SO_REUSEPORT`), restarts them and passes signals on; the
