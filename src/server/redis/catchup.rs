@@ -106,9 +106,6 @@ impl Server {
             // comes next; it parks at once, as in memory, and costs nothing
             // more than there.
             if catchup.cursor_is(position) {
-                if let Some(conn) = self.conns.get(id) {
-                    conn.wait_for_redis(head.keep_alive);
-                }
                 return self.attach(id, &catchup, position);
             }
         } else {
@@ -143,7 +140,10 @@ impl Server {
         };
         if catchup.cursor_is((epoch, seq)) {
             let catchup = cluster.catchups.remove(&id).expect("checked");
-            return self.attach(id, &catchup, (epoch, seq));
+            if self.is_waiting(id) {
+                self.attach(id, &catchup, (epoch, seq));
+            }
+            return;
         }
         let start = match catchup.cursor {
             Cursor::After { epoch, seq } => Start::After { epoch, seq },
@@ -163,13 +163,8 @@ impl Server {
     }
 
     /// A subscriber at the feed's position parks on the hub, as in memory.
+    /// The caller knows the connection is still there to park.
     fn attach(&mut self, id: ConnId, catchup: &CatchUp, (epoch, seq): (u64, u64)) {
-        if !matches!(
-            self.conns.get(id).map(|c| c.state()),
-            Some(State::Waiting { .. })
-        ) {
-            return;
-        }
         let request = catchup.request;
         match request.mode {
             Mode::Stream(transport) => {
@@ -349,6 +344,7 @@ impl Server {
         if merge.is_some_and(|m| m.is_settled() && Some(m.position()) == feed_position) {
             let catchup = cluster.catchups.remove(&id).expect("checked");
             let position = feed_position.expect("checked");
+            // apply_conn_steps found the poll still waiting.
             self.attach(id, &catchup, position);
         }
     }
