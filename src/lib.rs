@@ -79,7 +79,8 @@
 //!   connects that takes messages and `now` and returns what to answer,
 //!   publish and hold; it knows connections only by an opaque id.
 //!
-//! Consulted by the edge: `outq` (a connection's pending output), `stats`,
+//! Consulted by the edge: `outq` (a connection's pending output), `stats`
+//! (and `metrics`, the same figures for Prometheus, with latency histograms),
 //! `config`, `web` (pages and the open-publishing rules as decisions),
 //! `fd_limit`.
 //!
@@ -143,6 +144,7 @@ pub mod http;
 pub mod hub;
 pub mod json;
 pub mod message;
+pub mod metrics;
 pub mod outq;
 pub mod redis;
 pub mod routes;

@@ -12,6 +12,7 @@
 //! fan-out, the Bayeux engine and the publisher's reply are already behind it.
 
 use std::rc::Rc;
+use std::time::Instant;
 
 use log::info;
 
@@ -40,6 +41,9 @@ pub(super) enum Publisher {
         id: ConnId,
         ask: Ask,
         subscribers: usize,
+        /// The loop's clock when the request was read, for
+        /// `halley_publish_seconds`.
+        started: Instant,
     },
     /// A Bayeux publish: the engine has already built its reply, so nobody
     /// waits for the id.
@@ -69,6 +73,7 @@ impl Server {
             id,
             ask: Ask::of(head),
             subscribers: self.hub.channel(channel).map_or(0, |c| c.n_subscribers()),
+            started: self.now,
         };
         let draft = Draft {
             channel: channel.to_owned(),
@@ -104,11 +109,13 @@ impl Server {
             id,
             ask,
             subscribers,
+            started,
         } = publisher
         else {
             return;
         };
         self.answer_publish(id, ask, &message.id, &message.channel, subscribers);
+        self.counters.publish.observe(started.elapsed());
     }
 
     /// `201` with the message's id, its channel, and how many subscribers

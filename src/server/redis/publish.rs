@@ -97,7 +97,10 @@ impl Server {
             }
         }
         let Publisher::Http {
-            id, subscribers, ..
+            id,
+            subscribers,
+            started,
+            ..
         } = publisher
         else {
             return;
@@ -114,6 +117,8 @@ impl Server {
             Ok((epoch, seq)) => {
                 let message_id = crate::cursor::format(epoch, seq);
                 self.answer_publish(id, ask, &message_id, channel, subscribers);
+                // The round trip to Redis is part of the latency.
+                self.counters.publish.observe(started.elapsed());
             }
             Err(_) => self.redis_unavailable(id, ask, "redis refused the publish"),
         }
