@@ -72,6 +72,7 @@
 //! - `deadline`: the one deadline queue, for every timer. `token`: the
 //!   publish-token check. `conn_id`: generational connection ids. `client`:
 //!   which addresses count as one client, for per-client bounds.
+//!   `idempotency`: the `Idempotency-Key`s of recent publishes, bounded.
 //! - `redis`: the Redis engine's values: the RESP2 codec, `--redis` URLs,
 //!   shards, back-off, the Lua scripts and their replies, and the merge of a
 //!   channel's stream with its live messages.
@@ -142,6 +143,7 @@ pub mod encode;
 pub mod fd_limit;
 pub mod http;
 pub mod hub;
+pub mod idempotency;
 pub mod json;
 pub mod message;
 pub mod metrics;

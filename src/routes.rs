@@ -225,6 +225,7 @@ mod tests {
             authorization: None,
             content_type: None,
             if_none_match: None,
+            idempotency_key: None,
         }
     }
 

@@ -64,7 +64,7 @@ impl Server {
                 let methods = format!("Access-Control-Allow-Methods: {allow}");
                 let extra = [
                     methods.as_str(),
-                    "Access-Control-Allow-Headers: Content-Type, Authorization, Last-Event-ID, Accept",
+                    "Access-Control-Allow-Headers: Content-Type, Authorization, Last-Event-ID, Accept, Idempotency-Key",
                     "Access-Control-Max-Age: 86400",
                 ];
                 self.respond(id, Ask::of(&head), 204, JSON, b"", &extra);
