@@ -18,6 +18,9 @@
 //!   or `t` text), `e` (SSE event type, may be empty), `d` (data). It expires
 //!   `--message-ttl` after the last publish; readers also leave out entries
 //!   older than the TTL, which is how a message expires on its own.
+//! - `halley:{CH}:idem:K`, a string: a publish's `Idempotency-Key` `K`,
+//!   as `HASH EPOCH SEQ SUBSCRIBERS` (its body's hash, its message's
+//!   position, the count its `201` reported), for `--idempotency-ttl`.
 //! - pub/sub channel `halley:{CH}`: each publish, as
 //!   `m EPOCH SEQ TIME FLAG EVENTLEN\nEVENTDATA`; a deletion as
 //!   `d EPOCH SEQ\n`.
