@@ -10,6 +10,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 
+use common::redis::{next_event, node, RedisServer};
 use common::*;
 
 /// Parses an exposition with `prometheus_client` and prints every sample
@@ -144,4 +145,29 @@ fn counters_move_after_a_known_sequence_of_requests() {
         !m.samples.keys().any(|k| k.starts_with("halley_redis_")),
         "no Redis figures without --redis"
     );
+}
+
+#[test]
+fn with_redis_the_links_are_figures_too() {
+    let redis = RedisServer::start();
+    let a = node(std::slice::from_ref(&redis), &[]);
+    let ch = channel("metrics-redis");
+    let mut sub = Sub::sse(a.addr, &ch, "", &[]);
+    wait_subscribers(a.addr, &ch, 1);
+    publish(a.addr, &ch, "one");
+    publish(a.addr, &ch, "two");
+    // Each message comes back by pub/sub and is fanned out here; once the
+    // subscriber has both, the loop has recorded both fan-outs.
+    assert_eq!(next_event(&mut sub).data(), "one");
+    assert_eq!(next_event(&mut sub).data(), "two");
+    let m = scrape(a.addr);
+    assert_eq!(m.value("halley_redis_connected"), 1.0);
+    assert_eq!(m.value("halley_redis_publishes_total"), 2.0);
+    assert_eq!(m.value("halley_redis_publish_failures_total"), 0.0);
+    // Nothing waits but, at most, an idle link's health-check PING.
+    assert!(m.value("halley_redis_in_flight") <= 1.0);
+    // The publish latency includes the round trip to Redis; both were answered.
+    assert_eq!(m.value("halley_publish_seconds_count"), 2.0);
+    assert_eq!(m.value("halley_fanout_seconds_count"), 2.0);
+    assert_eq!(m.value("halley_connections{transport=\"sse\"}"), 1.0);
 }
