@@ -145,6 +145,11 @@ fn with_redis_a_key_expires_in_redis() {
     let a = node(std::slice::from_ref(&redis), &["--idempotency-ttl", "0.2"]);
     let ch = channel("idem-redis");
     let first = published(&post(a.addr, &ch, "k", "a"));
+    // Set with an expiry (-1 would be none), or already gone (-2).
+    let pttl = redis
+        .cmd(&["PTTL", &format!("halley:{{{ch}}}:idem:k")])
+        .int();
+    assert!(pttl == -2 || (0..=200).contains(&pttl), "PTTL {pttl}");
     let mut latest = first.clone();
     wait_until("the key expires in Redis and the retry publishes", || {
         latest = published(&post(a.addr, &ch, "k", "a"));
