@@ -53,6 +53,9 @@ pub struct Config {
     /// last publish or read; far longer than its messages, so an old cursor
     /// is told `expired` rather than `restarted`.
     pub redis_meta_ttl: Duration,
+    /// How long a publish's `Idempotency-Key` is remembered: a retry with
+    /// it within this time publishes nothing and gets the first answer.
+    pub idempotency_ttl: Duration,
     /// How many worker processes serve `listen` together (`--workers`), each
     /// its own loop on its own `SO_REUSEPORT` socket; above 1 needs `redis`.
     pub workers: usize,
@@ -87,6 +90,7 @@ impl Default for Config {
             redis: Vec::new(),
             redis_timeout: Duration::from_secs(2),
             redis_meta_ttl: Duration::from_secs(30 * 24 * 3600),
+            idempotency_ttl: Duration::from_secs(300),
             workers: 1,
             worker: 1,
             worker_restarts: 0,
@@ -143,6 +147,9 @@ USAGE: halley [FLAGS]
                            fails (publish: 503); then reconnect   [2]
   --redis-meta-ttl SECS    how long Redis keeps a channel's epoch
                            and sequence number after last use     [2592000]
+  --idempotency-ttl SECS   how long a publish's Idempotency-Key is
+                           remembered: a retry with it gets the
+                           first 201 and publishes nothing        [300]
   --workers N|auto         serve --listen from N processes, one loop
                            each on its own SO_REUSEPORT socket,
                            restarted if they die; auto: one per
@@ -252,6 +259,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
             }
             "--redis-timeout" => config.redis_timeout = v.secs(MIN_PERIOD, MAX_PERIOD)?,
             "--redis-meta-ttl" => config.redis_meta_ttl = v.secs(MIN_PERIOD, MAX_META_TTL)?,
+            "--idempotency-ttl" => config.idempotency_ttl = v.secs(MIN_PERIOD, MAX_PERIOD)?,
             "--workers" => config.workers = workers(v.text()?, cores()).map_err(|e| v.bad(e))?,
             _ => return Err(format!("unknown flag {flag} (see --help)")),
         }
@@ -392,6 +400,9 @@ mod tests {
         assert_eq!(c.heartbeat, Duration::from_millis(500));
         assert_eq!(c.publish_token.as_deref(), Some("s3"));
         assert_eq!(run(&[]).unwrap().longpoll_timeout, Duration::from_secs(30));
+        assert_eq!(run(&[]).unwrap().idempotency_ttl, Duration::from_secs(300));
+        let c = run(&["--idempotency-ttl", "2.5"]).unwrap();
+        assert_eq!(c.idempotency_ttl, Duration::from_millis(2500));
     }
 
     #[test]
@@ -444,6 +455,8 @@ mod tests {
             ("--heartbeat", "inf", "seconds from 0.001 to 86400"),
             ("--heartbeat", "soon", "seconds from 0.001 to 86400"),
             ("--header-timeout", "86400.5", "seconds from 0.001 to 86400"),
+            ("--idempotency-ttl", "0", "seconds from 0.001 to 86400"),
+            ("--idempotency-ttl", "86401", "seconds from 0.001 to 86400"),
             (
                 "--longpoll-timeout",
                 "0.0001",
@@ -535,6 +548,8 @@ mod tests {
             ("--publish-token", &longest_token),
             ("--cors-origin", "https://a.example:8443"),
             ("--static", "."),
+            ("--idempotency-ttl", "0.001"),
+            ("--idempotency-ttl", "86400"),
         ];
         for (flag, value) in cases {
             if let Err(e) = run(&[flag, value]) {

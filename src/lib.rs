@@ -72,6 +72,7 @@
 //! - `deadline`: the one deadline queue, for every timer. `token`: the
 //!   publish-token check. `conn_id`: generational connection ids. `client`:
 //!   which addresses count as one client, for per-client bounds.
+//!   `idempotency`: the `Idempotency-Key`s of recent publishes, bounded.
 //! - `redis`: the Redis engine's values: the RESP2 codec, `--redis` URLs,
 //!   shards, back-off, the Lua scripts and their replies, and the merge of a
 //!   channel's stream with its live messages.
@@ -79,7 +80,8 @@
 //!   connects that takes messages and `now` and returns what to answer,
 //!   publish and hold; it knows connections only by an opaque id.
 //!
-//! Consulted by the edge: `outq` (a connection's pending output), `stats`,
+//! Consulted by the edge: `outq` (a connection's pending output), `stats`
+//! (and `metrics`, the same figures for Prometheus, with latency histograms),
 //! `config`, `web` (pages and the open-publishing rules as decisions),
 //! `fd_limit`.
 //!
@@ -143,8 +145,10 @@ pub mod encode;
 pub mod fd_limit;
 pub mod http;
 pub mod hub;
+pub mod idempotency;
 pub mod json;
 pub mod message;
+pub mod metrics;
 pub mod outq;
 pub mod redis;
 pub mod routes;

@@ -15,6 +15,8 @@ pub const MAX_EVENT_NAME: usize = 64;
 pub enum Route {
     Health,
     Stats,
+    /// The same figures as `/stats`, for Prometheus.
+    Metrics,
     /// A page or file: the server looks the target up.
     Page,
     /// CORS preflight for a known path; `allow` lists its methods.
@@ -71,6 +73,7 @@ pub fn route(head: &RequestHead) -> Result<Route, Reject> {
         match path {
             "/healthz" => (ALLOW_READ, Endpoint::Health),
             "/stats" => (ALLOW_READ, Endpoint::Stats),
+            "/metrics" => (ALLOW_READ, Endpoint::Metrics),
             // Anything else is a page: the embedded demo, or a file under --static.
             _ => (ALLOW_READ, Endpoint::Page),
         }
@@ -94,6 +97,7 @@ pub fn route(head: &RequestHead) -> Result<Route, Reject> {
     Ok(match endpoint {
         Endpoint::Health => Route::Health,
         Endpoint::Stats => Route::Stats,
+        Endpoint::Metrics => Route::Metrics,
         Endpoint::Page => Route::Page,
         Endpoint::Bayeux => Route::Bayeux,
         Endpoint::Pub(raw) => {
@@ -118,6 +122,7 @@ pub fn route(head: &RequestHead) -> Result<Route, Reject> {
 enum Endpoint<'a> {
     Health,
     Stats,
+    Metrics,
     Page,
     Pub(&'a str),
     Sub(&'a str),
@@ -220,6 +225,7 @@ mod tests {
             authorization: None,
             content_type: None,
             if_none_match: None,
+            idempotency_key: None,
         }
     }
 
@@ -233,6 +239,8 @@ mod tests {
         let cases: &[(Method, &str, Result<Route, u16>)] = &[
             (Get, "/healthz", Ok(Route::Health)),
             (Head, "/stats", Ok(Route::Stats)),
+            (Get, "/metrics", Ok(Route::Metrics)),
+            (Post, "/metrics", Err(405)),
             (Get, "/", Ok(Route::Page)),
             (Head, "/halley.js", Ok(Route::Page)),
             (Get, "/nope", Ok(Route::Page)),

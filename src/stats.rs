@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
+use crate::metrics::Histogram;
+
 #[derive(Default, Debug)]
 pub struct Counters {
     pub accepted: u64,
@@ -28,6 +30,13 @@ pub struct Counters {
     pub linger_closes: u64,
     /// Error responses by status code.
     pub rejections: BTreeMap<u16, u64>,
+    /// Publishes answered from an earlier publish with the same
+    /// `Idempotency-Key`, publishing nothing.
+    pub idempotent_replays: u64,
+    /// From a message handed to `deliver` to the last write of its fan-out.
+    pub fanout: Histogram,
+    /// From a `POST /pub` read to its `201`, any Redis round trip included.
+    pub publish: Histogram,
 }
 
 impl Counters {
@@ -128,6 +137,7 @@ impl Snapshot<'_> {
             "poll_timeouts": n.poll_timeouts,
             "connect_timeouts": n.connect_timeouts,
             "linger_closes": n.linger_closes,
+            "idempotent_replays": n.idempotent_replays,
             "deadlines": {
                 "total": d.conn + d.channel + d.session + d.other,
                 "conn": d.conn,

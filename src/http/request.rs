@@ -42,6 +42,8 @@ pub struct RequestHead {
     pub authorization: Option<String>,
     pub content_type: Option<String>,
     pub if_none_match: Option<String>,
+    /// A publish's `Idempotency-Key`, checked where a publish is handled.
+    pub idempotency_key: Option<String>,
 }
 
 /// The outcome of looking at the start of a read buffer.
@@ -96,6 +98,7 @@ fn interpret(req: &httparse::Request) -> Result<RequestHead, Reject> {
         authorization: None,
         content_type: None,
         if_none_match: None,
+        idempotency_key: None,
     };
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
@@ -144,6 +147,8 @@ fn interpret(req: &httparse::Request) -> Result<RequestHead, Reject> {
             head.content_type = Some(value.to_owned());
         } else if name.eq_ignore_ascii_case("if-none-match") {
             head.if_none_match = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("idempotency-key") {
+            head.idempotency_key = Some(value.to_owned());
         }
     }
     if !http10 && hosts != 1 {
@@ -222,13 +227,15 @@ mod tests {
     fn reads_the_headers_halley_uses() {
         let head = head_of(
             "GET /sub/a HTTP/1.1\r\nHost: h\r\nAccept: text/event-stream\r\nLast-Event-ID: abc-1\r\n\
-             Authorization: Bearer t\r\nExpect: 100-continue\r\nContent-Type: text/plain\r\n\r\n",
+             Authorization: Bearer t\r\nExpect: 100-continue\r\nContent-Type: text/plain\r\n\
+             Idempotency-Key:  order-42 \r\n\r\n",
         )
         .unwrap();
         assert!(head.accept_sse && head.expect_continue);
         assert_eq!(head.last_event_id.as_deref(), Some("abc-1"));
         assert_eq!(head.authorization.as_deref(), Some("Bearer t"));
         assert_eq!(head.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(head.idempotency_key.as_deref(), Some("order-42"));
     }
 
     #[test]

@@ -18,6 +18,9 @@
 //!   or `t` text), `e` (SSE event type, may be empty), `d` (data). It expires
 //!   `--message-ttl` after the last publish; readers also leave out entries
 //!   older than the TTL, which is how a message expires on its own.
+//! - `halley:{CH}:idem:K`, a string: a publish's `Idempotency-Key` `K`,
+//!   as `HASH EPOCH SEQ SUBSCRIBERS` (its body's hash, its message's
+//!   position, the count its `201` reported), for `--idempotency-ttl`.
 //! - pub/sub channel `halley:{CH}`: each publish, as
 //!   `m EPOCH SEQ TIME FLAG EVENTLEN\nEVENTDATA`; a deletion as
 //!   `d EPOCH SEQ\n`.
@@ -30,11 +33,23 @@ use super::resp::Value;
 use crate::cursor;
 use crate::message::Message;
 
-/// Publishes one message. KEYS: meta, stream, pub/sub channel. ARGV: a fresh
-/// epoch for a new channel, the stream's length bound, the message TTL (ms),
-/// the meta TTL (ms), the time (Unix ms), the data flag, the event, the data.
-/// Returns `{epoch, seq}`.
+/// Publishes one message. KEYS: meta, stream, pub/sub channel, and for a
+/// publish with an `Idempotency-Key` its key (`Keys::idempotency`). ARGV: a
+/// fresh epoch for a new channel, the stream's length bound, the message TTL
+/// (ms), the meta TTL (ms), the time (Unix ms), the data flag, the event,
+/// the data; with the key also the body's hash, the key's TTL (ms) and the
+/// subscriber count the `201` reports. Returns `{epoch, seq}`; for a key
+/// already used, publishing nothing, `{epoch, seq, subscribers}` of its
+/// first publish when the hash is the same, else 0 (see `published`).
 pub const PUBLISH: &str = r"
+if KEYS[4] then
+  local prior = redis.call('GET', KEYS[4])
+  if prior then
+    local hash, e, s, subs = string.match(prior, '^(%x+) (%x+) (%d+) (%d+)$')
+    if hash ~= ARGV[9] then return 0 end
+    return {e, tonumber(s), tonumber(subs)}
+  end
+end
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[1]
@@ -48,6 +63,10 @@ redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PUBLISH', KEYS[3], 'm ' .. epoch .. ' ' .. seq .. ' ' .. ARGV[5] .. ' ' ..
   ARGV[6] .. ' ' .. #ARGV[7] .. '\n' .. ARGV[7] .. ARGV[8])
+if KEYS[4] then
+  redis.call('SET', KEYS[4], ARGV[9] .. ' ' .. epoch .. ' ' .. seq .. ' ' .. ARGV[11],
+    'PX', ARGV[10])
+end
 return {epoch, seq}
 ";
 
@@ -110,6 +129,12 @@ impl Keys {
             pubsub: pubsub_channel(channel),
         }
     }
+}
+
+/// The key remembering a publish's `Idempotency-Key` on `channel`, in the
+/// channel's slot: `HASH EPOCH SEQ SUBSCRIBERS`, for `--idempotency-ttl`.
+pub fn idempotency_key(channel: &str, key: &str) -> String {
+    format!("{PREFIX}{channel}}}:idem:{key}")
 }
 
 pub fn pubsub_channel(channel: &str) -> String {
@@ -265,14 +290,52 @@ impl Decode<'_> {
     }
 }
 
-/// Reads the `PUBLISH` script's reply: the message's epoch and sequence number.
-pub fn sequenced(reply: &Value) -> Result<(u64, u64), String> {
+/// What the `PUBLISH` script did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Published {
+    /// Published: the message's epoch and sequence number.
+    New { epoch: u64, seq: u64 },
+    /// Nothing published: the `Idempotency-Key` was used for the same body,
+    /// whose publish got these.
+    Repeat {
+        epoch: u64,
+        seq: u64,
+        subscribers: u64,
+    },
+    /// Nothing published: the `Idempotency-Key` was used for another body.
+    Conflict,
+}
+
+/// Reads the `PUBLISH` script's reply.
+pub fn published(reply: &Value) -> Result<Published, String> {
+    let seq = |v: &Value| match v {
+        Value::Int(seq) if *seq > 0 => Ok(*seq as u64),
+        _ => Err("publish answered no sequence number".to_string()),
+    };
     match reply {
-        Value::Array(parts) if parts.len() == 2 => match &parts[1] {
-            Value::Int(seq) if *seq > 0 => Ok((parse_epoch(&parts[0])?, *seq as u64)),
-            _ => Err("publish answered no sequence number".into()),
+        Value::Array(parts) if parts.len() == 2 => Ok(Published::New {
+            epoch: parse_epoch(&parts[0])?,
+            seq: seq(&parts[1])?,
+        }),
+        Value::Array(parts) if parts.len() == 3 => match parts[2] {
+            Value::Int(subscribers) if subscribers >= 0 => Ok(Published::Repeat {
+                epoch: parse_epoch(&parts[0])?,
+                seq: seq(&parts[1])?,
+                subscribers: subscribers as u64,
+            }),
+            _ => Err("publish answered no subscriber count".into()),
         },
+        Value::Int(0) => Ok(Published::Conflict),
         Value::Error(e) => Err(e.to_string()),
+        other => Err(format!("publish answered {other:?}")),
+    }
+}
+
+/// Reads the reply of a `PUBLISH` without an `Idempotency-Key`: the
+/// message's epoch and sequence number.
+pub fn sequenced(reply: &Value) -> Result<(u64, u64), String> {
+    match published(reply)? {
+        Published::New { epoch, seq } => Ok((epoch, seq)),
         other => Err(format!("publish answered {other:?}")),
     }
 }

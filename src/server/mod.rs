@@ -88,6 +88,9 @@ pub struct Server {
     accept_backoff: Option<Duration>,
     shutting_down: bool,
     web: web::Web,
+    /// `Idempotency-Key`s of recent publishes, without `--redis` (with it,
+    /// Redis keeps them, so every node sees them).
+    idempotency: crate::idempotency::Store,
     /// With `--redis`: the links, feeds and subscribers catching up.
     cluster: Option<redis::Cluster>,
 }
@@ -110,6 +113,7 @@ impl Server {
             buffer: config.buffer,
             ttl: config.message_ttl,
         };
+        let idempotency = crate::idempotency::Store::new(config.idempotency_ttl);
         Ok(Server {
             local_addr: listener.local_addr()?,
             poll,
@@ -130,6 +134,7 @@ impl Server {
             accept_backoff: None,
             shutting_down: false,
             web,
+            idempotency,
             cluster,
         })
     }

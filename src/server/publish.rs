@@ -12,6 +12,7 @@
 //! fan-out, the Bayeux engine and the publisher's reply are already behind it.
 
 use std::rc::Rc;
+use std::time::Instant;
 
 use log::info;
 
@@ -20,6 +21,7 @@ use super::Server;
 use crate::conn_id::ConnId;
 use crate::http::request::RequestHead;
 use crate::http::Reject;
+use crate::idempotency::{self, Seen};
 use crate::json;
 use crate::message::Message;
 
@@ -40,10 +42,22 @@ pub(super) enum Publisher {
         id: ConnId,
         ask: Ask,
         subscribers: usize,
+        /// The loop's clock when the request was read, for
+        /// `halley_publish_seconds`.
+        started: Instant,
+        /// The request's `Idempotency-Key`, if it had one.
+        idempotency: Option<Idempotency>,
     },
     /// A Bayeux publish: the engine has already built its reply, so nobody
     /// waits for the id.
     Bayeux,
+}
+
+/// A publish's `Idempotency-Key` and a hash of its body: a retry has both
+/// the same, a different publish under the same key has another hash.
+pub(super) struct Idempotency {
+    pub key: Box<str>,
+    pub hash: String,
 }
 
 impl Server {
@@ -64,11 +78,31 @@ impl Server {
                 Ask::of(head),
             );
         };
+        let idempotency = match head.idempotency_key.as_deref() {
+            None => None,
+            Some(key) => {
+                if let Err(why) = idempotency::validate_key(key) {
+                    return self.reject(id, Reject::new(400, why), Ask::of(head));
+                }
+                let hash = idempotency::body_hash(data.as_bytes());
+                // With Redis, the publish script checks the key, atomically
+                // with the publish, on whichever node the retry lands.
+                if self.cluster.is_none() && self.repeated(id, head, channel, key, &hash) {
+                    return;
+                }
+                Some(Idempotency {
+                    key: key.into(),
+                    hash,
+                })
+            }
+        };
         let data_is_json = crate::bayeux::wire::is_json_text(head.content_type.as_deref(), &data);
         let publisher = Publisher::Http {
             id,
             ask: Ask::of(head),
             subscribers: self.hub.channel(channel).map_or(0, |c| c.n_subscribers()),
+            started: self.now,
+            idempotency,
         };
         let draft = Draft {
             channel: channel.to_owned(),
@@ -77,6 +111,32 @@ impl Server {
             event: event.map(Into::into),
         };
         self.publish(draft, publisher);
+    }
+
+    /// Whether a publish under `key` was seen here already, and if so
+    /// answers it: the first publish's `201` again for the same body, `409`
+    /// for another.
+    fn repeated(
+        &mut self,
+        id: ConnId,
+        head: &RequestHead,
+        channel: &str,
+        key: &str,
+        hash: &str,
+    ) -> bool {
+        match self.idempotency.check(channel, key, hash, self.now) {
+            Seen::New => false,
+            Seen::Repeat(reply) => {
+                let reply = reply.to_vec();
+                self.counters.idempotent_replays += 1;
+                self.respond(id, Ask::of(head), 201, JSON, &reply, &[]);
+                true
+            }
+            Seen::Conflict => {
+                self.reject(id, idempotency_conflict(), Ask::of(head));
+                true
+            }
+        }
     }
 
     /// The first half of every publish: the message is sequenced by the hub,
@@ -104,31 +164,19 @@ impl Server {
             id,
             ask,
             subscribers,
+            started,
+            idempotency,
         } = publisher
         else {
             return;
         };
-        self.answer_publish(id, ask, &message.id, &message.channel, subscribers);
-    }
-
-    /// `201` with the message's id, its channel, and how many subscribers
-    /// the channel had here when the publish arrived.
-    pub(super) fn answer_publish(
-        &mut self,
-        id: ConnId,
-        ask: Ask,
-        message_id: &str,
-        channel: &str,
-        subscribers: usize,
-    ) {
-        let mut out = b"{\"id\":".to_vec();
-        json::push_str(&mut out, message_id);
-        out.extend_from_slice(b",\"channel\":");
-        json::push_str(&mut out, channel);
-        out.extend_from_slice(b",\"subscribers\":");
-        json::push_u64(&mut out, subscribers as u64);
-        out.push(b'}');
-        self.respond(id, ask, 201, JSON, &out, &[]);
+        let reply = publish_reply(&message.id, &message.channel, subscribers);
+        if let Some(Idempotency { key, hash }) = idempotency {
+            let now = self.now;
+            (self.idempotency).remember(&message.channel, &key, hash, &reply, now);
+        }
+        self.respond(id, ask, 201, JSON, &reply, &[]);
+        self.counters.publish.observe(started.elapsed());
     }
 
     pub(super) fn on_delete(&mut self, id: ConnId, head: &RequestHead, channel: &str) {
@@ -154,4 +202,25 @@ impl Server {
             }
         }
     }
+}
+
+/// A publish's `201` body: the message's id, its channel, and how many
+/// subscribers the channel had here when the publish arrived.
+pub(super) fn publish_reply(message_id: &str, channel: &str, subscribers: usize) -> Vec<u8> {
+    let mut out = b"{\"id\":".to_vec();
+    json::push_str(&mut out, message_id);
+    out.extend_from_slice(b",\"channel\":");
+    json::push_str(&mut out, channel);
+    out.extend_from_slice(b",\"subscribers\":");
+    json::push_u64(&mut out, subscribers as u64);
+    out.push(b'}');
+    out
+}
+
+/// The answer to a publish whose `Idempotency-Key` was used for another body.
+pub(super) fn idempotency_conflict() -> Reject {
+    Reject::new(
+        409,
+        "Idempotency-Key was already used with a different body on this channel",
+    )
 }

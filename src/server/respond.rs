@@ -52,14 +52,19 @@ impl Server {
             ),
             Route::Page => self.on_page(id, &head),
             Route::Stats => {
-                let body = self.stats_json();
+                let body = self.snapshot(|s| s.to_json());
                 self.respond(id, Ask::of(&head), 200, JSON, &body, &[]);
+            }
+            Route::Metrics => {
+                let body = self.snapshot(crate::metrics::exposition);
+                let ask = Ask::of(&head);
+                self.respond(id, ask, 200, crate::metrics::CONTENT_TYPE, &body, &[]);
             }
             Route::Preflight { allow } => {
                 let methods = format!("Access-Control-Allow-Methods: {allow}");
                 let extra = [
                     methods.as_str(),
-                    "Access-Control-Allow-Headers: Content-Type, Authorization, Last-Event-ID, Accept",
+                    "Access-Control-Allow-Headers: Content-Type, Authorization, Last-Event-ID, Accept, Idempotency-Key",
                     "Access-Control-Max-Age: 86400",
                 ];
                 self.respond(id, Ask::of(&head), 204, JSON, b"", &extra);
@@ -181,7 +186,8 @@ impl Server {
         self.deadlines.set_conn(&mut conn.deadline, id, at);
     }
 
-    fn stats_json(&self) -> Vec<u8> {
+    /// Gathers what `/stats` and `/metrics` report, and writes it with `write`.
+    fn snapshot(&self, write: impl FnOnce(&Snapshot) -> Vec<u8>) -> Vec<u8> {
         let mut conns = ConnCounts::default();
         let mut bytes_queued = 0;
         for conn in self.conns.iter() {
@@ -197,7 +203,7 @@ impl Server {
                 _ => conns.other += 1,
             }
         }
-        Snapshot {
+        let snapshot = Snapshot {
             conns,
             deadlines: self.deadlines.counts(),
             channels: self.hub.n_channels(),
@@ -213,8 +219,8 @@ impl Server {
             worker: self.config.worker,
             workers: self.config.workers,
             worker_restarts: self.config.worker_restarts,
-        }
-        .to_json()
+        };
+        write(&snapshot)
     }
 }
 

@@ -35,6 +35,10 @@ fn keys_share_a_hash_tag_and_name_their_channel() {
     assert_eq!(keys.meta, "halley:{chat/room1}:meta");
     assert_eq!(keys.stream, "halley:{chat/room1}:stream");
     assert_eq!(keys.pubsub, "halley:{chat/room1}");
+    assert_eq!(
+        idempotency_key("chat/room1", "k-1"),
+        "halley:{chat/room1}:idem:k-1"
+    );
     assert_eq!(channel_of(b"halley:{chat/room1}"), Some("chat/room1"));
     for foreign in [
         &b"other:{a}"[..],
@@ -137,4 +141,44 @@ fn reads_the_publish_reply() {
     assert_eq!(sequenced(&ok), Ok((0xabc, 5)));
     assert!(sequenced(&Value::Error("NOSCRIPT".into())).is_err());
     assert!(sequenced(&Value::Array(vec![bulk("abc"), Value::Int(0)])).is_err());
+    assert!(
+        sequenced(&Value::Int(0)).is_err(),
+        "a conflict is no sequence"
+    );
+}
+
+#[test]
+fn reads_the_publish_reply_with_an_idempotency_key() {
+    let arr = |parts: Vec<Value>| Value::Array(parts);
+    let cases = [
+        (
+            arr(vec![bulk("abc"), Value::Int(5)]),
+            Ok(Published::New {
+                epoch: 0xabc,
+                seq: 5,
+            }),
+        ),
+        (
+            arr(vec![bulk("abc"), Value::Int(5), Value::Int(2)]),
+            Ok(Published::Repeat {
+                epoch: 0xabc,
+                seq: 5,
+                subscribers: 2,
+            }),
+        ),
+        (Value::Int(0), Ok(Published::Conflict)),
+        (arr(vec![bulk("abc"), Value::Int(5), bulk("2")]), Err(())),
+        (
+            arr(vec![bulk("abc"), Value::Int(0), Value::Int(2)]),
+            Err(()),
+        ),
+        (
+            arr(vec![bulk("xyz"), Value::Int(5), Value::Int(2)]),
+            Err(()),
+        ),
+        (Value::Int(1), Err(())),
+    ];
+    for (reply, want) in cases {
+        assert_eq!(published(&reply).map_err(|_| ()), want, "{reply:?}");
+    }
 }

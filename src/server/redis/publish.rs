@@ -12,9 +12,9 @@ use log::{debug, warn};
 use super::{Op, Server};
 use crate::conn_id::ConnId;
 use crate::redis::resp::Value;
-use crate::redis::scripts;
+use crate::redis::scripts::{self, Published};
 use crate::server::conn::State;
-use crate::server::publish::{Draft, Publisher};
+use crate::server::publish::{idempotency_conflict, publish_reply, Draft, Publisher};
 use crate::server::respond::{Ask, JSON};
 
 impl Server {
@@ -36,13 +36,35 @@ impl Server {
         let time = scripts::unix_ms(SystemTime::now()).to_string();
         let flag: &[u8] = if draft.data_is_json { b"j" } else { b"t" };
         let event = draft.event.as_deref().unwrap_or("");
-        let args: [&[u8]; 14] = [
+        // With an `Idempotency-Key`, the script checks and sets it too, in
+        // the same atomic step as the publish (a fourth key, three more
+        // arguments).
+        let idempotency = match &publisher {
+            Publisher::Http {
+                idempotency: Some(k),
+                subscribers,
+                ..
+            } => Some((
+                scripts::idempotency_key(&draft.channel, &k.key),
+                k.hash.clone(),
+                self.config.idempotency_ttl.as_millis().to_string(),
+                subscribers.to_string(),
+            )),
+            _ => None,
+        };
+        let n_keys: &[u8] = if idempotency.is_some() { b"4" } else { b"3" };
+        let mut args: Vec<&[u8]> = vec![
             b"EVALSHA",
             cluster.shas[scripts::PUBLISH_INDEX].as_bytes(),
-            b"3",
+            n_keys,
             keys.meta.as_bytes(),
             keys.stream.as_bytes(),
             keys.pubsub.as_bytes(),
+        ];
+        if let Some((key, ..)) = &idempotency {
+            args.push(key.as_bytes());
+        }
+        args.extend_from_slice(&[
             epoch.as_bytes(),
             buffer.as_bytes(),
             ttl.as_bytes(),
@@ -51,7 +73,10 @@ impl Server {
             flag,
             event.as_bytes(),
             draft.data.as_bytes(),
-        ];
+        ]);
+        if let Some((_, hash, ttl, subscribers)) = &idempotency {
+            args.extend_from_slice(&[hash.as_bytes(), ttl.as_bytes(), subscribers.as_bytes()]);
+        }
         let waiting = match &publisher {
             Publisher::Http { id, ask, .. } => Some((*id, ask.keep_alive)),
             Publisher::Bayeux => None,
@@ -82,9 +107,9 @@ impl Server {
         reply: Value,
     ) {
         let cluster = self.cluster.as_mut().expect("a Redis reply");
-        let sequenced = scripts::sequenced(&reply);
+        let published = scripts::published(&reply);
         let f = &mut cluster.figures;
-        match &sequenced {
+        match &published {
             Ok(_) => {
                 let rtt = self.now.saturating_duration_since(sent).as_micros() as u64;
                 f.rtt_last_us = rtt;
@@ -97,7 +122,10 @@ impl Server {
             }
         }
         let Publisher::Http {
-            id, subscribers, ..
+            id,
+            subscribers,
+            started,
+            ..
         } = publisher
         else {
             return;
@@ -110,11 +138,27 @@ impl Server {
             keep_alive,
             head_only: false,
         };
-        match sequenced {
-            Ok((epoch, seq)) => {
+        match published {
+            Ok(Published::New { epoch, seq }) => {
                 let message_id = crate::cursor::format(epoch, seq);
-                self.answer_publish(id, ask, &message_id, channel, subscribers);
+                let reply = publish_reply(&message_id, channel, subscribers);
+                self.respond(id, ask, 201, JSON, &reply, &[]);
+                // The round trip to Redis is part of the latency.
+                self.counters.publish.observe(started.elapsed());
             }
+            // A retry, maybe of a publish made through another node: the
+            // first publish's answer, rebuilt from what Redis kept of it.
+            Ok(Published::Repeat {
+                epoch,
+                seq,
+                subscribers,
+            }) => {
+                let message_id = crate::cursor::format(epoch, seq);
+                let reply = publish_reply(&message_id, channel, subscribers as usize);
+                self.counters.idempotent_replays += 1;
+                self.respond(id, ask, 201, JSON, &reply, &[]);
+            }
+            Ok(Published::Conflict) => self.reject(id, idempotency_conflict(), ask),
             Err(_) => self.redis_unavailable(id, ask, "redis refused the publish"),
         }
         self.conns.resume_later(id);
