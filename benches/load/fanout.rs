@@ -230,13 +230,12 @@ fn measure(
     // Let the server finish whatever it does after answering before reading its memory.
     run.wait(now_ns() + SEC / 2, |_| false)?;
     let mem_held = procfs::memory(pids.server);
-    // Publishers connect only now: a server short of connection slots (nginx) or with an idle
-    // timeout would otherwise close them while the subscribers connect.
-    for i in 0..run.n_pubs {
-        let c = Conn::connect(run.pub_addr, run.poll.registry(), Token(i))
-            .map_err(|e| format!("publisher: {e}"))?;
-        run.pubs.push(c);
-    }
+    // Publishers connect only when they are first used: a server short of connection slots
+    // (nginx) or with a header or idle timeout would otherwise close one that waits unused, while
+    // the subscribers connect or (the open-loop publishers) through the one-at-a-time phase, which
+    // on a busy machine outlasts halley's 10 s header timeout.
+    let first = 1.min(run.n_pubs);
+    connect_publishers(run, first)?;
     let gen: Vec<u32> = run
         .workers
         .iter()
@@ -277,6 +276,8 @@ fn measure(
     // Open loop: messages leave on a fixed schedule whether or not earlier ones have arrived.
     let (mut open_spent, mut t2, mut t3) = (Cpu::default(), 0, 0);
     if bounds.total > bounds.open {
+        let all = run.n_pubs;
+        connect_publishers(run, all)?;
         let interval = (SEC as f64 / rate) as u64;
         let cpu2 = pids.cpu();
         t2 = now_ns() + SEC / 100;
@@ -420,6 +421,16 @@ fn measure(
         eprintln!(
             "halley-load: the generator used over 80% of a core; it may have been the bottleneck"
         );
+    }
+    Ok(())
+}
+
+/// Connects publishers until `n` are open (publisher `i` on token `i`).
+fn connect_publishers(run: &mut Run, n: usize) -> Result<(), String> {
+    for i in run.pubs.len()..n {
+        let c = Conn::connect(run.pub_addr, run.poll.registry(), Token(i))
+            .map_err(|e| format!("publisher: {e}"))?;
+        run.pubs.push(c);
     }
     Ok(())
 }
