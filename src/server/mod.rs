@@ -87,6 +87,10 @@ pub struct Server {
     /// current back-off.
     accept_backoff: Option<Duration>,
     shutting_down: bool,
+    /// When the drain window ends, once shutdown has begun.
+    drain_ends: Option<Instant>,
+    /// The random reconnect delays a drain hands out.
+    spread: timers::Spread,
     web: web::Web,
     /// With `--redis`: the links, feeds and subscribers catching up.
     cluster: Option<redis::Cluster>,
@@ -129,6 +133,8 @@ impl Server {
             bufs: BufPool::default(),
             accept_backoff: None,
             shutting_down: false,
+            drain_ends: None,
+            spread: timers::Spread::seeded(),
             web,
             cluster,
         })
