@@ -179,15 +179,14 @@ impl Server {
     /// SIGTERM or SIGINT: the first starts the drain, a second one ends it
     /// at once (an operator who signals twice does not want to wait).
     pub(super) fn on_signal(&mut self) {
-        if !self.signals.as_ref().is_some_and(|s| s.drain()) {
-            return;
+        let mut n = self.signals.as_ref().map_or(0, |s| s.drain());
+        if n > 0 && !self.shutting_down {
+            self.begin_shutdown();
+            n -= 1;
         }
-        match self.shutting_down {
-            false => self.begin_shutdown(),
-            true => {
-                let closed = self.close_all(|_| true);
-                info!("second signal: closed {closed} connections; exiting now");
-            }
+        if n > 0 {
+            let closed = self.close_all(|_| true);
+            info!("second signal: closed {closed} connections; exiting now");
         }
     }
 
