@@ -57,14 +57,7 @@ fn sse_subscribers_are_told_to_return_at_spread_moments_and_the_server_exits_0()
     let signalled = Instant::now();
     let mut delays = Vec::with_capacity(SSE_SUBSCRIBERS);
     for sub in &mut subs {
-        let block = sub.next_block();
-        let ms = block
-            .raw
-            .strip_prefix("retry: ")
-            .and_then(|rest| rest.strip_suffix("\n\n"))
-            .unwrap_or_else(|| panic!("not a lone retry line: {:?}", block.raw));
-        delays.push(ms.parse::<u64>().expect("whole milliseconds"));
-        sub.expect_end();
+        delays.push(sub.expect_drain());
     }
     drop(subs);
     assert_spread(&delays);

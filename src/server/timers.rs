@@ -281,12 +281,14 @@ impl Server {
     }
 }
 
-/// The last frame of a draining SSE stream: an event with only a `retry:`
-/// field, which an EventSource adopts as its reconnect delay before it
-/// sees the stream end.
+/// The last frame of a draining SSE stream: a `retry:` field, which an
+/// EventSource adopts as its reconnect delay before it sees the stream end,
+/// in a `drain` event carrying the same delay, since a page's script cannot
+/// read `retry:` (halley.js waits that long before it reconnects).
 fn sse_retry_frame(ms: u64) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(32);
-    write_chunk(&mut frame, format!("retry: {ms}\n\n").as_bytes());
+    let mut frame = Vec::with_capacity(48);
+    let text = format!("retry: {ms}\nevent: drain\ndata: {ms}\n\n");
+    write_chunk(&mut frame, text.as_bytes());
     frame
 }
 
@@ -359,6 +361,7 @@ mod tests {
 
     #[test]
     fn the_retry_frame_is_one_chunk_with_one_field() {
-        assert_eq!(sse_retry_frame(1234), b"d\r\nretry: 1234\n\n\r\n");
+        let frame = b"24\r\nretry: 1234\nevent: drain\ndata: 1234\n\n\r\n";
+        assert_eq!(sse_retry_frame(1234), frame);
     }
 }
