@@ -361,7 +361,7 @@ mod tests {
 
     #[test]
     fn the_retry_frame_is_one_chunk_with_one_field() {
-        let frame = b"24\r\nretry: 1234\nevent: drain\ndata: 1234\n\n\r\n";
+        let frame = b"25\r\nretry: 1234\nevent: drain\ndata: 1234\n\n\r\n";
         assert_eq!(sse_retry_frame(1234), frame);
     }
 }
