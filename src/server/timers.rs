@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use log::{debug, info};
+use log::{debug, info, trace};
 
 use super::conn::{SendProgress, State};
 use super::respond::{note_send_error, Ask};
@@ -28,11 +28,26 @@ impl Server {
         while let Some((at, timer)) = self.deadlines.pop_due(self.now) {
             match timer {
                 Timer::Conn(id) => self.on_deadline(id, at),
-                Timer::Channel(name) => self.hub.on_expiry_timer(&name, self.now),
-                Timer::Session(session) => self.on_session_expiry(&session),
-                Timer::ResumeAccept => self.on_accept_backoff_over(),
-                Timer::Redis => self.on_redis_tick(),
-                Timer::ShutdownLimit => self.on_shutdown_limit(),
+                Timer::Channel(name) => {
+                    trace!("deadline: channel {name} may hold expired messages");
+                    self.hub.on_expiry_timer(&name, self.now)
+                }
+                Timer::Session(session) => {
+                    trace!("deadline: Bayeux session {session} may have expired");
+                    self.on_session_expiry(&session)
+                }
+                Timer::ResumeAccept => {
+                    trace!("deadline: accept again after running out of descriptors");
+                    self.on_accept_backoff_over()
+                }
+                Timer::Redis => {
+                    trace!("deadline: check the Redis links");
+                    self.on_redis_tick()
+                }
+                Timer::ShutdownLimit => {
+                    trace!("deadline: the drain's grace or window is over");
+                    self.on_shutdown_limit()
+                }
             }
         }
     }
@@ -59,6 +74,7 @@ impl Server {
         if !self.deadlines.conn_due(&mut conn.deadline, id, at) {
             return;
         }
+        trace!("deadline: conn {id}: {}", deadline_meaning(conn.state()));
         let sending = matches!(
             conn.state(),
             State::AwaitingHead { .. } | State::Closing { .. }
@@ -278,6 +294,21 @@ impl Server {
             }
         }
         closed
+    }
+}
+
+/// What a connection's deadline means in `state`, for the trace.
+fn deadline_meaning(state: &State) -> &'static str {
+    match state {
+        State::AwaitingHead { started: false } => "idle timeout",
+        State::AwaitingHead { started: true } => "header timeout (or send timeout)",
+        State::Body(_) => "body timeout",
+        State::Streaming { .. } => "heartbeat",
+        State::Polling { .. } => "long-poll timeout",
+        State::Held { .. } => "Bayeux connect timeout",
+        State::Waiting { .. } => "Redis timeout",
+        State::Closing { .. } => "linger or send timeout",
+        State::Closed { .. } => "closed already",
     }
 }
 

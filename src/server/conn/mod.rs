@@ -28,7 +28,7 @@ mod io;
 use std::fmt;
 use std::rc::Rc;
 
-use log::trace;
+use log::{log_enabled, trace, Level};
 
 use mio::net::TcpStream;
 
@@ -183,9 +183,15 @@ impl Conn {
 
     /// Every transition: moves to `next` and returns the state left, whose
     /// data the caller may still need. The trace line is formatted only
-    /// when trace logging is on.
+    /// when trace logging is on, and a move that shows as no change (one
+    /// request answered, the next awaited) is not narrated.
     fn enter(&mut self, next: State) -> State {
-        trace!("conn {}: {} -> {}", self.id, self.state, next);
+        if log_enabled!(Level::Trace) {
+            let (from, to) = (self.state.to_string(), next.to_string());
+            if from != to {
+                trace!("conn {}: {from} -> {to}", self.id);
+            }
+        }
         std::mem::replace(&mut self.state, next)
     }
 
