@@ -65,6 +65,10 @@ pub struct Config {
     /// How many times the supervisor has started this worker again after it
     /// died (`supervisor::RESTARTS_ENV`); 0 for its first start.
     pub worker_restarts: u64,
+    /// How long a SIGTERM's drain lasts: the window over which clients are
+    /// told to reconnect, spread at random, and the most the server waits
+    /// for its connections before it exits.
+    pub drain: Duration,
 }
 
 impl Default for Config {
@@ -94,6 +98,7 @@ impl Default for Config {
             workers: 1,
             worker: 1,
             worker_restarts: 0,
+            drain: Duration::from_secs(10),
         }
     }
 }
@@ -155,15 +160,19 @@ USAGE: halley [FLAGS]
                            restarted if they die; auto: one per
                            core. Above 1 needs --redis. Limits
                            such as --max-connections are per worker [1]
+  --drain-secs SECS        on SIGTERM, clients are told to reconnect
+                           at random within this window; exit when
+                           all are gone or it ends (up to 3600)   [10]
   --help                   this text
 
 Seconds are decimal, from 0.001 to 86400 (a day; --message-ttl up to a year,
-31536000; --redis-meta-ttl from --message-ttl to ten years); --sse-retry takes 1 to 86400000 ms; counts are 1 to 1000000
+31536000; --redis-meta-ttl from --message-ttl to ten years; --drain-secs up to 3600); --sse-retry takes 1 to 86400000 ms; counts are 1 to 1000000
 (--max-connections up to 10000000); bytes 1 to 1073741824 (1 GiB); a token or
 origin is 1 to 1024 visible ASCII characters without spaces. Anything else is
 refused at start, naming the flag, with exit status 2.
 
-Logging: RUST_LOG=info (default), debug or warn.
+Logging: RUST_LOG=info (default), debug or warn; RUST_LOG=halley=trace narrates
+the event loop step by step (docs/walkthrough.md).
 ";
 
 /// What the command line asked for.
@@ -179,6 +188,9 @@ pub enum Command {
 
 /// The shortest timeout, heartbeat or reconnect delay: below a millisecond a period is a spin.
 const MIN_PERIOD: Duration = Duration::from_millis(1);
+/// The longest drain: an hour. Clients are told to come back within it, and a
+/// deploy that waits longer than that for one process has stalled.
+const MAX_DRAIN: Duration = Duration::from_secs(3600);
 /// The longest timeout, heartbeat or reconnect delay: a day.
 const MAX_PERIOD: Duration = Duration::from_secs(24 * 3600);
 /// The longest a message may be kept: a year.
@@ -260,6 +272,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
             "--redis-timeout" => config.redis_timeout = v.secs(MIN_PERIOD, MAX_PERIOD)?,
             "--redis-meta-ttl" => config.redis_meta_ttl = v.secs(MIN_PERIOD, MAX_META_TTL)?,
             "--idempotency-ttl" => config.idempotency_ttl = v.secs(MIN_PERIOD, MAX_PERIOD)?,
+            "--drain-secs" => config.drain = v.secs(MIN_PERIOD, MAX_DRAIN)?,
             "--workers" => config.workers = workers(v.text()?, cores()).map_err(|e| v.bad(e))?,
             _ => return Err(format!("unknown flag {flag} (see --help)")),
         }
@@ -403,6 +416,9 @@ mod tests {
         assert_eq!(run(&[]).unwrap().idempotency_ttl, Duration::from_secs(300));
         let c = run(&["--idempotency-ttl", "2.5"]).unwrap();
         assert_eq!(c.idempotency_ttl, Duration::from_millis(2500));
+        assert_eq!(run(&[]).unwrap().drain, Duration::from_secs(10));
+        let drain = run(&["--drain-secs", "2.5"]).unwrap().drain;
+        assert_eq!(drain, Duration::from_millis(2500));
     }
 
     #[test]
@@ -448,6 +464,8 @@ mod tests {
         let cases: &[(&str, &str, &str)] = &[
             ("--idle-timeout", "1e19", "seconds from 0.001 to 86400"),
             ("--heartbeat", "1e20", "seconds from 0.001 to 86400"),
+            ("--drain-secs", "3601", "seconds from 0.001 to 3600"),
+            ("--drain-secs", "0", "seconds from 0.001 to 3600"),
             ("--heartbeat", "1e-10", "seconds from 0.001 to 86400"),
             ("--heartbeat", "0", "seconds from 0.001 to 86400"),
             ("--heartbeat", "-1", "seconds from 0.001 to 86400"),

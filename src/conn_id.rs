@@ -26,6 +26,13 @@ impl ConnId {
     }
 }
 
+/// `slot.gen`, as the trace names connections (`conn 12.3`).
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.slot, self.gen)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,15 +46,19 @@ impl SignalPipe {
         Ok(SignalPipe { read_fd: fds[0] })
     }
 
-    /// Empties the pipe; returns whether any signal had arrived.
-    pub fn drain(&self) -> bool {
+    /// Empties the pipe; returns how many signals had arrived (each wrote
+    /// one byte), so two that come in one wake-up still count as two.
+    pub fn drain(&self) -> usize {
         let mut buf = [0u8; 64];
-        let mut any = false;
-        // SAFETY: reading into a local buffer from our own non-blocking pipe.
-        while unsafe { libc::read(self.read_fd, buf.as_mut_ptr().cast(), buf.len()) } > 0 {
-            any = true;
+        let mut n = 0;
+        loop {
+            // SAFETY: reading into a local buffer from our own non-blocking pipe.
+            let got = unsafe { libc::read(self.read_fd, buf.as_mut_ptr().cast(), buf.len()) };
+            if got <= 0 {
+                return n;
+            }
+            n += got as usize;
         }
-        any
     }
 }
 

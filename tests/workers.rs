@@ -231,7 +231,7 @@ fn sigterm_drains_every_worker_and_the_supervisor_exits_0() {
     sup.signal(libc::SIGTERM);
     // Every worker ends its streams properly, as one server does.
     for sub in &mut subs {
-        sub.expect_end();
+        sub.expect_drain();
     }
     let (status, _) = sup
         .wait_exit(Duration::from_secs(10))

@@ -4,6 +4,64 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 
+/// What `halley-load --help` prints: every mode and option, with its default.
+pub const USAGE: &str = "\
+halley-load: hold many SSE subscribers or long-polls against a COMET server, publish timestamped
+messages, and report delivery latency, losses, and the server's memory and CPU (from /proc).
+Works against any server that streams SSE on a GET and takes a publish as a POST body.
+
+USAGE:
+  halley-load sse --sub-url URL --pub-url URL [OPTIONS]
+  halley-load longpoll --pub-url URL (--ready-url URL | --wait-url URL) [OPTIONS]
+  halley-load --help
+
+URLs are templates: {channel} is replaced by the run's channel name, e.g.
+  --sub-url 'http://127.0.0.1:8080/sub/{channel}?transport=sse'
+  --pub-url 'http://127.0.0.1:8080/pub/{channel}'
+
+sse: N subscribers connect and stay; then messages are published one at a time, each waiting
+for every subscriber (closed loop), and optionally at a fixed rate (open loop).
+  -n N                     subscribers to hold                          [1000]
+  --sub-url URL            where subscribers connect; repeat it for the nodes of a
+                           cluster, which share the subscribers evenly
+  --pub-url URL            where messages are POSTed
+  --warmup W               messages published and not measured          [5]
+  --messages M             closed-loop messages measured                [50]
+  --rate MSG_PER_S         then publish at this rate, open loop         [0: off]
+  --rate-messages K        messages in the open-loop phase              [50]
+  --size BYTES             pad each message to this size                [0: no padding]
+  --message-timeout-s S    a message not everywhere by then is lost     [10]
+  --connect-timeout-s S    time allowed for all subscribers to connect  [60]
+  --concurrency C          connection attempts in flight per process    [200]
+  --src-addrs A            127.0.0.x source addresses to spread the
+                           subscribers over (64 x ~28000 ports)         [64]
+  --per-process P          subscribers per worker process               [from the fd limit]
+  --channel NAME           channel name                                 [bench-PID-TIME]
+  --server-pid PID         measure this process (and its children); repeat to sum
+                           several and report each one too
+  --aux-pid PID            measure apart over the same phases (a cluster's Redis)
+  --label L                copied into the JSON result
+
+longpoll: two measurements, either or both.
+  --ready-url URL          cycles per second when a message is always there: each
+                           connection asks again as soon as it is answered
+  --conns C                connections for --ready-url                  [50]
+  --duration-s S           how long the --ready-url phase runs          [3]
+  --wait-url URL           latency of parked long-polls answered by one publish
+  --held H                 long-polls held per round                    [1000]
+  --rounds R               rounds                                       [20]
+  --settle-ms MS           pause after the polls are sent, before publishing [200]
+  --pub-url, --channel, --server-pid, --label   as for sse
+
+Output: one JSON line on stdout (for scripts/bench), and a readable listing on stderr.
+Latency is from a message's publish (its scheduled time, in the open loop) to its arrival at
+each subscriber; p50/p99/max over all deliveries. Server CPU and memory are /proc deltas of
+the --server-pid processes over each phase. See docs/benchmarking.md for reading the figures
+and the kernel settings that many connections need.
+
+halley-load worker ... is internal: one process's share of the sse subscribers.
+";
+
 pub struct Args {
     values: HashMap<String, Vec<String>>,
 }

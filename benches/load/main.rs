@@ -3,7 +3,7 @@
 //! messages and reports delivery latency, losses, and what the server spent in memory and CPU
 //! (read from /proc). It also drives long-poll cycles. mio only, no async runtime.
 //!
-//! Modes:
+//! `halley-load --help` prints the whole usage (`args::USAGE`). In brief:
 //!   halley-load sse --sub-url URL --pub-url URL -n N [--messages M] [--warmup W]
 //!                   [--rate MSG_PER_S --rate-messages K] [--server-pid PID]... [--size BYTES]
 //!                   [--channel NAME] [--src-addrs A] [--concurrency C] [--per-process P] [--label L]
@@ -50,13 +50,15 @@ fn main() {
         .split_first()
         .map(|(m, r)| (m.as_str(), r))
         .unwrap_or(("", &[]));
+    if matches!(mode, "--help" | "-h" | "help") {
+        print!("{}", args::USAGE);
+        return;
+    }
     let result = args::Args::parse(rest).and_then(|args| match mode {
         "sse" => fanout::run(&args),
         "longpoll" => longpoll::run(&args),
         "worker" => worker::run(&args),
-        _ => Err(
-            "usage: halley-load sse|longpoll [options]; see the top of benches/load/main.rs".into(),
-        ),
+        _ => Err(format!("unknown mode {mode:?}\n\n{}", args::USAGE)),
     });
     if let Err(e) = result {
         eprintln!("halley-load {mode}: {e}");

@@ -253,7 +253,7 @@ impl Engine {
         let ready = std::mem::take(&mut self.ready);
         for id in &ready {
             if self.sessions.get(id).is_some_and(|s| s.has_pending()) {
-                out.extend(self.release(id, now, true));
+                out.extend(self.release(id, now, true, 0));
             }
         }
         self.ready = ready;

@@ -347,10 +347,13 @@ impl Engine {
     /// The advice on every successful handshake and connect reply. It always
     /// names `reconnect`, because Faye keeps the last `reconnect` it saw: after
     /// one 402 it would otherwise handshake again on every later reply.
-    pub(super) fn advice(&self) -> Value {
+    ///
+    /// `interval` is how long the client waits before its next connect: 0,
+    /// except from a draining server, which spreads its clients' returns.
+    pub(super) fn advice(&self, interval: u64) -> Value {
         json!({
             "reconnect": "retry",
-            "interval": 0,
+            "interval": interval,
             "timeout": self.config.timeout.as_millis() as u64,
             "maxInterval": self.config.max_interval.as_millis() as u64,
         })
@@ -370,8 +373,9 @@ impl Engine {
         reply_id: Option<Value>,
         now: Instant,
         with_messages: bool,
+        interval: u64,
     ) -> Vec<String> {
-        let advice = self.advice();
+        let advice = self.advice(interval);
         let expires_at = now + self.config.max_interval;
         let session = self.sessions.get_mut(id).expect("live session");
         let (msgs, batch) = if with_messages {
@@ -397,17 +401,20 @@ impl Engine {
     }
 
     /// Answers the connect `id` holds, if any, with whatever it has queued
-    /// (or nothing, when `with_messages` is false).
+    /// (or nothing, when `with_messages` is false), advising the next
+    /// connect after `interval` ms.
     pub(super) fn release(
         &mut self,
         id: &Rc<str>,
         now: Instant,
         with_messages: bool,
+        interval: u64,
     ) -> Option<Response> {
         let held = self.sessions.get_mut(id)?.held.take()?;
         self.held.remove(&held.conn);
         let mut parts = held.prefix;
-        parts.extend(self.connect_reply(id, held.reply_id, now, with_messages));
+        let reply = self.connect_reply(id, held.reply_id, now, with_messages, interval);
+        parts.extend(reply);
         Some(Response {
             conn: held.conn,
             content_type: held.framing.content_type(),
@@ -475,14 +482,15 @@ impl Engine {
         if !due {
             return None;
         }
-        self.release(&id, now, true)
+        self.release(&id, now, true, 0)
     }
 
     /// Answers the connect held on `conn` now, whatever its deadline, with
-    /// what its session has queued: for a server shutting down.
-    pub fn release_conn(&mut self, conn: ConnId, now: Instant) -> Option<Response> {
+    /// what its session has queued: for a server draining, which advises
+    /// the client to connect again (elsewhere) after `interval` ms.
+    pub fn release_conn(&mut self, conn: ConnId, now: Instant, interval: u64) -> Option<Response> {
         let id = self.held.get(&conn)?.clone();
-        self.release(&id, now, true)
+        self.release(&id, now, true, interval)
     }
 
     /// Whether `flush` has something to send: the server must then not sleep

@@ -103,7 +103,7 @@ impl Engine {
         reply.insert("supportedConnectionTypes".into(), json!(CONNECTION_TYPES));
         reply.insert("clientId".into(), Value::String(id.to_string()));
         reply.insert("successful".into(), true.into());
-        reply.insert("advice".into(), self.advice());
+        reply.insert("advice".into(), self.advice(0));
         if acks {
             // The plain `true` form: the AckExtension of CometD's JavaScript
             // client then starts from batch 0, and halley never delivers
@@ -136,14 +136,14 @@ impl Engine {
         // request or earlier in this one, is answered now, without messages.
         // A client sends a second connect when it gave the first up for lost,
         // so the messages go with the connect it is waiting for.
-        req.released.extend(self.release(&id, now, false));
+        req.released.extend(self.release(&id, now, false, 0));
         if let Some(earlier) = req.hold.take_if(|h| h.session == id) {
             req.replies
-                .extend(self.connect_reply(&id, earlier.reply_id, now, false));
+                .extend(self.connect_reply(&id, earlier.reply_id, now, false, 0));
         }
         if immediate {
             req.replies
-                .extend(self.connect_reply(&id, msg.id.clone(), now, true));
+                .extend(self.connect_reply(&id, msg.id.clone(), now, true, 0));
             return Ok(());
         }
         let mut timeout = self.config.timeout;
@@ -158,7 +158,7 @@ impl Engine {
             // Two sessions' connects in one request: only one request can be
             // parked, so the other session's connect is answered now.
             req.replies
-                .extend(self.connect_reply(&other.session, other.reply_id, now, true));
+                .extend(self.connect_reply(&other.session, other.reply_id, now, true, 0));
         }
         Ok(())
     }

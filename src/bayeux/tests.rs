@@ -518,6 +518,23 @@ fn a_session_keeps_one_expiry_timer_however_often_it_connects() {
 }
 
 #[test]
+fn a_drain_releases_a_held_connect_with_the_interval_it_names() {
+    let mut e = engine(Settings::default());
+    let t0 = Instant::now();
+    let cid = connected(&mut e, t0);
+    assert!(matches!(
+        connect(&mut e, 3, &cid, t0).reply,
+        Reply::Hold { .. }
+    ));
+    let resp = e.release_conn(3, t0, 4321).unwrap();
+    let advice = &json_body(&resp.body)[0]["advice"];
+    assert_eq!(advice["reconnect"], "retry");
+    assert_eq!(advice["interval"], 4321);
+    assert_eq!(e.n_held(), 0);
+    assert!(e.release_conn(3, t0, 1).is_none(), "released once");
+}
+
+#[test]
 fn disconnect_ends_the_session_and_its_held_connect() {
     let mut e = engine(Settings::default());
     let t0 = Instant::now();

@@ -78,7 +78,7 @@ impl Server {
             warn!("cannot register a new connection: {e}");
             return;
         }
-        self.conns.insert(|gen| Conn::new(socket, gen));
+        self.conns.insert(|id| Conn::new(socket, id));
         if over_limit {
             // Accepted only to be told why; it closes after the answer.
             let limit = self.config.max_connections;

@@ -234,9 +234,14 @@ impl Server {
         }
     }
 
-    /// Shutdown answers a held connect at once, with what its session has queued.
+    /// A drain answers a held connect at once, with what its session has
+    /// queued and advice to connect again at a random moment of the window.
     pub(super) fn end_held_connect(&mut self, id: ConnId) {
-        match self.bayeux.release_conn(engine_conn(id), self.now) {
+        let interval = self.spread.delay_ms(self.config.drain);
+        match self
+            .bayeux
+            .release_conn(engine_conn(id), self.now, interval)
+        {
             Some(response) => self.answer_held(response),
             None => self.close(id),
         }

@@ -29,7 +29,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
-use log::info;
+use log::{info, log_enabled, trace, Level};
 use mio::event::Event;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
@@ -87,6 +87,10 @@ pub struct Server {
     /// current back-off.
     accept_backoff: Option<Duration>,
     shutting_down: bool,
+    /// When the drain window ends, once shutdown has begun.
+    drain_ends: Option<Instant>,
+    /// The random reconnect delays a drain hands out.
+    spread: timers::Spread,
     web: web::Web,
     /// `Idempotency-Key`s of recent publishes, without `--redis` (with it,
     /// Redis keeps them, so every node sees them).
@@ -133,6 +137,8 @@ impl Server {
             bufs: BufPool::default(),
             accept_backoff: None,
             shutting_down: false,
+            drain_ends: None,
+            spread: timers::Spread::seeded(),
             web,
             idempotency,
             cluster,
@@ -158,13 +164,20 @@ impl Server {
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
         loop {
             // 1. Sleep until readiness or the earliest deadline.
-            match self.poll.poll(&mut events, self.poll_timeout()) {
+            let timeout = self.poll_timeout();
+            // Tracing reads the clock once more, to say how long it slept.
+            let slept_from = log_enabled!(Level::Trace).then(Instant::now);
+            let interrupted = match self.poll.poll(&mut events, timeout) {
                 Err(e) if e.kind() != io::ErrorKind::Interrupted => return Err(e),
-                _ => {}
-            }
+                Err(_) => true,
+                Ok(()) => false,
+            };
             // 2. Read the clock once for everything this iteration does.
             self.now = Instant::now();
             self.date.update(SystemTime::now());
+            if let Some(from) = slept_from {
+                trace_poll(events.iter().count(), self.now - from, timeout, interrupted);
+            }
             // 3. Dispatch readiness: accept, read, write.
             for event in events.iter() {
                 self.dispatch(event);
@@ -206,13 +219,20 @@ impl Server {
 
     fn dispatch(&mut self, event: &Event) {
         match event.token() {
-            LISTENER => self.on_acceptable(),
-            SIGNALS => self.on_signal(),
+            LISTENER => {
+                trace!("listener: acceptable");
+                self.on_acceptable()
+            }
+            SIGNALS => {
+                trace!("signal pipe: readable");
+                self.on_signal()
+            }
             token if self.cluster.as_ref().is_some_and(|c| c.owns(token)) => {
                 self.on_redis_ready(token)
             }
             token => {
                 let id = ConnId::from_token(token);
+                trace!("conn {id}: {}", readiness(event));
                 if event.is_writable() {
                     self.on_writable(id);
                 }
@@ -262,6 +282,34 @@ impl Server {
                 cluster.on_conn_reaped(id, sub.as_ref().map(|s| &s.0), now);
             }
         });
+    }
+}
+
+/// The trace's line for one poll: how many events it returned, how long it
+/// slept, and what bounded the sleep. With no events, the deadline is what
+/// woke it, and the lines that follow say which one fired.
+fn trace_poll(n_events: usize, slept: Duration, timeout: Option<Duration>, interrupted: bool) {
+    let why = match timeout {
+        _ if interrupted => "interrupted by a signal".to_string(),
+        None => "no deadline".to_string(),
+        Some(Duration::ZERO) => "work waiting, no sleep".to_string(),
+        Some(t) if n_events == 0 => format!("woken by the deadline due in {t:.1?}"),
+        Some(t) => format!("next deadline in {t:.1?}"),
+    };
+    trace!("poll: {n_events} events after {slept:.1?} ({why})");
+}
+
+/// What a readiness event reports, in the trace's words.
+fn readiness(event: &Event) -> &'static str {
+    let closed = event.is_read_closed() || event.is_error();
+    match (event.is_readable(), event.is_writable(), closed) {
+        (_, _, true) if event.is_error() => "error",
+        (_, true, true) => "writable, peer closed",
+        (_, false, true) => "peer closed",
+        (true, true, false) => "readable and writable",
+        (true, false, false) => "readable",
+        (false, true, false) => "writable",
+        (false, false, false) => "no readiness",
     }
 }
 

@@ -14,7 +14,7 @@ const SOURCE = fs.readFileSync(path.join(__dirname, '../../src/web/assets/halley
 const BASE = 'http://halley.test/';
 
 /** Loads halley.js into a fresh context whose timers, EventSource and fetch the test drives. */
-function load({ withEventSource = true } = {}) {
+function load({ withEventSource = true, random = Math.random } = {}) {
   const world = { now: 0, timers: [], sources: [], fetches: [], states: [], messages: [], gaps: [], errors: [] };
 
   world.setTimeout = (fn, ms) => {
@@ -66,7 +66,8 @@ function load({ withEventSource = true } = {}) {
   });
 
   const context = {
-    URL, URLSearchParams, AbortController, JSON, Math, Array, Error, Promise,
+    URL, URLSearchParams, AbortController, JSON, Array, Error, Promise,
+    Math: Object.assign(Object.create(Math), { random }),
     setTimeout: world.setTimeout,
     clearTimeout: world.clearTimeout,
     fetch: world.fetch,
@@ -129,8 +130,11 @@ test('EventSource resumes from the last id after a drop, with backoff', () => {
   assert.deepEqual(query(w.lastSource().url), { transport: 'sse', last_event_id: 'e1-2' });
 });
 
-test('reconnect delays grow, are jittered within the upper half, and reset once connected', () => {
-  const w = load();
+test('reconnect delays grow, are jittered over their whole range, and reset once connected', () => {
+  // Each draw is the given fraction of its ceiling: full jitter reaches down to 0.
+  const fractions = [0, 0.25, 0.5, 0.99, 0, 1, 0.1, 0.75];
+  let draw = 0;
+  const w = load({ random: () => fractions[draw++ % fractions.length] });
   w.subscribe('demo/post-1');
   w.lastSource().emit('open');
   const delays = [];
@@ -142,12 +146,27 @@ test('reconnect delays grow, are jittered within the upper half, and reset once 
     w.advance(retry.ms);
   }
   const ceilings = [500, 1000, 2000, 4000, 8000, 15000, 15000, 15000];
-  delays.forEach((d, i) => {
-    assert.ok(d >= ceilings[i] / 2 && d <= ceilings[i], `delay ${i} was ${d}, ceiling ${ceilings[i]}`);
-  });
+  assert.deepEqual(delays, ceilings.map((c, i) => c * fractions[i]));
   w.lastSource().emit('open');
   w.lastSource().emit('error');
   assert.ok(w.pending()[0].ms <= 500, 'a success resets the backoff');
+});
+
+test('a draining server names the next reconnect delay, used once', () => {
+  const w = load({ random: () => 1 });
+  w.subscribe('demo/post-1');
+  w.lastSource().emit('open');
+  w.lastSource().emit('message', { lastEventId: 'e1-1', data: 'one' });
+  w.lastSource().emit('drain', { data: '7321' });
+  w.lastSource().emit('error');
+  assert.deepEqual(w.pending().map((t) => t.ms), [7321]);
+  assert.equal(w.messages.length, 1, 'the hint is not a message');
+  w.advance(7321);
+  assert.equal(w.sources.length, 2);
+  assert.deepEqual(query(w.lastSource().url), { transport: 'sse', last_event_id: 'e1-1' });
+  // The new server is not there yet: back to the ordinary backoff.
+  w.lastSource().emit('error');
+  assert.deepEqual(w.pending().map((t) => t.ms), [500]);
 });
 
 test('when EventSource falls back to long-polling', async () => {

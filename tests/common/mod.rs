@@ -710,6 +710,27 @@ impl Sub {
         }
     }
 
+    /// Reads the last block of a draining server's SSE stream, a `drain`
+    /// event whose `retry:` and data name the same delay, and asserts that
+    /// the stream then ends properly; returns the delay in milliseconds.
+    #[track_caller]
+    pub fn expect_drain(&mut self) -> u64 {
+        let block = self.next_block();
+        let field = |name: &str| {
+            block
+                .raw
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} in {:?}", block.raw))
+                .to_owned()
+        };
+        let ms: u64 = field("retry: ").parse().expect("whole milliseconds");
+        assert_eq!(block.event.as_deref(), Some("drain"), "{block:?}");
+        assert_eq!(field("data: "), ms.to_string(), "{block:?}");
+        self.expect_end();
+        ms
+    }
+
     /// Asserts that the body ends properly (the terminating chunk for HTTP/1.1)
     /// with nothing before it, and that the connection then closes.
     #[track_caller]

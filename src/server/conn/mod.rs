@@ -5,6 +5,10 @@
 //! all; the rest of the server asks for it by name (`park_stream`,
 //! `response_sent`, `close`, ...). The socket side is `io.rs`.
 //!
+//! Because every transition passes through `Conn::enter`, that is where
+//! `RUST_LOG=halley=trace` narrates them: `conn 12.3: AwaitingHead ->
+//! Streaming(sse, chat/room1)`.
+//!
 //! ```text
 //!   accept -> AwaitingHead --head with body--> Body --body read--+
 //!                 ^   |                                          |
@@ -21,10 +25,14 @@
 mod input;
 mod io;
 
+use std::fmt;
 use std::rc::Rc;
+
+use log::{log_enabled, trace, Level};
 
 use mio::net::TcpStream;
 
+use crate::conn_id::ConnId;
 use crate::deadline::ConnDeadline;
 use crate::encode::Transport;
 use crate::http::chunked;
@@ -104,7 +112,8 @@ pub enum BodyReader {
 
 pub struct Conn {
     pub socket: TcpStream,
-    pub gen: u32,
+    /// Its own id: the table checks the generation, the trace names it.
+    pub id: ConnId,
     /// Private: only the transitions below change it.
     state: State,
     /// Bytes read but not yet parsed; empty (and unallocated) when idle.
@@ -118,10 +127,11 @@ pub struct Conn {
 impl Conn {
     /// A new connection's first request counts as started when it connects,
     /// so its header timeout is armed once, at accept.
-    pub fn new(socket: TcpStream, gen: u32) -> Conn {
+    pub fn new(socket: TcpStream, id: ConnId) -> Conn {
+        trace!("conn {id}: accepted -> AwaitingHead");
         Conn {
             socket,
-            gen,
+            id,
             state: State::AwaitingHead { started: true },
             inbuf: Vec::new(),
             out: OutQueue::default(),
@@ -151,8 +161,13 @@ impl Conn {
             return false;
         }
         let held_connect = matches!(self.state, State::Held { .. });
-        let sub = self.unpark();
-        self.state = State::Closed { sub, held_connect };
+        let left = self.enter(State::Closed {
+            sub: None,
+            held_connect,
+        });
+        if let State::Closed { sub, .. } = &mut self.state {
+            *sub = subscription_of(left);
+        }
         true
     }
 
@@ -160,14 +175,24 @@ impl Conn {
     /// becomes a request being answered, and the hub subscription it held is
     /// returned for the caller to undo (or drop, if the channel is gone).
     pub fn unpark(&mut self) -> Option<Subscription> {
-        match std::mem::replace(&mut self.state, State::AwaitingHead { started: true }) {
-            State::Streaming { channel, key, .. } => Some((channel, Kind::Stream, key)),
-            State::Polling { channel, key, .. } => Some((channel, Kind::Poll, key)),
-            other => {
-                self.state = other;
-                None
+        if !matches!(self.state, State::Streaming { .. } | State::Polling { .. }) {
+            return None;
+        }
+        subscription_of(self.enter(State::AwaitingHead { started: true }))
+    }
+
+    /// Every transition: moves to `next` and returns the state left, whose
+    /// data the caller may still need. The trace line is formatted only
+    /// when trace logging is on, and a move that shows as no change (one
+    /// request answered, the next awaited) is not narrated.
+    fn enter(&mut self, next: State) -> State {
+        if log_enabled!(Level::Trace) {
+            let (from, to) = (self.state.to_string(), next.to_string());
+            if from != to {
+                trace!("conn {}: {from} -> {to}", self.id);
             }
         }
+        std::mem::replace(&mut self.state, next)
     }
 
     pub fn state(&self) -> &State {
@@ -178,11 +203,11 @@ impl Conn {
     /// `capacity` and grows with what arrives.
     pub fn start_body(&mut self, head: RequestHead, reader: BodyReader, capacity: usize) {
         debug_assert!(matches!(self.state, State::AwaitingHead { .. }));
-        self.state = State::Body(Box::new(BodyState {
+        self.enter(State::Body(Box::new(BodyState {
             head,
             body: Vec::with_capacity(capacity),
             reader,
-        }));
+        })));
     }
 
     /// The body being read, beside the input it is read from.
@@ -196,7 +221,7 @@ impl Conn {
     /// The body is complete: the request goes to be answered, and the
     /// connection waits for the next head (not yet started).
     pub fn finish_body(&mut self) -> Box<BodyState> {
-        match std::mem::replace(&mut self.state, State::AwaitingHead { started: false }) {
+        match self.enter(State::AwaitingHead { started: false }) {
             State::Body(state) => state,
             other => unreachable!("finish_body in {:?}", other.name()),
         }
@@ -208,6 +233,7 @@ impl Conn {
         match &mut self.state {
             State::AwaitingHead { started } if !*started => {
                 *started = true;
+                trace!("conn {}: the next request's head has begun", self.id);
                 true
             }
             _ => false,
@@ -216,55 +242,56 @@ impl Conn {
 
     /// A stream subscriber parks on its channel until the server ends it.
     pub fn park_stream(&mut self, channel: Rc<str>, key: u32, transport: Transport, http10: bool) {
-        self.state = State::Streaming {
+        self.enter(State::Streaming {
             channel,
             key,
             transport,
             http10,
-        };
+        });
     }
 
     /// A long-poll with nothing to receive yet parks on its channel.
     pub fn park_poll(&mut self, channel: Rc<str>, key: u32, keep_alive: bool) {
-        self.state = State::Polling {
+        self.enter(State::Polling {
             channel,
             key,
             keep_alive,
-        };
+        });
     }
 
     /// The Bayeux engine holds this connect; it keeps the reply's makings.
     pub fn hold_connect(&mut self, keep_alive: bool) {
-        self.state = State::Held { keep_alive };
+        self.enter(State::Held { keep_alive });
     }
 
     /// The request waits for Redis; what it waits for keeps what the answer needs.
     pub fn wait_for_redis(&mut self, keep_alive: bool) {
-        self.state = State::Waiting { keep_alive };
+        self.enter(State::Waiting { keep_alive });
     }
 
     /// A response has been sent (or queued): back to waiting for the next
     /// request, which may already be buffered, or to closing.
     pub fn response_sent(&mut self, keep_alive: bool) {
-        self.state = match keep_alive {
+        let next = match keep_alive {
             true => State::AwaitingHead {
                 started: !self.inbuf.is_empty(),
             },
             false => State::Closing { eof: false },
         };
+        self.enter(next);
     }
 
     /// Shutdown: a connection between requests whose last response is still
     /// going out closes once it is out.
     pub fn finish_then_close(&mut self) {
         debug_assert!(matches!(self.state, State::AwaitingHead { .. }));
-        self.state = State::Closing { eof: false };
+        self.enter(State::Closing { eof: false });
     }
 
     /// The client half-closed while its response is still queued: nothing
     /// more to read, the output still to send.
     pub fn read_closed(&mut self) {
-        self.state = State::Closing { eof: true };
+        self.enter(State::Closing { eof: true });
     }
 }
 
@@ -295,15 +322,74 @@ impl State {
     }
 }
 
+/// What a parked state was subscribed to, for the hub to undo.
+fn subscription_of(state: State) -> Option<Subscription> {
+    match state {
+        State::Streaming { channel, key, .. } => Some((channel, Kind::Stream, key)),
+        State::Polling { channel, key, .. } => Some((channel, Kind::Poll, key)),
+        _ => None,
+    }
+}
+
+/// A state as the trace shows it: its name, and for a parked subscriber
+/// its transport and channel (`Streaming(sse, chat/room1)`).
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            State::Streaming {
+                channel, transport, ..
+            } => {
+                let transport = match transport {
+                    Transport::Sse => "sse",
+                    Transport::Stream => "stream",
+                };
+                write!(f, "Streaming({transport}, {channel})")
+            }
+            State::Polling { channel, .. } => write!(f, "Polling({channel})"),
+            other => f.write_str(other.name()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// The slab holds one `Conn` per connection, parked or not; this is most
-    /// of what a held subscriber costs in user space.
+    /// of what a held subscriber costs in user space. (88 bytes until the
+    /// connection knew its own slot, which the trace names it by.)
     #[test]
     fn a_connection_stays_small() {
         let size = std::mem::size_of::<Conn>();
-        assert!(size <= 88, "Conn grew to {size} bytes");
+        assert!(size <= 96, "Conn grew to {size} bytes");
+    }
+
+    #[test]
+    fn the_trace_names_states_with_what_they_hold() {
+        let channel: Rc<str> = "chat/room1".into();
+        let cases = [
+            (State::AwaitingHead { started: true }, "AwaitingHead"),
+            (
+                State::Streaming {
+                    channel: channel.clone(),
+                    key: 0,
+                    transport: Transport::Sse,
+                    http10: false,
+                },
+                "Streaming(sse, chat/room1)",
+            ),
+            (
+                State::Polling {
+                    channel,
+                    key: 0,
+                    keep_alive: true,
+                },
+                "Polling(chat/room1)",
+            ),
+            (State::Closing { eof: false }, "Closing"),
+        ];
+        for (state, shown) in cases {
+            assert_eq!(state.to_string(), shown);
+        }
     }
 }

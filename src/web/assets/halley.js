@@ -32,8 +32,9 @@
   var SSE_FAILURES_BEFORE_FALLBACK = 2;
   // A long-poll request still pending after this long has reached the server, which is holding it.
   var LONGPOLL_SETTLED_MS = 1000;
-  // Reconnect delays grow from BASE to MAX, each drawn at random from the upper half of its range so
-  // that many pages cut off at once do not come back at once.
+  // Reconnect delays grow from BASE to MAX, each drawn at random from the whole of its range ("full
+  // jitter") so that many pages cut off at once do not come back at once. A draining server names
+  // the delay itself, already spread over its drain window, and that is used instead, once.
   var BACKOFF_BASE_MS = 500;
   var BACKOFF_MAX_MS = 15000;
 
@@ -68,7 +69,7 @@
 
   function backoff(attempt) {
     var ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * Math.pow(2, attempt));
-    return ceiling / 2 + Math.random() * ceiling / 2;
+    return Math.random() * ceiling;
   }
 
   function parseJson(text) {
@@ -103,6 +104,7 @@
     var source = null; // the open EventSource, if any
     var poll = null; // the AbortController of the pending long-poll, if any
     var timer = null; // the pending reconnect or watchdog
+    var hinted = null; // the reconnect delay a draining server named, for the next retry only
 
     function setState(next) {
       if (next === state) return;
@@ -144,7 +146,9 @@
 
     function retry() {
       setState('reconnecting');
-      timer = setTimeout(connect, backoff(attempt++));
+      var delay = hinted !== null ? hinted : backoff(attempt++);
+      hinted = null;
+      timer = setTimeout(connect, delay);
     }
 
     function stop(finalState) {
@@ -191,6 +195,12 @@
         gap(parseJson(e.data), e.lastEventId !== cursor ? e.lastEventId : null);
       });
       es.addEventListener('deleted', function () { stop('closed'); });
+      // A server shutting down says when to come back (its `retry:` field, which scripts cannot
+      // read, repeated as this event's data) just before the stream ends.
+      es.addEventListener('drain', function (e) {
+        var ms = parseInt(e.data, 10);
+        if (ms >= 0) hinted = ms;
+      });
       es.onerror = function (e) {
         // A message published with ?event=error arrives here too, as a MessageEvent; it is data,
         // not a failure.
