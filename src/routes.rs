@@ -53,7 +53,7 @@ pub enum Mode {
 
 /// SSE event names halley sends itself, or that EventSource gives a meaning;
 /// a publisher could spoof those signals to every reader.
-const RESERVED_EVENTS: [&str; 4] = ["gap", "deleted", "open", "error"];
+const RESERVED_EVENTS: [&str; 5] = ["gap", "deleted", "open", "error", "drain"];
 
 const ALLOW_READ: &str = "GET, HEAD, OPTIONS";
 const ALLOW_PUB: &str = "GET, HEAD, POST, DELETE, OPTIONS";

@@ -218,6 +218,12 @@ fn route_errors_keep_the_connection() {
             request_bytes("POST", &format!("/pub/{ch}?event=deleted"), &[], b"x"),
             400,
         ),
+        // halley.js waits and reconnects on a drain event: no publisher may send one.
+        (
+            "event drain".into(),
+            request_bytes("POST", &format!("/pub/{ch}?event=drain"), &[], b"x"),
+            400,
+        ),
         (
             "unknown transport".into(),
             request_bytes("GET", &format!("/sub/{ch}?transport=pigeon"), &[], b""),

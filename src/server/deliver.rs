@@ -201,7 +201,22 @@ impl Server {
         // ten thousand, and `observe` neither allocates nor makes a syscall.
         let started = Instant::now();
         self.fan_out(message);
-        self.counters.fanout.observe(started.elapsed());
+        let took = started.elapsed();
+        self.counters.fanout.observe(took);
+        if log::log_enabled!(log::Level::Trace) {
+            let subscribers = self
+                .hub
+                .channel(&message.channel)
+                .map_or(0, |c| c.n_subscribers());
+            log::trace!(
+                "fan-out {} on {}: {} subscribers left parked, {} bytes of data, {} us",
+                message.id,
+                message.channel,
+                subscribers,
+                message.data.len(),
+                took.as_micros()
+            );
+        }
     }
 
     fn fan_out(&mut self, message: &Rc<Message>) {
