@@ -166,7 +166,8 @@ USAGE: halley [FLAGS]
   --help                   this text
 
 Seconds are decimal, from 0.001 to 86400 (a day; --message-ttl up to a year,
-31536000; --redis-meta-ttl from --message-ttl to ten years; --drain-secs up to 3600); --sse-retry takes 1 to 86400000 ms; counts are 1 to 1000000
+31536000; --redis-meta-ttl from --message-ttl to ten years; --drain-secs up
+to 3600); --sse-retry takes 1 to 86400000 ms; counts are 1 to 1000000
 (--max-connections up to 10000000); bytes 1 to 1073741824 (1 GiB); a token or
 origin is 1 to 1024 visible ASCII characters without spaces. Anything else is
 refused at start, naming the flag, with exit status 2.
