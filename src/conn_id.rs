@@ -27,9 +27,13 @@ impl ConnId {
 }
 
 /// `slot.gen`, as the trace names connections (`conn 12.3`).
+/// How the trace names a connection: `#GEN`. Generations come from one
+/// counter for the whole server, so the generation alone names a connection
+/// for the server's life (until the counter wraps at 2^32), while its slot is
+/// reused as soon as it closes.
 impl std::fmt::Display for ConnId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}", self.slot, self.gen)
+        write!(f, "#{}", self.gen)
     }
 }
 

@@ -57,7 +57,7 @@ impl Conns {
     pub fn get(&mut self, id: ConnId) -> Option<&mut Conn> {
         self.slab
             .get_mut(id.slot as usize)
-            .filter(|c| c.id == id && !c.is_closed())
+            .filter(|c| c.gen == id.gen && !c.is_closed())
     }
 
     /// The ids of every connection, for the rare sweeps (shutdown).
@@ -66,7 +66,7 @@ impl Conns {
             .iter()
             .map(|(slot, c)| ConnId {
                 slot: slot as u32,
-                gen: c.id.gen,
+                gen: c.gen,
             })
             .collect()
     }
@@ -132,7 +132,7 @@ impl Conns {
             let Some(conn) = self.slab.get_mut(id.slot as usize) else {
                 continue;
             };
-            if conn.id.gen != id.gen || !conn.is_closed() {
+            if conn.gen != id.gen || !conn.is_closed() {
                 continue;
             }
             reaped(id, self.slab.remove(id.slot as usize).into_subscription());
