@@ -140,6 +140,54 @@ fn post_json(conn: &mut Client, body: &serde_json::Value) -> serde_json::Value {
     resp.json()
 }
 
+/// A channel reached through a Bayeux wildcard has no feed of its own, but
+/// the node keeps its position all the same: what pub/sub dropped while the
+/// node's link was down is read from the stream once it is back.
+#[test]
+fn a_bayeux_wildcard_gets_what_pubsub_dropped_during_a_reconnect() {
+    let redis = RedisServer::start();
+    let shards = std::slice::from_ref(&redis);
+    let (a, b) = (node(shards, &[]), node(shards, &[]));
+    let root = channel("wildgap");
+    let mut bayeux = Client::connect(b.addr);
+    let client_id = bayeux_session(&mut bayeux, &format!("{root}/*"));
+    let connect = json!([{"channel": "/meta/connect", "clientId": client_id, "connectionType": "long-polling"}]);
+    let ch = format!("{root}/x");
+    let first = publish(a.addr, &ch, "one");
+    let got = post_json(&mut bayeux, &connect);
+    assert_eq!(data_on(&got, &ch), [json!("one")], "{got}");
+
+    // B's pub/sub connection drops while B is frozen; A publishes meanwhile.
+    b.signal(libc::SIGSTOP);
+    assert!(redis.cmd(&["CLIENT", "KILL", "TYPE", "pubsub"]).int() >= 1);
+    let missed = publish(a.addr, &ch, "two");
+    b.signal(libc::SIGCONT);
+    wait_until("B reconnected", || {
+        common::redis::redis_stats(&b)["reconnects"].as_u64() >= Some(1)
+            && common::redis::redis_stats(&b)["connected"] == json!(true)
+    });
+    let got = post_json(&mut bayeux, &connect);
+    let on_channel = data_on(&got, &ch);
+    assert_eq!(on_channel, [json!("two")], "{got}");
+    assert_eq!(seq_of(&missed), seq_of(&first) + 1);
+    // And live again after it, once.
+    publish(a.addr, &ch, "three");
+    let got = post_json(&mut bayeux, &connect);
+    assert_eq!(data_on(&got, &ch), [json!("three")], "{got}");
+}
+
+/// The `data` of the messages on hub channel `channel` in a Bayeux reply.
+fn data_on(reply: &serde_json::Value, channel: &str) -> Vec<serde_json::Value> {
+    let name = format!("/{channel}");
+    reply
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["channel"] == json!(name))
+        .map(|m| m["data"].clone())
+        .collect()
+}
+
 fn redis_gaps(node: &Proc) -> u64 {
     common::redis::redis_stats(node)["gaps"].as_u64().unwrap()
 }

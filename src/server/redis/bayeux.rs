@@ -24,7 +24,13 @@ use crate::cursor::{self, Cursor};
 use crate::encode::Gap;
 use crate::redis::merge::{History, Merge, Start, Step};
 use crate::redis::scripts::{self, Decode, Notice};
+use crate::redis::shard::shard_of;
 use crate::server::respond::Ask;
+
+/// Channels whose position a node keeps because messages reach it through a
+/// Bayeux wildcard pattern only; past it, more such channels are passed on
+/// without one (no repair of what pub/sub drops for them).
+const MAX_PATTERN_CHANNELS: usize = 10_000;
 
 /// A Redis pattern for Bayeux wildcard subscriptions.
 #[derive(Default)]
@@ -73,6 +79,10 @@ impl Cluster {
                     return Vec::new();
                 }
                 let gone = self.patterns.remove(&pattern).expect("just found");
+                if self.patterns.is_empty() {
+                    // No wildcard left: no channel reaches the node through one.
+                    self.pattern_channels.clear();
+                }
                 for shard in &mut self.shards {
                     if shard.sub.is_up() {
                         shard.sub.send_push(&[b"PUNSUBSCRIBE", pattern.as_bytes()]);
@@ -131,16 +141,90 @@ impl Server {
         if first.map(String::as_str) != Some(pattern) {
             return;
         }
-        let name: Rc<str> = channel.into();
+        let name = match cluster.pattern_channels.get_key_value(channel) {
+            Some((name, _)) => name.clone(),
+            None => channel.into(),
+        };
         let decode = Decode {
             channel: &name,
             now: self.now,
             unix_ms: 0,
             ttl: Duration::ZERO,
         };
-        if let Some(Notice::Message(message)) = decode.notice(payload) {
-            self.bayeux
-                .on_publish(&crate::server::bayeux::hub_message(&message));
+        let Some(Notice::Message(message)) = decode.notice(payload) else {
+            return;
+        };
+        // The channel's position, so that what pub/sub drops (a broken
+        // link, a reconnect) is read from the stream or told as a gap, as a
+        // feed does for exact subscriptions.
+        let tracked = cluster.pattern_channels.len();
+        let merge = match cluster.pattern_channels.get_mut(&name) {
+            Some(merge) => merge,
+            None if tracked < MAX_PATTERN_CHANNELS => {
+                let at = Merge::at(message.epoch, message.seq - 1);
+                cluster.pattern_channels.entry(name.clone()).or_insert(at)
+            }
+            None => {
+                self.bayeux
+                    .on_publish(&crate::server::bayeux::hub_message(&message));
+                return;
+            }
+        };
+        let mut steps = Vec::new();
+        merge.on_live(message, &mut steps);
+        self.apply_pattern_steps(&name, steps);
+    }
+
+    /// Carries out the steps of a channel followed through a pattern: its
+    /// messages and gaps go to the Bayeux engine, reads to Redis.
+    fn apply_pattern_steps(&mut self, channel: &Rc<str>, steps: Vec<Step>) {
+        for step in steps {
+            match step {
+                Step::Deliver(message) => {
+                    self.bayeux
+                        .on_publish(&crate::server::bayeux::hub_message(&message));
+                }
+                Step::Gap { .. } => {
+                    let gap = crate::server::bayeux::gap_value(&gap_of(step));
+                    self.bayeux.on_gap(channel, gap);
+                }
+                Step::Read { after } => {
+                    let now = self.now;
+                    let cluster = self.cluster.as_mut().expect("a Redis node");
+                    let page = cluster.page;
+                    cluster.send_read(channel, Reader::Pattern, after, page, now);
+                }
+                Step::Ahead => {}
+            }
+        }
+    }
+
+    /// The answer to a read for a channel followed through a pattern.
+    pub(super) fn on_pattern_history(&mut self, channel: &Rc<str>, history: History) {
+        let cluster = self.cluster.as_mut().expect("a Redis reply");
+        let Some(merge) = cluster.pattern_channels.get_mut(channel) else {
+            return;
+        };
+        let mut steps = Vec::new();
+        merge.on_history(history, &mut steps);
+        self.apply_pattern_steps(channel, steps);
+    }
+
+    /// A shard's pub/sub link is back: every channel followed through a
+    /// pattern on it reads what it may have missed meanwhile.
+    pub(super) fn reread_pattern_channels(&mut self, shard: usize) {
+        let now = self.now;
+        let cluster = self.cluster.as_mut().expect("a Redis node");
+        let n = cluster.shards.len();
+        let page = cluster.page;
+        let mut reads = Vec::new();
+        for (name, merge) in cluster.pattern_channels.iter_mut() {
+            if shard_of(name, n) == shard && !merge.is_reading() {
+                reads.push((name.clone(), merge.reread()));
+            }
+        }
+        for (name, after) in reads {
+            cluster.send_read(&name, Reader::Pattern, after, page, now);
         }
     }
 

@@ -142,6 +142,7 @@ impl Server {
         if let Some(cluster) = self.cluster.as_mut() {
             cluster.resubscribe(shard);
         }
+        self.reread_pattern_channels(shard);
     }
 
     /// A push on a `sub` link: a confirmation, a message, or a pong.
@@ -515,6 +516,7 @@ impl Server {
                 let retry = match reader {
                     Reader::Feed => Some(Reader::Feed),
                     Reader::Conn(id) => Some(Reader::Conn(id)),
+                    Reader::Pattern => Some(Reader::Pattern),
                     Reader::Session(_) => None,
                 };
                 if let Some(reader) = retry {
@@ -536,6 +538,7 @@ impl Server {
             Reader::Feed => self.on_feed_history(&channel, history),
             Reader::Conn(id) => self.on_catchup_history(id, history),
             Reader::Session(resume) => self.on_resume_history(&channel, resume, history),
+            Reader::Pattern => self.on_pattern_history(&channel, history),
         }
     }
 }

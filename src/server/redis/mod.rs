@@ -38,6 +38,7 @@ use super::Server;
 use crate::config::{Config, MAX_SHARDS};
 use crate::conn_id::ConnId;
 use crate::deadline::{Deadlines, Timer, ToArm};
+use crate::redis::merge::Merge;
 use crate::redis::resp::Value;
 use crate::redis::scripts;
 use crate::redis::shard::shard_of;
@@ -92,6 +93,8 @@ pub(super) enum Reader {
     Conn(ConnId),
     /// A Bayeux subscription resumed with `ext.halley.since`.
     Session(crate::bayeux::Resume),
+    /// A channel followed through a Bayeux wildcard pattern.
+    Pattern,
 }
 
 struct Shard {
@@ -126,6 +129,9 @@ pub(super) struct Cluster {
     /// subscription patterns need each; ordered, so that of several patterns
     /// matching a channel one is always the first (`feed::on_pattern_message`).
     patterns: BTreeMap<String, bayeux::PatternSub>,
+    /// Channels that reach this node through Bayeux wildcard patterns only,
+    /// each with its position (`bayeux::MAX_PATTERN_CHANNELS` at most).
+    pattern_channels: HashMap<Rc<str>, Merge>,
     /// Bayeux replies waiting for Redis to confirm their subscriptions.
     held_replies: bayeux::HeldReplies,
     /// Channels that may have lost their last local interest, and since when.
@@ -211,6 +217,7 @@ impl Cluster {
             catchups: HashMap::new(),
             patterns: BTreeMap::new(),
             held_replies: HashMap::new(),
+            pattern_channels: HashMap::new(),
             maybe_idle: VecDeque::new(),
             shas,
             rng: seed,
@@ -337,6 +344,16 @@ impl Cluster {
                 let after = bayeux::resume_after(&resume);
                 self.send_read(&channel, Reader::Session(resume), after, count, now);
             }
+            Op::Read {
+                channel,
+                reader: Reader::Pattern,
+                count,
+            } => {
+                if let Some(merge) = self.pattern_channels.get_mut(&channel) {
+                    let after = merge.reread();
+                    self.send_read(&channel, Reader::Pattern, after, count, now);
+                }
+            }
             _ => {}
         }
     }
@@ -360,6 +377,7 @@ impl Cluster {
             },
             "feeds": self.feeds.len(),
             "patterns": self.patterns.len(),
+            "pattern_channels": self.pattern_channels.len(),
             "catching_up": self.catchups.len(),
             "gaps": f.gaps,
         })
