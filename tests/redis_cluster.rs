@@ -213,20 +213,6 @@ fn bayeux_publish(addr: SocketAddr, channel: &str, data: Value) {
     assert_eq!(reply[0]["successful"], true, "{reply}");
 }
 
-#[track_caller]
-fn post_bayeux(conn: &mut Client, messages: Value) -> Value {
-    let body = messages.to_string();
-    conn.request(
-        "POST",
-        "/bayeux",
-        &["Content-Type: application/json"],
-        body.as_bytes(),
-    );
-    let resp = conn.read_response();
-    assert_eq!(resp.status, 200, "{resp:?}");
-    resp.json()
-}
-
 // ---------------------------------------------------------------------------
 // The cluster.
 

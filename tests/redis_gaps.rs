@@ -94,7 +94,7 @@ fn a_message_pubsub_lost_that_the_stream_no_longer_has_is_a_gap() {
     // The Bayeux session hears it as a resume's gap is told: data null and
     // ext.halley.gap, between the messages.
     let connect = json!([{"channel": "/meta/connect", "clientId": client_id, "connectionType": "long-polling"}]);
-    let got = post_json(&mut bayeux, &connect);
+    let got = post_bayeux(&mut bayeux, connect.clone());
     let on_channel: Vec<_> = got
         .as_array()
         .unwrap()
@@ -116,28 +116,18 @@ fn a_message_pubsub_lost_that_the_stream_no_longer_has_is_a_gap() {
 /// carries what arrived since.
 fn bayeux_session(conn: &mut Client, channel: &str) -> String {
     let hs = json!([{"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": ["long-polling"]}]);
-    let client_id = post_json(conn, &hs)[0]["clientId"]
+    let client_id = post_bayeux(conn, hs)[0]["clientId"]
         .as_str()
         .unwrap()
         .to_owned();
     let sub = json!([{"channel": "/meta/subscribe", "clientId": client_id, "subscription": format!("/{channel}")}]);
-    assert_eq!(post_json(conn, &sub)[0]["successful"], json!(true));
+    assert_eq!(post_bayeux(conn, sub)[0]["successful"], json!(true));
     let connect = json!([{"channel": "/meta/connect", "clientId": client_id, "connectionType": "long-polling"}]);
-    assert_eq!(post_json(conn, &connect)[0]["successful"], json!(true));
-    client_id
-}
-
-fn post_json(conn: &mut Client, body: &serde_json::Value) -> serde_json::Value {
-    let body = body.to_string();
-    conn.request(
-        "POST",
-        "/bayeux",
-        &["Content-Type: application/json"],
-        body.as_bytes(),
+    assert_eq!(
+        post_bayeux(conn, connect.clone())[0]["successful"],
+        json!(true)
     );
-    let resp = conn.read_response();
-    assert_eq!(resp.status, 200, "{resp:?}");
-    resp.json()
+    client_id
 }
 
 /// A channel reached through a Bayeux wildcard has no feed of its own, but
@@ -154,7 +144,7 @@ fn a_bayeux_wildcard_gets_what_pubsub_dropped_during_a_reconnect() {
     let connect = json!([{"channel": "/meta/connect", "clientId": client_id, "connectionType": "long-polling"}]);
     let ch = format!("{root}/x");
     let first = publish(a.addr, &ch, "one");
-    let got = post_json(&mut bayeux, &connect);
+    let got = post_bayeux(&mut bayeux, connect.clone());
     assert_eq!(data_on(&got, &ch), [json!("one")], "{got}");
 
     // B's pub/sub connection drops while B is frozen; A publishes meanwhile.
@@ -166,13 +156,13 @@ fn a_bayeux_wildcard_gets_what_pubsub_dropped_during_a_reconnect() {
         common::redis::redis_stats(&b)["reconnects"].as_u64() >= Some(1)
             && common::redis::redis_stats(&b)["connected"] == json!(true)
     });
-    let got = post_json(&mut bayeux, &connect);
+    let got = post_bayeux(&mut bayeux, connect.clone());
     let on_channel = data_on(&got, &ch);
     assert_eq!(on_channel, [json!("two")], "{got}");
     assert_eq!(seq_of(&missed), seq_of(&first) + 1);
     // And live again after it, once.
     publish(a.addr, &ch, "three");
-    let got = post_json(&mut bayeux, &connect);
+    let got = post_bayeux(&mut bayeux, connect.clone());
     assert_eq!(data_on(&got, &ch), [json!("three")], "{got}");
 }
 

@@ -188,7 +188,18 @@ pub struct Decode<'a> {
     pub ttl: Duration,
 }
 
-impl Decode<'_> {
+impl<'a> Decode<'a> {
+    /// For pub/sub payloads only: a live message is never expired, so no
+    /// clock or TTL is needed.
+    pub fn live(channel: &'a Rc<str>, now: Instant) -> Decode<'a> {
+        Decode {
+            channel,
+            now,
+            unix_ms: 0,
+            ttl: Duration::ZERO,
+        }
+    }
+
     /// Reads a pub/sub payload; `None` if it is not one halley wrote.
     pub fn notice(&self, payload: &[u8]) -> Option<Notice> {
         let newline = payload.iter().position(|&b| b == b'\n')?;

@@ -443,6 +443,22 @@ pub fn stats(addr: SocketAddr) -> Value {
     resp.json()
 }
 
+/// POSTs Bayeux `messages` on `conn` as JSON and returns the reply array,
+/// asserting a 200 (Bayeux errors come back inside it).
+#[track_caller]
+pub fn post_bayeux(conn: &mut Client, messages: Value) -> Value {
+    let body = messages.to_string();
+    conn.request(
+        "POST",
+        "/bayeux",
+        &["Content-Type: application/json"],
+        body.as_bytes(),
+    );
+    let resp = conn.read_response();
+    assert_eq!(resp.status, 200, "{resp:?}");
+    resp.json()
+}
+
 /// How many subscribers `GET /pub/{channel}` reports (0 if there is no channel).
 pub fn subscribers(addr: SocketAddr, channel: &str) -> u64 {
     let resp = get(addr, &format!("/pub/{channel}"));

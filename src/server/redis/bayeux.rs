@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::Duration;
 
 use log::{debug, info};
 use serde_json::Value as Json;
@@ -145,12 +144,7 @@ impl Server {
             Some((name, _)) => name.clone(),
             None => channel.into(),
         };
-        let decode = Decode {
-            channel: &name,
-            now: self.now,
-            unix_ms: 0,
-            ttl: Duration::ZERO,
-        };
+        let decode = Decode::live(&name, self.now);
         let Some(Notice::Message(message)) = decode.notice(payload) else {
             return;
         };

@@ -147,7 +147,8 @@ impl Server {
         }
         let start = match catchup.cursor {
             Cursor::After { epoch, seq } => Start::After { epoch, seq },
-            Cursor::Now | Cursor::Earliest => Start::Earliest,
+            Cursor::Earliest => Start::Earliest,
+            Cursor::Now => unreachable!("`now` is the feed's position, checked above"),
         };
         let (merge, read) = Merge::new(start);
         let Step::Read { after } = read else {

@@ -184,8 +184,7 @@ impl Server {
                     return;
                 };
                 if let Some(channel) = scripts::channel_of(pubsub) {
-                    let channel = channel.to_owned();
-                    self.on_feed_notice(&channel, payload);
+                    self.on_feed_notice(channel, payload);
                 }
             }
             Some(b"pmessage") => {
@@ -193,10 +192,9 @@ impl Server {
                 else {
                     return;
                 };
-                if let Some(channel) = scripts::channel_of(pubsub) {
-                    let pattern = String::from_utf8_lossy(pattern).into_owned();
-                    let channel = channel.to_owned();
-                    self.on_pattern_message(&pattern, &channel, payload);
+                let pattern = std::str::from_utf8(pattern).ok();
+                if let (Some(pattern), Some(channel)) = (pattern, scripts::channel_of(pubsub)) {
+                    self.on_pattern_message(pattern, channel, payload);
                 }
             }
             Some(b"pong") => {
@@ -234,12 +232,7 @@ impl Server {
         let Some((name, feed)) = cluster.feed_mut(channel) else {
             return;
         };
-        let decode = Decode {
-            channel: &name,
-            now: self.now,
-            unix_ms: 0,
-            ttl: Duration::ZERO,
-        };
+        let decode = Decode::live(&name, self.now);
         match decode.notice(payload) {
             Some(Notice::Message(message)) => {
                 let Some(merge) = feed.merge.as_mut() else {
