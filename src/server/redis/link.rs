@@ -55,7 +55,11 @@ pub(super) struct Link<T> {
     /// Setup commands not yet answered: the link is `up` once none are.
     setup_left: usize,
     out: Vec<u8>,
+    /// Replies received: `inbuf[..filled]`. The rest of `inbuf` is room,
+    /// zeroed once when it grew, so a read is not preceded by clearing
+    /// 64 KiB each time.
     inbuf: Vec<u8>,
+    filled: usize,
     backoff: Backoff,
     /// Connections that failed since the link was made.
     pub n_failures: u64,
@@ -80,6 +84,7 @@ impl<T> Link<T> {
             setup_left: 0,
             out: Vec::new(),
             inbuf: Vec::new(),
+            filled: 0,
             backoff: Backoff::new(seed),
             n_failures: 0,
         }
@@ -206,25 +211,20 @@ impl<T> Link<T> {
             return Ok(());
         };
         loop {
-            let len = self.inbuf.len();
-            self.inbuf.resize(len + READ_CHUNK, 0);
-            match stream.read(&mut self.inbuf[len..]) {
-                Ok(0) => {
-                    self.inbuf.truncate(len);
-                    return Err("Redis closed the connection".into());
-                }
-                Ok(n) => self.inbuf.truncate(len + n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.inbuf.truncate(len);
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => self.inbuf.truncate(len),
+            if self.inbuf.len() - self.filled < READ_CHUNK / 2 {
+                self.inbuf.resize(self.filled + READ_CHUNK, 0);
+            }
+            match stream.read(&mut self.inbuf[self.filled..]) {
+                Ok(0) => return Err("Redis closed the connection".into()),
+                Ok(n) => self.filled += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e.to_string()),
             }
         }
         let mut used = 0;
-        while let Some((value, n)) =
-            resp::parse(&self.inbuf[used..]).map_err(|e| format!("garbled reply: {e}"))?
+        while let Some((value, n)) = resp::parse(&self.inbuf[used..self.filled])
+            .map_err(|e| format!("garbled reply: {e}"))?
         {
             used += n;
             match self.waiting.pop_front() {
@@ -241,9 +241,14 @@ impl<T> Link<T> {
                 None => out.push((None, value)),
             }
         }
-        self.inbuf.drain(..used);
-        if self.inbuf.capacity() > 4 * READ_CHUNK && self.inbuf.len() < READ_CHUNK {
-            self.inbuf.shrink_to(READ_CHUNK);
+        // What is left is the start of a reply still arriving.
+        if used > 0 {
+            self.inbuf.copy_within(used..self.filled, 0);
+            self.filled -= used;
+        }
+        if self.inbuf.len() > 4 * READ_CHUNK && self.filled < READ_CHUNK {
+            self.inbuf.truncate(READ_CHUNK);
+            self.inbuf.shrink_to_fit();
         }
         Ok(())
     }
@@ -283,5 +288,6 @@ impl<T> Link<T> {
         self.setup_left = 0;
         self.out.clear();
         self.inbuf.clear();
+        self.filled = 0;
     }
 }
