@@ -13,6 +13,13 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Open connections beyond this are answered 503 and closed.
     pub max_connections: usize,
+    /// Connections from one client (an IPv4 address, an IPv6 /64) beyond
+    /// this are answered 429 and closed; `None`: no bound.
+    pub max_connections_per_ip: Option<u32>,
+    /// Channels in the hub beyond which a publish to a new one gets 503.
+    pub max_channels: usize,
+    /// Bytes of buffered messages beyond which a publish gets 503.
+    pub max_history_bytes: usize,
     /// Request bodies beyond this are answered 413.
     pub max_body: usize,
     /// From a request's first byte to the end of its head (else closed), and
@@ -76,6 +83,9 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:8080".parse().expect("valid address"),
             max_connections: default_max_connections(),
+            max_connections_per_ip: None,
+            max_channels: DEFAULT_MAX_CHANNELS,
+            max_history_bytes: DEFAULT_MAX_HISTORY_BYTES,
             max_body: 1024 * 1024,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
@@ -103,6 +113,16 @@ impl Default for Config {
     }
 }
 
+/// A million channels: an empty one costs a few hundred bytes (its name, its
+/// entries, its tombstone when freed), so well under a GiB at the limit, and
+/// far more than one node's subscribers spread over in practice.
+pub const DEFAULT_MAX_CHANNELS: usize = 1_000_000;
+/// 1 GiB of messages. The budget counts each message once; the encodings
+/// its subscribers' transports make can add up to about as much again per
+/// transport, so a node at the limit holds a few GiB at worst: safe on a
+/// machine of 8 GiB or more, and set lower on smaller ones.
+pub const DEFAULT_MAX_HISTORY_BYTES: usize = 1 << 30;
+
 /// Descriptors kept free for the listener, the poll instance, the signal
 /// pipe, logging and files, so that hitting `--max-connections` is a 503
 /// rather than an accept failure.
@@ -122,6 +142,14 @@ USAGE: halley [FLAGS]
 
   --listen ADDR            address to listen on                   [127.0.0.1:8080]
   --max-connections N      open connections before answering 503  [fd limit - 32]
+  --max-connections-per-ip N
+                           connections from one address (IPv6:
+                           one /64) before answering 429          [off]
+  --max-channels N         channels before a publish that would
+                           create one is answered 503             [1000000]
+  --max-history-bytes BYTES
+                           buffered messages' bytes before a
+                           publish is answered 503                [1073741824]
   --max-body BYTES         largest request body, else 413         [1048576]
   --header-timeout SECS    first byte to end of head, else closed [10]
   --idle-timeout SECS      keep-alive connection idle time        [60]
@@ -168,7 +196,8 @@ USAGE: halley [FLAGS]
 Seconds are decimal, from 0.001 to 86400 (a day; --message-ttl up to a year,
 31536000; --redis-meta-ttl from --message-ttl to ten years; --drain-secs up
 to 3600); --sse-retry takes 1 to 86400000 ms; counts are 1 to 1000000
-(--max-connections up to 10000000); bytes 1 to 1073741824 (1 GiB); a token or
+(--max-connections, --max-connections-per-ip and --max-channels up to
+10000000); bytes 1 to 1073741824 (1 GiB; --max-history-bytes up to 1 TiB); a token or
 origin is 1 to 1024 visible ASCII characters without spaces. Anything else is
 refused at start, naming the flag, with exit status 2.
 
@@ -202,6 +231,8 @@ const MAX_CONNECTIONS: usize = 10_000_000;
 const MAX_BYTES: usize = 1 << 30;
 /// The longest `--redis-meta-ttl`: ten years.
 const MAX_META_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// The largest `--max-history-bytes`: a TiB.
+const MAX_HISTORY_BYTES: usize = 1 << 40;
 /// The most `--redis` shards.
 pub const MAX_SHARDS: usize = 64;
 /// The most `--workers`: far more cores than a machine has, few enough
@@ -234,6 +265,11 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
                     .map_err(|_| v.bad("an address like 127.0.0.1:8080"))?
             }
             "--max-connections" => config.max_connections = v.count(1, MAX_CONNECTIONS)?,
+            "--max-connections-per-ip" => {
+                config.max_connections_per_ip = Some(v.count(1, MAX_CONNECTIONS)? as u32)
+            }
+            "--max-channels" => config.max_channels = v.count(1, MAX_CONNECTIONS)?,
+            "--max-history-bytes" => config.max_history_bytes = v.bytes(1, MAX_HISTORY_BYTES)?,
             "--max-body" => config.max_body = v.bytes(1, MAX_BYTES)?,
             "--header-timeout" => config.header_timeout = v.secs(MIN_PERIOD, MAX_PERIOD)?,
             "--idle-timeout" => config.idle_timeout = v.secs(MIN_PERIOD, MAX_PERIOD)?,

@@ -403,7 +403,8 @@ mod tests {
         }
         let message = server
             .hub
-            .publish("chat/room1", "hello".into(), false, None, server.now);
+            .publish("chat/room1", "hello".into(), false, None, server.now)
+            .expect("room in the hub");
         server.deliver(&message);
         server.flush_bayeux();
         server.reap();

@@ -14,7 +14,7 @@
 use std::rc::Rc;
 use std::time::Instant;
 
-use log::info;
+use log::{debug, info};
 
 use super::respond::{Ask, JSON};
 use super::Server;
@@ -146,14 +146,28 @@ impl Server {
         if self.cluster.is_some() {
             return self.publish_via_redis(draft, publisher);
         }
-        let message = self.hub.publish(
+        let published = self.hub.publish(
             &draft.channel,
             draft.data,
             draft.data_is_json,
             draft.event,
             self.now,
         );
-        self.on_sequenced(&message, publisher);
+        match published {
+            Ok(message) => self.on_sequenced(&message, publisher),
+            Err(full) => self.on_refused(full.reject(), publisher),
+        }
+    }
+
+    /// A publish the hub had no room for: nothing was stored or delivered.
+    /// An HTTP publisher is told why; a Bayeux publish has already been
+    /// answered by the engine (as with a Redis publish that fails), so it is
+    /// only counted and logged.
+    fn on_refused(&mut self, reject: Reject, publisher: Publisher) {
+        match publisher {
+            Publisher::Http { id, ask, .. } => self.reject(id, reject, ask),
+            Publisher::Bayeux => debug!("a Bayeux publish was refused: {}", reject.message),
+        }
     }
 
     /// The second half: the message has its id; every transport's
