@@ -315,7 +315,9 @@ fn running_out_of_descriptors_refuses_waiting_clients_without_spinning_and_recov
     );
     // Free descriptors: new clients are served.
     drop(held);
-    wait_until("descriptors free again", || get(addr, "/healthz").status == 200);
+    wait_until("descriptors free again", || {
+        get(addr, "/healthz").status == 200
+    });
     let s = stats(addr);
     assert_eq!(s["limits"]["refused_out_of_fds"], refused, "{s:?}");
     assert!(s["accept_errors"].as_u64().unwrap() >= refused, "{s:?}");
