@@ -246,6 +246,8 @@ const MAX_HEADER_VALUE: usize = 1024;
 pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
     let mut config = Config::default();
     let mut open_given = false;
+    // A bound on the node's own history, which with --redis it has none of.
+    let mut history_flag = None;
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
         if flag == "--help" || flag == "-h" {
@@ -268,8 +270,14 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
             "--max-connections-per-ip" => {
                 config.max_connections_per_ip = Some(v.count(1, MAX_CONNECTIONS)? as u32)
             }
-            "--max-channels" => config.max_channels = v.count(1, MAX_CONNECTIONS)?,
-            "--max-history-bytes" => config.max_history_bytes = v.bytes(1, MAX_HISTORY_BYTES)?,
+            "--max-channels" => {
+                config.max_channels = v.count(1, MAX_CONNECTIONS)?;
+                history_flag = Some("--max-channels");
+            }
+            "--max-history-bytes" => {
+                config.max_history_bytes = v.bytes(1, MAX_HISTORY_BYTES)?;
+                history_flag = Some("--max-history-bytes");
+            }
             "--max-body" => config.max_body = v.bytes(1, MAX_BYTES)?,
             "--header-timeout" => config.header_timeout = v.secs(MIN_PERIOD, MAX_PERIOD)?,
             "--idle-timeout" => config.idle_timeout = v.secs(MIN_PERIOD, MAX_PERIOD)?,
@@ -319,6 +327,13 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
             "--redis-meta-ttl ({} s) must be at least --message-ttl ({} s): a channel's position must outlive its messages",
             config.redis_meta_ttl.as_secs_f64(),
             config.message_ttl.as_secs_f64()
+        ));
+    }
+    if let (Some(flag), false) = (history_flag, config.redis.is_empty()) {
+        return Err(format!(
+            "{flag} bounds the history a node keeps in memory, and with --redis it keeps none: \
+             channels and history live in Redis. Bound them there with `maxmemory` and \
+             `maxmemory-policy noeviction` (a publish past it is answered 503)"
         ));
     }
     if config.workers > 1 && config.redis.is_empty() {
@@ -578,6 +593,64 @@ mod tests {
                 "{flag} {value:?}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn parses_the_memory_and_per_client_limits() {
+        let d = run(&[]).unwrap();
+        assert_eq!(
+            (
+                d.max_channels,
+                d.max_history_bytes,
+                d.max_connections_per_ip
+            ),
+            (1_000_000, 1 << 30, None)
+        );
+        let c = run(&[
+            "--max-channels",
+            "10",
+            "--max-history-bytes",
+            "1099511627776",
+            "--max-connections-per-ip",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                c.max_channels,
+                c.max_history_bytes,
+                c.max_connections_per_ip
+            ),
+            (10, 1 << 40, Some(3))
+        );
+        for (flag, value, range) in [
+            ("--max-channels", "0", "a number from 1 to 10000000"),
+            (
+                "--max-connections-per-ip",
+                "0",
+                "a number from 1 to 10000000",
+            ),
+            (
+                "--max-history-bytes",
+                "1099511627777",
+                "bytes from 1 to 1099511627776",
+            ),
+        ] {
+            let err = run(&[flag, value]).unwrap_err();
+            assert!(err.starts_with(flag) && err.contains(range), "{err}");
+        }
+        // With Redis the node keeps no history to bound: said at start.
+        for flag in ["--max-channels", "--max-history-bytes"] {
+            let err = run(&["--redis", "redis://127.0.0.1:6379", flag, "5"]).unwrap_err();
+            assert!(err.starts_with(flag) && err.contains("maxmemory"), "{err}");
+        }
+        let c = run(&[
+            "--redis",
+            "redis://127.0.0.1:6379",
+            "--max-connections-per-ip",
+            "5",
+        ]);
+        assert_eq!(c.unwrap().max_connections_per_ip, Some(5));
     }
 
     #[test]

@@ -155,20 +155,25 @@ pub fn exposition(s: &Snapshot) -> Vec<u8> {
     w.gauge("halley_channels", "Channels in the hub.", s.channels as u64);
     let l = s.limits;
     w.gauge(
-        "halley_max_channels",
-        "Channels past which a publish to a new one is refused (--max-channels).",
-        l.max_channels as u64,
-    );
-    w.gauge(
         "halley_history_bytes",
         "Bytes of buffered messages, as the history budget counts them.",
         l.history_bytes as u64,
     );
-    w.gauge(
-        "halley_max_history_bytes",
-        "Bytes of buffered messages past which a publish is refused (--max-history-bytes).",
-        l.max_history_bytes as u64,
-    );
+    // Without a bound (with Redis, which keeps the history), no series.
+    if let Some(max) = l.max_channels {
+        w.gauge(
+            "halley_max_channels",
+            "Channels past which a publish to a new one is refused (--max-channels).",
+            max as u64,
+        );
+    }
+    if let Some(max) = l.max_history_bytes {
+        w.gauge(
+            "halley_max_history_bytes",
+            "Bytes of buffered messages past which a publish is refused (--max-history-bytes).",
+            max as u64,
+        );
+    }
     w.family(
         "halley_limit_refusals_total",
         "counter",
@@ -399,7 +404,7 @@ mod tests {
             counters,
             limits: LimitFigures {
                 history_bytes: 2048,
-                max_history_bytes: 1 << 30,
+                max_history_bytes: Some(1 << 30),
                 per_ip_refused: 3,
                 ..LimitFigures::default()
             },

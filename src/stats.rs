@@ -105,11 +105,13 @@ pub struct Snapshot<'a> {
 #[derive(Default, Debug, Clone, Copy)]
 pub struct LimitFigures {
     pub channels: usize,
-    pub max_channels: usize,
+    /// `None` with Redis, which keeps channels and history (bounded there
+    /// by `maxmemory`); the node's hub then holds only its subscribers.
+    pub max_channels: Option<usize>,
     pub channels_refused: u64,
     /// Bytes of buffered messages, as the budget counts them (`hub::cost`).
     pub history_bytes: usize,
-    pub max_history_bytes: usize,
+    pub max_history_bytes: Option<usize>,
     pub history_refused: u64,
     /// `None` when connections are not bounded per client.
     pub max_connections_per_ip: Option<u32>,
@@ -285,7 +287,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(r#""limits":{"channels":0,"max_channels":0,"channels_refused":4,"history_bytes":300,"#),
+            text.contains(r#""limits":{"channels":0,"max_channels":null,"channels_refused":4,"history_bytes":300,"#),
             "{text}"
         );
         assert!(

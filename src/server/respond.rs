@@ -235,13 +235,14 @@ impl Server {
 
 impl Server {
     fn limit_figures(&self) -> stats::LimitFigures {
-        let limits = self.hub.limits();
+        // With Redis the hub holds subscribers only: its bounds do not apply.
+        let limits = self.cluster.is_none().then(|| self.hub.limits());
         stats::LimitFigures {
             channels: self.hub.n_channels(),
-            max_channels: limits.max_channels,
+            max_channels: limits.map(|l| l.max_channels),
             channels_refused: self.hub.n_channels_refused,
             history_bytes: self.hub.history_bytes(),
-            max_history_bytes: limits.max_history_bytes,
+            max_history_bytes: limits.map(|l| l.max_history_bytes),
             history_refused: self.hub.n_history_refused,
             max_connections_per_ip: self.config.max_connections_per_ip,
             clients: self.conns.n_clients(),
