@@ -268,3 +268,45 @@ fn without_max_connections_per_ip_one_address_may_hold_many() {
         (json!(null), json!(0))
     );
 }
+
+/// With Redis the history lives there, and so does its bound: Redis's
+/// `maxmemory` with `noeviction`. A publish past it is refused by Redis and
+/// answered 503 by the node; deleting a channel makes room again.
+#[test]
+fn with_redis_a_publish_past_maxmemory_gets_503_and_recovers() {
+    let redis = common::redis::RedisServer::start();
+    let used: u64 = redis
+        .cmd(&["INFO", "memory"])
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let max = (used + 2 * 1024 * 1024).to_string();
+    redis.cmd(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    redis.cmd(&["CONFIG", "SET", "maxmemory", &max]);
+    let node = common::redis::node(std::slice::from_ref(&redis), &["--buffer", "1000"]);
+    let ch = channel("big");
+    let data = "x".repeat(100 * 1024);
+    // 2 MiB of room: full well before 100 messages of 100 KiB.
+    let refused = (0..100)
+        .map(|_| post(node.addr, &ch, &data))
+        .find(|r| r.status != 201)
+        .expect("a publish refused past maxmemory");
+    refused.assert_error(503);
+    assert!(refused.has_header("retry-after"), "{refused:?}");
+    assert_eq!(
+        call(node.addr, "DELETE", &format!("/pub/{ch}"), &[], b"").status,
+        204
+    );
+    publish(node.addr, &ch, &data);
+    // The node's own bounds do not apply: it holds no history.
+    let s = stats(node.addr)["limits"].clone();
+    assert_eq!(
+        (s["max_history_bytes"].clone(), s["history_bytes"].clone()),
+        (json!(null), json!(0)),
+        "{s}"
+    );
+}
