@@ -318,8 +318,10 @@ fn running_out_of_descriptors_refuses_waiting_clients_without_spinning_and_recov
     wait_until("descriptors free again", || {
         get(addr, "/healthz").status == 200
     });
+    // (The wait's own first tries may have been refused too.)
     let s = stats(addr);
-    assert_eq!(s["limits"]["refused_out_of_fds"], refused, "{s:?}");
+    let refused_out_of_fds = s["limits"]["refused_out_of_fds"].as_u64().unwrap();
+    assert!(refused_out_of_fds >= refused, "{s:?}");
     assert!(s["accept_errors"].as_u64().unwrap() >= refused, "{s:?}");
 }
 
