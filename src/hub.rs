@@ -71,6 +71,13 @@ pub struct Limits {
     pub max_history_bytes: usize,
 }
 
+/// Publishes admitted but not made yet (`Hub::admit_ahead`).
+#[derive(Default, Debug)]
+pub struct Ahead {
+    bytes: usize,
+    new_channels: Vec<String>,
+}
+
 /// Why a publish was refused: the hub is at one of its `Limits`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Full {
@@ -79,6 +86,14 @@ pub enum Full {
 }
 
 impl Full {
+    /// The reason a Bayeux publish is refused with (`503:/chat:history_full`).
+    pub fn reason(self) -> &'static str {
+        match self {
+            Full::Channels { .. } => "channels_full",
+            Full::History { .. } => "history_full",
+        }
+    }
+
     /// The publisher's answer: `503`, since the server, not the request, is
     /// at fault, and room comes back by itself.
     pub fn reject(self) -> Reject {
@@ -254,7 +269,7 @@ impl Hub {
         now: Instant,
     ) -> Result<Rc<Message>, Full> {
         let needed = cost_at_most(&data, event.as_deref());
-        if let Err(full) = self.admit(name, needed) {
+        if let Err(full) = self.admit(name, needed, &Ahead::default()) {
             match full {
                 Full::Channels { .. } => self.n_channels_refused += 1,
                 Full::History { .. } => self.n_history_refused += 1,
@@ -296,22 +311,48 @@ impl Hub {
         Ok(message)
     }
 
-    /// Whether a message of at most `needed` bytes fits on channel `name`: a
-    /// new channel needs room for one more channel, and the history room for
-    /// what the message adds beyond the oldest one a full buffer lets go.
-    fn admit(&self, name: &str, needed: usize) -> Result<(), Full> {
+    /// Whether a publish will fit once those `ahead` of it are made, and if
+    /// so counts it among them: for a batch of publishes decided before any
+    /// is made (a Bayeux request's). It errs on the side of refusing: a full
+    /// buffer's oldest message is counted as freed only for the first.
+    pub fn admit_ahead(
+        &self,
+        name: &str,
+        data: &str,
+        event: Option<&str>,
+        ahead: &mut Ahead,
+    ) -> Result<(), Full> {
+        let needed = cost_at_most(data, event);
+        self.admit(name, needed, ahead)?;
+        if !self.channels.contains_key(name) && !ahead.new_channels.iter().any(|c| c == name) {
+            ahead.new_channels.push(name.to_owned());
+        }
+        ahead.bytes += needed;
+        Ok(())
+    }
+
+    /// Whether a message of at most `needed` bytes fits on channel `name`
+    /// after the publishes `ahead` of it: a new channel needs room for one
+    /// more channel, and the history room for what the message adds beyond
+    /// the oldest one a full buffer lets go.
+    fn admit(&self, name: &str, needed: usize, ahead: &Ahead) -> Result<(), Full> {
         let limits = self.limits;
+        let opened_ahead = ahead.new_channels.iter().any(|c| c == name);
         let freed = match self.channels.get(name) {
-            None if self.channels.len() >= limits.max_channels => {
+            None if opened_ahead => 0,
+            None if self.channels.len() + ahead.new_channels.len() >= limits.max_channels => {
                 return Err(Full::Channels {
                     limit: limits.max_channels,
                 })
             }
             None => 0,
-            Some(c) if c.buffer.len() >= limits.buffer => c.buffer.front().map_or(0, |m| cost(m)),
+            Some(c) if c.buffer.len() >= limits.buffer && ahead.bytes == 0 => {
+                c.buffer.front().map_or(0, |m| cost(m))
+            }
             Some(_) => 0,
         };
-        if (self.history_bytes - freed).saturating_add(needed) > limits.max_history_bytes {
+        let after = (self.history_bytes - freed).saturating_add(ahead.bytes);
+        if after.saturating_add(needed) > limits.max_history_bytes {
             return Err(Full::History {
                 limit: limits.max_history_bytes,
             });

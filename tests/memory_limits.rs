@@ -150,13 +150,27 @@ fn past_max_history_bytes_a_full_buffer_makes_room_and_growth_gets_503() {
     }
 }
 
+/// Bayeux's own error form: `successful: false` and `503:CHANNEL:REASON`.
+#[track_caller]
+fn assert_bayeux_full(reply: &Value, channel: &str, reason: &str) {
+    assert_eq!(reply["successful"], false, "{reply}");
+    assert_eq!(
+        reply["error"],
+        format!("503:/{channel}:{reason}"),
+        "{reply}"
+    );
+}
+
 #[test]
-fn a_bayeux_publish_past_the_limits_stores_nothing_and_is_counted() {
+fn a_bayeux_publish_past_the_limits_is_refused_in_bayeux_form_and_stores_nothing() {
+    let data = "x".repeat(1000);
     let addr = start(Config {
-        max_channels: 1,
+        max_channels: 2,
+        max_history_bytes: 3600,
         ..config()
     });
-    publish(addr, &channel("a"), "1");
+    let a = channel("a");
+    publish(addr, &a, "1");
     let mut c = Client::connect(addr);
     let replies = post_bayeux(
         &mut c,
@@ -164,13 +178,37 @@ fn a_bayeux_publish_past_the_limits_stores_nothing_and_is_counted() {
                 "supportedConnectionTypes": ["long-polling"]}]),
     );
     let client_id = replies[0]["clientId"].as_str().unwrap().to_owned();
-    let b = channel("b");
-    post_bayeux(
+    let (b, d) = (channel("b"), channel("d"));
+    let message = |ch: &str, id: &str| json!({"channel": format!("/{ch}"), "clientId": client_id, "id": id, "data": data});
+    // One request: the first publish opens the last channel there is room
+    // for, the second may go to it, the third would open another; then the
+    // history fills (about 1200 bytes a message, 3600 in all).
+    let replies = post_bayeux(
         &mut c,
-        json!([{"channel": format!("/{b}"), "clientId": client_id, "data": {"n": 1}}]),
+        json!([
+            message(&b, "1"),
+            message(&b, "2"),
+            message(&d, "3"),
+            message(&a, "4")
+        ]),
     );
-    assert_eq!(get(addr, &format!("/pub/{b}")).status, 404);
-    assert_eq!(stats(addr)["limits"]["channels_refused"], 1);
+    let by_id = |id: &str| {
+        replies
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_id("1")["successful"], true, "{replies}");
+    assert_eq!(by_id("2")["successful"], true, "{replies}");
+    assert_bayeux_full(&by_id("3"), &d, "channels_full");
+    assert_bayeux_full(&by_id("4"), &a, "history_full");
+    // What was refused was not stored; what was admitted was.
+    assert_eq!(get(addr, &format!("/pub/{d}")).status, 404);
+    assert_eq!(get(addr, &format!("/pub/{b}")).json()["messages"], 2);
+    assert_eq!(get(addr, &format!("/pub/{a}")).json()["messages"], 1);
 }
 
 /// A connection to `addr` from `source`, another loopback address: another

@@ -406,3 +406,27 @@ fn refusals_answer_503_with_retry_after_and_say_which_limit() {
         );
     }
 }
+
+#[test]
+fn publishes_admitted_ahead_count_against_the_limits_before_they_are_made() {
+    let t0 = Instant::now();
+    let unit = cost(&hub(1).publish("a", "x".into(), false, None, t0).unwrap());
+    let mut hub = bounded_hub(10, 2, 4 * unit + unit / 2);
+    hub.publish("a", "x".into(), false, None, t0).unwrap();
+    let mut ahead = Ahead::default();
+    // (channel, outcome): one new channel fits, and a second publish to it
+    // opens nothing more; a third channel does not; then the history fills.
+    let steps: [(&str, Result<(), &str>); 5] = [
+        ("b", Ok(())),
+        ("b", Ok(())),
+        ("c", Err("channels_full")),
+        ("a", Ok(())),
+        ("a", Err("history_full")),
+    ];
+    for (name, want) in steps {
+        let got = hub.admit_ahead(name, "x", None, &mut ahead).map_err(Full::reason);
+        assert_eq!(got, want, "{name}");
+    }
+    // Deciding changed nothing in the hub.
+    assert_eq!((hub.n_channels(), hub.history_bytes()), (1, unit));
+}

@@ -160,9 +160,9 @@ impl Server {
     }
 
     /// A publish the hub had no room for: nothing was stored or delivered.
-    /// An HTTP publisher is told why; a Bayeux publish has already been
-    /// answered by the engine (as with a Redis publish that fails), so it is
-    /// only counted and logged.
+    /// An HTTP publisher is told why. A Bayeux publish was admitted by the
+    /// engine's `HubRoom`, which errs on the side of refusing, and already
+    /// answered; should the hub refuse it after all, it is counted and logged.
     fn on_refused(&mut self, reject: Reject, publisher: Publisher) {
         match publisher {
             Publisher::Http { id, ask, .. } => self.reject(id, reject, ask),
@@ -215,6 +215,38 @@ impl Server {
                 self.respond(id, Ask::of(head), 204, JSON, b"", &[]);
             }
         }
+    }
+}
+
+/// The hub's limits as the Bayeux engine asks them, for the publishes of
+/// one request (`bayeux::Room`). With Redis the node holds no history, and
+/// Redis's own bound answers.
+pub(super) struct HubRoom<'a> {
+    hub: &'a crate::hub::Hub,
+    redis: bool,
+    ahead: crate::hub::Ahead,
+}
+
+impl HubRoom<'_> {
+    pub fn new(hub: &crate::hub::Hub, redis: bool) -> HubRoom<'_> {
+        HubRoom {
+            hub,
+            redis,
+            ahead: crate::hub::Ahead::default(),
+        }
+    }
+}
+
+impl crate::bayeux::Room for HubRoom<'_> {
+    fn admit(&mut self, p: &crate::bayeux::Publish) -> Result<(), &'static str> {
+        if self.redis {
+            return Ok(());
+        }
+        let event = p.event.as_deref();
+        (self
+            .hub
+            .admit_ahead(&p.channel, &p.json, event, &mut self.ahead))
+        .map_err(|full| full.reason())
     }
 }
 
