@@ -424,7 +424,9 @@ fn publishes_admitted_ahead_count_against_the_limits_before_they_are_made() {
         ("a", Err("history_full")),
     ];
     for (name, want) in steps {
-        let got = hub.admit_ahead(name, "x", None, &mut ahead).map_err(Full::reason);
+        let got = hub
+            .admit_ahead(name, "x", None, &mut ahead)
+            .map_err(Full::reason);
         assert_eq!(got, want, "{name}");
     }
     // Deciding changed nothing in the hub.
