@@ -13,6 +13,13 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Open connections beyond this are answered 503 and closed.
     pub max_connections: usize,
+    /// Connections from one client (an IPv4 address, an IPv6 /64) beyond
+    /// this are answered 429 and closed; `None`: no bound.
+    pub max_connections_per_ip: Option<u32>,
+    /// Channels in the hub beyond which a publish to a new one gets 503.
+    pub max_channels: usize,
+    /// Bytes of buffered messages beyond which a publish gets 503.
+    pub max_history_bytes: usize,
     /// Request bodies beyond this are answered 413.
     pub max_body: usize,
     /// From a request's first byte to the end of its head (else closed), and
@@ -82,6 +89,9 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:8080".parse().expect("valid address"),
             max_connections: default_max_connections(),
+            max_connections_per_ip: None,
+            max_channels: DEFAULT_MAX_CHANNELS,
+            max_history_bytes: DEFAULT_MAX_HISTORY_BYTES,
             max_body: 1024 * 1024,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
@@ -111,6 +121,16 @@ impl Default for Config {
     }
 }
 
+/// A million channels: an empty one costs a few hundred bytes (its name, its
+/// entries, its tombstone when freed), so well under a GiB at the limit, and
+/// far more than one node's subscribers spread over in practice.
+pub const DEFAULT_MAX_CHANNELS: usize = 1_000_000;
+/// 1 GiB of messages. The budget counts each message once; the encodings
+/// its subscribers' transports make can add up to about as much again per
+/// transport, so a node at the limit holds a few GiB at worst: safe on a
+/// machine of 8 GiB or more, and set lower on smaller ones.
+pub const DEFAULT_MAX_HISTORY_BYTES: usize = 1 << 30;
+
 /// Descriptors kept free for the listener, the poll instance, the signal
 /// pipe, logging and files, so that hitting `--max-connections` is a 503
 /// rather than an accept failure.
@@ -130,6 +150,14 @@ USAGE: halley [FLAGS]
 
   --listen ADDR            address to listen on                   [127.0.0.1:8080]
   --max-connections N      open connections before answering 503  [fd limit - 32]
+  --max-connections-per-ip N
+                           connections from one address (IPv6:
+                           one /64) before answering 429          [off]
+  --max-channels N         channels before a publish that would
+                           create one is answered 503             [1000000]
+  --max-history-bytes BYTES
+                           buffered messages' bytes before a
+                           publish is answered 503                [1073741824]
   --max-body BYTES         largest request body, else 413         [1048576]
   --header-timeout SECS    first byte to end of head, else closed [10]
   --idle-timeout SECS      keep-alive connection idle time        [60]
@@ -181,7 +209,8 @@ USAGE: halley [FLAGS]
 Seconds are decimal, from 0.001 to 86400 (a day; --message-ttl up to a year,
 31536000; --redis-meta-ttl from --message-ttl to ten years; --drain-secs up
 to 3600); --sse-retry takes 1 to 86400000 ms; counts are 1 to 1000000
-(--max-connections up to 10000000); bytes 1 to 1073741824 (1 GiB); a token or
+(--max-connections, --max-connections-per-ip and --max-channels up to
+10000000); bytes 1 to 1073741824 (1 GiB; --max-history-bytes up to 1 TiB); a token or
 origin is 1 to 1024 visible ASCII characters without spaces. Anything else is
 refused at start, naming the flag, with exit status 2.
 
@@ -215,6 +244,8 @@ const MAX_CONNECTIONS: usize = 10_000_000;
 const MAX_BYTES: usize = 1 << 30;
 /// The longest `--redis-meta-ttl`: ten years.
 const MAX_META_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// The largest `--max-history-bytes`: a TiB.
+const MAX_HISTORY_BYTES: usize = 1 << 40;
 /// The most `--redis` shards.
 pub const MAX_SHARDS: usize = 64;
 /// The most `--workers`: far more cores than a machine has, few enough
@@ -228,6 +259,8 @@ const MAX_HEADER_VALUE: usize = 1024;
 pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
     let mut config = Config::default();
     let mut open_given = false;
+    // A bound on the node's own history, which with --redis it has none of.
+    let mut history_flag = None;
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
         if flag == "--help" || flag == "-h" {
@@ -252,6 +285,17 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
                     .map_err(|_| v.bad("an address like 127.0.0.1:8080"))?
             }
             "--max-connections" => config.max_connections = v.count(1, MAX_CONNECTIONS)?,
+            "--max-connections-per-ip" => {
+                config.max_connections_per_ip = Some(v.count(1, MAX_CONNECTIONS)? as u32)
+            }
+            "--max-channels" => {
+                config.max_channels = v.count(1, MAX_CONNECTIONS)?;
+                history_flag = Some("--max-channels");
+            }
+            "--max-history-bytes" => {
+                config.max_history_bytes = v.bytes(1, MAX_HISTORY_BYTES)?;
+                history_flag = Some("--max-history-bytes");
+            }
             "--max-body" => config.max_body = v.bytes(1, MAX_BYTES)?,
             "--header-timeout" => config.header_timeout = v.secs(MIN_PERIOD, MAX_PERIOD)?,
             "--idle-timeout" => config.idle_timeout = v.secs(MIN_PERIOD, MAX_PERIOD)?,
@@ -302,6 +346,13 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
             "--redis-meta-ttl ({} s) must be at least --message-ttl ({} s): a channel's position must outlive its messages",
             config.redis_meta_ttl.as_secs_f64(),
             config.message_ttl.as_secs_f64()
+        ));
+    }
+    if let (Some(flag), false) = (history_flag, config.redis.is_empty()) {
+        return Err(format!(
+            "{flag} bounds the history a node keeps in memory, and with --redis it keeps none: \
+             channels and history live in Redis. Bound them there with `maxmemory` and \
+             `maxmemory-policy noeviction` (a publish past it is answered 503)"
         ));
     }
     if config.workers > 1 && config.redis.is_empty() {
@@ -565,6 +616,64 @@ mod tests {
                 "{flag} {value:?}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn parses_the_memory_and_per_client_limits() {
+        let d = run(&[]).unwrap();
+        assert_eq!(
+            (
+                d.max_channels,
+                d.max_history_bytes,
+                d.max_connections_per_ip
+            ),
+            (1_000_000, 1 << 30, None)
+        );
+        let c = run(&[
+            "--max-channels",
+            "10",
+            "--max-history-bytes",
+            "1099511627776",
+            "--max-connections-per-ip",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                c.max_channels,
+                c.max_history_bytes,
+                c.max_connections_per_ip
+            ),
+            (10, 1 << 40, Some(3))
+        );
+        for (flag, value, range) in [
+            ("--max-channels", "0", "a number from 1 to 10000000"),
+            (
+                "--max-connections-per-ip",
+                "0",
+                "a number from 1 to 10000000",
+            ),
+            (
+                "--max-history-bytes",
+                "1099511627777",
+                "bytes from 1 to 1099511627776",
+            ),
+        ] {
+            let err = run(&[flag, value]).unwrap_err();
+            assert!(err.starts_with(flag) && err.contains(range), "{err}");
+        }
+        // With Redis the node keeps no history to bound: said at start.
+        for flag in ["--max-channels", "--max-history-bytes"] {
+            let err = run(&["--redis", "redis://127.0.0.1:6379", flag, "5"]).unwrap_err();
+            assert!(err.starts_with(flag) && err.contains("maxmemory"), "{err}");
+        }
+        let c = run(&[
+            "--redis",
+            "redis://127.0.0.1:6379",
+            "--max-connections-per-ip",
+            "5",
+        ]);
+        assert_eq!(c.unwrap().max_connections_per_ip, Some(5));
     }
 
     #[test]

@@ -116,6 +116,25 @@ pub enum Data<'a> {
     Json(&'a str),
 }
 
+/// Whether the hub has room for a publish, asked of each one as the engine
+/// accepts it: a publish the hub cannot take is answered unsuccessful in
+/// Bayeux's form (`503:/chat/room1:history_full`), not acknowledged and
+/// lost. The server answers from its hub's limits (`--max-channels`,
+/// `--max-history-bytes`); `Unbounded` admits everything.
+pub trait Room {
+    /// `Err` holds the reason for the error string (`channels_full`).
+    fn admit(&mut self, publish: &Publish) -> Result<(), &'static str>;
+}
+
+/// A hub without limits.
+pub struct Unbounded;
+
+impl Room for Unbounded {
+    fn admit(&mut self, _: &Publish) -> Result<(), &'static str> {
+        Ok(())
+    }
+}
+
 /// A Bayeux publish for the server to put into the hub, then hand back to
 /// `on_publish` like any other hub message.
 #[derive(Debug, Clone, PartialEq)]
@@ -277,7 +296,20 @@ impl Engine {
         framing: Framing,
         now: Instant,
     ) -> Outcome {
-        let mut req = Request::new(peer);
+        self.handle_in(conn, peer, messages, framing, now, &mut Unbounded)
+    }
+
+    /// `handle`, with each publish admitted by `room` first.
+    pub fn handle_in(
+        &mut self,
+        conn: ConnId,
+        peer: Option<IpAddr>,
+        messages: Vec<Value>,
+        framing: Framing,
+        now: Instant,
+        room: &mut dyn Room,
+    ) -> Outcome {
+        let mut req = Request::new(peer, room);
         for value in messages {
             let msg = Incoming::from_value(value);
             self.dispatch(&msg, &mut req, now);
@@ -535,10 +567,12 @@ impl Engine {
 }
 
 /// What one request accumulates while its messages are handled.
-pub(super) struct Request {
+pub(super) struct Request<'r> {
     /// The client address the request came from, when the server looked it
     /// up (see `Engine::handle`).
     pub peer: Option<IpAddr>,
+    /// Asked whether the hub takes each publish.
+    pub room: &'r mut dyn Room,
     /// Handshake messages seen so far, for `MAX_HANDSHAKES_PER_REQUEST`.
     pub n_handshakes: usize,
     pub replies: Vec<String>,
@@ -553,10 +587,11 @@ pub(super) struct Request {
     pub subscribed: Vec<String>,
 }
 
-impl Request {
-    fn new(peer: Option<IpAddr>) -> Request {
+impl<'r> Request<'r> {
+    fn new(peer: Option<IpAddr>, room: &'r mut dyn Room) -> Request<'r> {
         Request {
             peer,
+            room,
             n_handshakes: 0,
             replies: Vec::new(),
             hold: None,

@@ -334,12 +334,18 @@ impl Engine {
             }
         };
         if !channel::is_service(name) {
-            let hub = channel::to_hub(name).expect("checked").to_string();
-            req.publishes.push(Publish {
-                channel: hub,
+            let publish = Publish {
+                channel: channel::to_hub(name).expect("checked").to_string(),
                 json: data.to_string(),
                 event,
-            });
+            };
+            if let Err(reason) = req.room.admit(&publish) {
+                return Err(BayeuxError::Unavailable {
+                    arg: name.to_string(),
+                    reason,
+                });
+            }
+            req.publishes.push(publish);
         }
         let mut reply = reply_to(msg);
         reply.insert("successful".into(), true.into());

@@ -136,7 +136,8 @@ pub mod session;
 pub mod wire;
 
 pub use engine::{
-    Data, Engine, HubMessage, Outcome, Publish, Reply, Response, Resume, Settings, Since, Stats,
+    Data, Engine, HubMessage, Outcome, Publish, Reply, Response, Resume, Room, Settings, Since,
+    Stats, Unbounded,
 };
 pub use session::ConnId;
 pub use wire::{BadRequest, Framing};

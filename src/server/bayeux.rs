@@ -91,12 +91,14 @@ impl Server {
             true => self.conns.get(id).and_then(|c| c.socket.peer_addr().ok()),
             false => None,
         };
-        let outcome = self.bayeux.handle(
+        let mut room = super::publish::HubRoom::new(&self.hub, self.cluster.is_some());
+        let outcome = self.bayeux.handle_in(
             engine_conn(id),
             peer.map(|p| client_key(p.ip())),
             messages,
             framing,
             self.now,
+            &mut room,
         );
         for response in outcome.released {
             self.answer_held(response);
@@ -403,7 +405,8 @@ mod tests {
         }
         let message = server
             .hub
-            .publish("chat/room1", "hello".into(), false, None, server.now);
+            .publish("chat/room1", "hello".into(), false, None, server.now)
+            .expect("room in the hub");
         server.deliver(&message);
         server.flush_bayeux();
         server.reap();
