@@ -143,3 +143,6 @@ pub use wire::{BadRequest, Framing};
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod prop_tests;
