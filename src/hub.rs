@@ -437,3 +437,6 @@ impl Tombstones {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod model_tests;
