@@ -223,11 +223,22 @@ impl Model {
     }
 }
 
+/// Timers one step may fire: a few per channel. More means a timer that
+/// keeps setting itself again at a time already due, which would spin the
+/// server's loop; the test fails instead of hanging.
+const MAX_TIMERS_PER_STEP: usize = 100;
+
 /// The server's part in expiry, as in `hub::tests`: sets the timers the hub
 /// asks for and fires those due at `now`.
 fn run_timers(hub: &mut Hub, queue: &mut Deadlines, now: Instant) {
     queue.arm(&mut hub.to_arm);
+    let mut fired = 0;
     while let Some((_, timer)) = queue.pop_due(now) {
+        fired += 1;
+        assert!(
+            fired <= MAX_TIMERS_PER_STEP,
+            "expiry timers keep coming due"
+        );
         let Timer::Channel(name) = timer else {
             panic!("the hub sets only channel timers: {timer:?}")
         };
