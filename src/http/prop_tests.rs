@@ -35,9 +35,10 @@ enum Reading {
 /// The framing steps of `server::conn::input` (`step_head`, `step_body`) as
 /// pure code: bytes arrive in `pieces`, each arrival is appended to the read
 /// buffer, and heads and bodies are taken off its front while they are
-/// whole. A request without keep-alive, or refused, ends the reading. The
-/// state left at the end (what waits in the buffer) is part of the result,
-/// so two feeds agree only if they also agree on what is still pending.
+/// whole. A request without keep-alive, or refused, ends the reading. What
+/// waits in the buffer at the end is part of the result while the reading
+/// goes on, so two feeds agree only if they also agree on what is pending;
+/// once it has ended the rest is never read, however much of it there is.
 fn feed(pieces: &[&[u8]], max_body: usize) -> (Vec<Seen>, usize) {
     let mut seen = Vec::new();
     let mut inbuf: Vec<u8> = Vec::new();
@@ -112,7 +113,11 @@ fn feed(pieces: &[&[u8]], max_body: usize) -> (Vec<Seen>, usize) {
             };
         }
     }
-    (seen, inbuf.len())
+    let pending = match reading {
+        Reading::Closed => 0,
+        _ => inbuf.len(),
+    };
+    (seen, pending)
 }
 
 /// After a body: the next head, unless the request's head said to close.
