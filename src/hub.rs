@@ -606,3 +606,6 @@ impl Tombstones {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod model_tests;

@@ -144,3 +144,6 @@ pub use wire::{BadRequest, Framing};
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod prop_tests;
