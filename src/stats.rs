@@ -33,6 +33,9 @@ pub struct Counters {
     /// Publishes answered from an earlier publish with the same
     /// `Idempotency-Key`, publishing nothing.
     pub idempotent_replays: u64,
+    /// Held subscriptions (SSE, stream, long-poll) ended because their
+    /// signed token ended (`--token-secret`).
+    pub token_expired: u64,
     /// From a message handed to `deliver` to the last write of its fan-out.
     pub fanout: Histogram,
     /// From a `POST /pub` read to its `201`, any Redis round trip included.
@@ -138,6 +141,7 @@ impl Snapshot<'_> {
             "connect_timeouts": n.connect_timeouts,
             "linger_closes": n.linger_closes,
             "idempotent_replays": n.idempotent_replays,
+            "token_expired": n.token_expired,
             "deadlines": {
                 "total": d.conn + d.channel + d.session + d.other,
                 "conn": d.conn,

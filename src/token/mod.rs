@@ -143,7 +143,8 @@ impl Claims {
     }
 }
 
-/// The token an HTTP request presents, in order of preference:
+/// The token an HTTP request presents (`cookie` is the `halley_token`
+/// cookie's value, found as the head is parsed), in order of preference:
 /// `Authorization: Bearer`, then the `halley_token` cookie, then `?token=`.
 /// The query comes last because it is the weakest: URLs end up in access
 /// logs, proxies, `Referer` headers and browser history, so a token there
@@ -157,7 +158,7 @@ pub fn from_request<'a>(
     if let Some(token) = authorization.and_then(bearer) {
         return Some(Cow::Borrowed(token));
     }
-    if let Some(token) = cookie.and_then(|c| cookie_value(c, COOKIE)) {
+    if let Some(token) = cookie {
         return Some(Cow::Borrowed(token));
     }
     crate::http::query::param(query, "token")
@@ -167,7 +168,7 @@ pub fn from_request<'a>(
 }
 
 /// The value of cookie `name` in a `Cookie` header (`a=1; name=v`).
-fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+pub fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     header.split(';').find_map(|pair| {
         let (k, v) = pair.trim().split_once('=')?;
         (k == name).then(|| v.trim_matches('"'))
@@ -305,6 +306,23 @@ mod tests {
             Refusal::Invalid(Invalid::Expired).message(Action::Subscribe, "x"),
             "token expired"
         );
+    }
+
+    #[test]
+    fn reads_the_cookie() {
+        // (Cookie header, halley_token's value)
+        let cases = [
+            ("halley_token=c", Some("c")),
+            ("a=1; halley_token=c; b=2", Some("c")),
+            ("a=1;halley_token=c", Some("c")),
+            ("halley_token=\"c\"", Some("c")),
+            ("xhalley_token=c", None),
+            ("halley_token", None),
+            ("", None),
+        ];
+        for (header, want) in cases {
+            assert_eq!(cookie_value(header, COOKIE), want, "{header:?}");
+        }
     }
 
     #[test]
