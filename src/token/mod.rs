@@ -243,7 +243,8 @@ mod tests {
         });
         use Action::*;
         // (token, action, channel, result)
-        let cases: Vec<(Option<&str>, Action, &str, Result<Grant, Refusal>)> = vec![
+        type Case<'a> = (Option<&'a str>, Action, &'a str, Result<Grant, Refusal>);
+        let cases: Vec<Case> = vec![
             (Some(&token), Subscribe, "chat/a", ends),
             (Some(&token), Subscribe, "user/42", ends),
             (
@@ -328,7 +329,8 @@ mod tests {
     #[test]
     fn finds_the_token_in_header_cookie_or_query() {
         // (authorization, cookie, query, token)
-        let cases: &[(Option<&str>, Option<&str>, &str, Option<&str>)] = &[
+        type Case<'a> = (Option<&'a str>, Option<&'a str>, &'a str, Option<&'a str>);
+        let cases: &[Case] = &[
             (
                 Some("Bearer h"),
                 Some("halley_token=c"),
