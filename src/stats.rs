@@ -164,6 +164,8 @@ impl Snapshot<'_> {
                 "subscriptions_refused": b.stats.subscriptions_refused,
                 "resumes_refused": b.stats.resumes_refused,
                 "replayed": b.stats.replayed,
+                "token_refused": b.stats.token_refused,
+                "token_expired": b.stats.token_expired,
             },
             "worker": self.worker,
             "workers": self.workers,

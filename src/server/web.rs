@@ -14,7 +14,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use super::respond::Ask;
 use super::Server;
@@ -302,13 +302,11 @@ impl Server {
             return Ok(());
         }
         let wall = SystemTime::now();
-        let ends = self.web.subscriber(head, channel, unix(wall))?;
+        let ends = self.web.subscriber(head, channel, token::unix(wall))?;
         match ends {
             Some(ends) => {
-                let left = (SystemTime::UNIX_EPOCH + Duration::from_secs(ends))
-                    .duration_since(wall)
-                    .unwrap_or(Duration::ZERO);
-                self.web.expiries.insert(id, self.now + left);
+                let at = token::ends_at(ends, self.now, wall);
+                self.web.expiries.insert(id, at);
             }
             None => {
                 self.web.expiries.remove(&id);
@@ -346,15 +344,9 @@ fn refused(refusal: Refusal, action: Action, channel: &str) -> Reject {
     Reject::new(refusal.status(), refusal.message(action, channel))
 }
 
-/// Unix seconds of `wall`.
-fn unix(wall: SystemTime) -> u64 {
-    wall.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// Unix seconds now: read only where a signed token is checked.
 fn unix_now() -> u64 {
-    unix(SystemTime::now())
+    token::unix(SystemTime::now())
 }
 
 fn unauthorized() -> Reject {

@@ -116,19 +116,28 @@ pub fn verify(key: &[u8], token: &str, now: u64) -> Result<Claims, Invalid> {
     mac.verify_slice(&signature)
         .map_err(|_| Invalid::Signature)?;
     let claims = claims(&object(payload).ok_or(Invalid::Malformed)?)?;
-    if claims
-        .exp
-        .is_some_and(|exp| now >= exp.saturating_add(LEEWAY_SECS))
-    {
-        return Err(Invalid::Expired);
-    }
-    if claims
-        .nbf
-        .is_some_and(|nbf| now.saturating_add(LEEWAY_SECS) < nbf)
-    {
-        return Err(Invalid::NotYetValid);
-    }
+    claims.check_time(now)?;
     Ok(claims)
+}
+
+impl Claims {
+    /// Whether the token is valid at `now` (Unix seconds) by its `exp` and
+    /// `nbf`: for claims kept past the request that brought them.
+    pub fn check_time(&self, now: u64) -> Result<(), Invalid> {
+        if self
+            .exp
+            .is_some_and(|exp| now >= exp.saturating_add(LEEWAY_SECS))
+        {
+            return Err(Invalid::Expired);
+        }
+        if self
+            .nbf
+            .is_some_and(|nbf| now.saturating_add(LEEWAY_SECS) < nbf)
+        {
+            return Err(Invalid::NotYetValid);
+        }
+        Ok(())
+    }
 }
 
 /// The length of `header.payload`, the signed part of `token`.
