@@ -14,7 +14,8 @@
  *   </script>
  *
  * With --token-secret, pass `token`: a string, or a function returning one (or a promise of one) that is
- * called before every connect, so a page can fetch a fresh token when the old one ends:
+ * called for the first connect and again whenever the server says the token ended, so a page can fetch
+ * a fresh one:
  *
  *     halley.subscribe('chat/room1', { token: () => fetch('/my-token').then((r) => r.text()), ... });
  *
@@ -78,7 +79,7 @@
   }
 
   // Signed tokens (--token-secret). `token` is a string, or a function that gives one (or a promise of
-  // one), asked again before every connect so that a page can refresh a token that has ended.
+  // one), asked again after a token has ended so that a page can refresh it.
   function resolveToken(token) {
     if (typeof token !== 'function') return Promise.resolve(token || null);
     return Promise.resolve().then(token);
@@ -175,9 +176,10 @@
       else connectLongPoll();
     }
 
-    // Asks for the token (a function may fetch a fresh one), then connects with it.
+    // Connects with the token, asking for it first if there is none yet or the last one ended.
     function withToken() {
-      resolveToken(opts.token).then(function (t) {
+      var ask = token !== null ? Promise.resolve(token) : resolveToken(opts.token);
+      ask.then(function (t) {
         if (closed) return;
         token = t;
         if (transport === 'sse') connectSse();
@@ -190,6 +192,7 @@
     function tokenEnded() {
       if (typeof opts.token === 'function' && !refreshing) {
         refreshing = true;
+        token = null;
         hinted = 0;
         return 'retry';
       }
