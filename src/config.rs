@@ -41,6 +41,10 @@ pub struct Config {
     pub longpoll_batch: usize,
     /// When set, publishing and deleting need `Authorization: Bearer TOKEN`.
     pub publish_token: Option<String>,
+    /// `--token-secret` or `--token-secret-file`: subscribing needs an HS256
+    /// token signed with it whose claims cover the channel, and such a token
+    /// may publish where its claims say (`src/token`).
+    pub token_secret: Option<crate::token::Verifier>,
     pub cors_origin: String,
     /// The reconnect delay SSE clients are told in the `retry:` line.
     pub sse_retry: Duration,
@@ -103,6 +107,7 @@ impl Default for Config {
             longpoll_timeout: Duration::from_secs(30),
             longpoll_batch: 100,
             publish_token: None,
+            token_secret: None,
             cors_origin: "*".into(),
             sse_retry: Duration::from_secs(2),
             static_dir: None,
@@ -172,6 +177,14 @@ USAGE: halley [FLAGS]
   --longpoll-batch N       most messages in one long-poll answer  [100]
   --publish-token TOKEN    require 'Authorization: Bearer TOKEN'
                            to publish and delete                  [none]
+  --token-secret SECRET    HS256 secret of signed tokens: then every
+                           subscribe needs a token whose claims
+                           cover the channel (401 without, 403 if
+                           not covered), and a token may publish
+                           where its claims say (README, Security)[none]
+  --token-secret-file PATH the same secret, read once from PATH at
+                           start (a trailing newline is dropped),
+                           so it stays out of `ps`                [none]
   --cors-origin ORIGIN     Access-Control-Allow-Origin            [*]
   --sse-retry MILLIS       reconnect delay told to SSE clients    [2000]
   --static DIR             serve DIR's files instead of the demo
@@ -253,6 +266,12 @@ pub const MAX_SHARDS: usize = 64;
 pub const MAX_WORKERS: usize = 1024;
 /// The longest channel history and long-poll answer.
 const MAX_MESSAGES: usize = 1_000_000;
+/// The shortest `--token-secret`: RFC 7518 (3.2) asks for an HS256 key at
+/// least as long as the hash, 32 bytes; a shorter one can be guessed offline
+/// from any one token.
+pub const MIN_SECRET_BYTES: usize = 32;
+/// The longest `--token-secret`: HMAC hashes a longer key down to 32 bytes anyway.
+const MAX_SECRET_BYTES: usize = 4096;
 /// The longest `--publish-token` and `--cors-origin`: each goes into a header line.
 const MAX_HEADER_VALUE: usize = 1024;
 
@@ -261,6 +280,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
     let mut open_given = false;
     // A bound on the node's own history, which with --redis it has none of.
     let mut history_flag = None;
+    let mut secret_given = None;
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
         if flag == "--help" || flag == "-h" {
@@ -308,6 +328,18 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
             "--longpoll-timeout" => config.longpoll_timeout = v.secs(MIN_PERIOD, MAX_PERIOD)?,
             "--longpoll-batch" => config.longpoll_batch = v.count(1, MAX_MESSAGES)?,
             "--publish-token" => config.publish_token = Some(v.header_value()?),
+            "--token-secret" | "--token-secret-file" => {
+                if let Some(first) = secret_given.replace(flag.clone()) {
+                    return Err(format!(
+                        "{flag}: the secret is given already by {first}; give one of them"
+                    ));
+                }
+                let secret = match flag.as_str() {
+                    "--token-secret" => v.text()?.as_bytes().to_vec(),
+                    _ => read_secret(v.text()?).map_err(|e| v.bad(e))?,
+                };
+                config.token_secret = Some(token_secret(&secret).map_err(|e| v.bad(e))?);
+            }
             "--cors-origin" => config.cors_origin = v.header_value()?,
             "--sse-retry" => config.sse_retry = v.millis(MIN_PERIOD, MAX_PERIOD)?,
             "--static" => match v.text()? {
@@ -364,6 +396,29 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
         ));
     }
     Ok(Command::Run(Box::new(config)))
+}
+
+/// A `--token-secret-file`'s contents, read once at start; the one trailing
+/// newline an editor or `echo` leaves is not part of the secret.
+fn read_secret(path: &str) -> Result<Vec<u8>, String> {
+    let mut secret = std::fs::read(path).map_err(|e| format!("a readable file ({e})"))?;
+    if secret.ends_with(b"\n") {
+        secret.pop();
+        if secret.ends_with(b"\r") {
+            secret.pop();
+        }
+    }
+    Ok(secret)
+}
+
+/// A secret of an accepted length, as the verifier of signed tokens.
+fn token_secret(secret: &[u8]) -> Result<crate::token::Verifier, String> {
+    if !(MIN_SECRET_BYTES..=MAX_SECRET_BYTES).contains(&secret.len()) {
+        return Err(format!(
+            "a secret of {MIN_SECRET_BYTES} to {MAX_SECRET_BYTES} bytes (openssl rand -hex 32)"
+        ));
+    }
+    Ok(crate::token::Verifier::new(secret))
 }
 
 /// What `--workers` names: a count, or `auto` for one per core. A refusal is
@@ -464,6 +519,55 @@ mod tests {
             Command::Run(config) => Ok(*config),
             Command::Help => Err("help".into()),
         }
+    }
+
+    #[test]
+    fn reads_the_token_secret_from_the_flag_or_a_file() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let token = crate::token::sign(secret.as_bytes(), "{}");
+        let verifies = |c: &Config| c.token_secret.as_ref().unwrap().verify(&token, 0).is_ok();
+        assert!(run(&[]).unwrap().token_secret.is_none());
+        assert!(verifies(&run(&["--token-secret", secret]).unwrap()));
+        let dir = std::env::temp_dir().join(format!("halley-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // (file contents, verifies the token signed with `secret`)
+        let cases = [
+            (format!("{secret}\n"), true),
+            (format!("{secret}\r\n"), true),
+            (secret.to_string(), true),
+            (format!("{secret}\n\n"), false),
+            (format!(" {secret}"), false),
+        ];
+        for (i, (contents, want)) in cases.iter().enumerate() {
+            let path = dir.join(format!("s{i}"));
+            std::fs::write(&path, contents).unwrap();
+            let config = run(&["--token-secret-file", path.to_str().unwrap()]).unwrap();
+            assert_eq!(verifies(&config), *want, "{contents:?}");
+        }
+        let path = dir.join("s0");
+        let path = path.to_str().unwrap();
+        let short = "x".repeat(MIN_SECRET_BYTES - 1);
+        let cases: [(&[&str], &str); 5] = [
+            (&["--token-secret", &short], "a secret of 32 to 4096 bytes"),
+            (
+                &["--token-secret-file", "/nonexistent/halley"],
+                "a readable file",
+            ),
+            (
+                &["--token-secret", secret, "--token-secret-file", path],
+                "given already by --token-secret",
+            ),
+            (
+                &["--token-secret-file", path, "--token-secret-file", path],
+                "given already by --token-secret-file",
+            ),
+            (&["--token-secret"], "needs a value"),
+        ];
+        for (args, want) in cases {
+            let err = run(args).unwrap_err();
+            assert!(err.contains(want), "{args:?}: {err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

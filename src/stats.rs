@@ -45,6 +45,9 @@ pub struct Counters {
     /// Publishes answered from an earlier publish with the same
     /// `Idempotency-Key`, publishing nothing.
     pub idempotent_replays: u64,
+    /// Held subscriptions (SSE, stream, long-poll) ended because their
+    /// signed token ended (`--token-secret`).
+    pub token_expired: u64,
     /// From a message handed to `deliver` to the last write of its fan-out.
     pub fanout: Histogram,
     /// From a `POST /pub` read to its `201`, any Redis round trip included.
@@ -193,6 +196,7 @@ impl Snapshot<'_> {
                 "per_ip_refused": self.limits.per_ip_refused,
                 "refused_out_of_fds": self.limits.refused_out_of_fds,
             },
+            "token_expired": n.token_expired,
             "deadlines": {
                 "total": d.conn + d.channel + d.session + d.other,
                 "conn": d.conn,
@@ -215,6 +219,8 @@ impl Snapshot<'_> {
                 "subscriptions_refused": b.stats.subscriptions_refused,
                 "resumes_refused": b.stats.resumes_refused,
                 "replayed": b.stats.replayed,
+                "token_refused": b.stats.token_refused,
+                "token_expired": b.stats.token_expired,
             },
             "worker": self.worker,
             "workers": self.workers,

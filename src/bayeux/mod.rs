@@ -147,3 +147,5 @@ mod tests;
 
 #[cfg(test)]
 mod prop_tests;
+#[cfg(test)]
+mod token_tests;

@@ -285,7 +285,9 @@ impl Server {
 
     fn reap(&mut self) {
         let (hub, cluster, now) = (&mut self.hub, &mut self.cluster, self.now);
+        let web = &mut self.web;
         self.conns.reap(|id, sub| {
+            web.forget(id);
             if let Some((channel, kind, key)) = &sub {
                 hub.unsubscribe(channel, *kind, *key, id, now);
             }

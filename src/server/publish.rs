@@ -194,7 +194,7 @@ impl Server {
     }
 
     pub(super) fn on_delete(&mut self, id: ConnId, head: &RequestHead, channel: &str) {
-        if let Err(reject) = self.web.check_delete(head) {
+        if let Err(reject) = self.web.check_delete(head, channel) {
             return self.reject(id, reject, Ask::of(head));
         }
         if self.cluster.is_some() {
