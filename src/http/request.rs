@@ -63,7 +63,10 @@ pub struct WsHeaders {
     pub version: Option<String>,
 }
 
-/// The outcome of looking at the start of a read buffer.
+/// The outcome of looking at the start of a read buffer. It is returned and
+/// taken apart at once, never stored, so its size costs a move, while boxing
+/// the head would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed {
     /// A whole head, which took the first `len` bytes.
