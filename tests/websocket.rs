@@ -499,6 +499,26 @@ fn a_sub_websocket_answers_pings_and_ignores_messages() {
 }
 
 #[test]
+fn frames_sent_right_behind_the_handshake_are_read() {
+    let addr = start_default();
+    let ch = channel("ws-eager");
+    let mut c = Client::connect(addr);
+    c.send(
+        [
+            upgrade_request(&format!("/sub/{ch}"), &[]),
+            client_frame(FIN | PING, b"early"),
+        ]
+        .concat(),
+    );
+    let mut ws = Ws::after_upgrade(c);
+    let pong = ws.read_frame();
+    assert_eq!(
+        (pong.opcode, pong.payload.as_slice()),
+        (PONG, &b"early"[..])
+    );
+}
+
+#[test]
 fn a_sub_websocket_gets_pings_and_visible_heartbeats_and_a_silent_one_is_closed() {
     let addr = start(Config {
         heartbeat: Duration::from_millis(100),
@@ -610,8 +630,18 @@ fn with_redis_a_sub_websocket_catches_up_then_follows_and_ends_on_delete() {
     let mut ws = ws_sub(b.addr, &ch, &format!("?since={}", ids[0]));
     assert_eq!(ws.read_frame().json()["id"], ids[1].as_str());
     assert_eq!(ws.read_frame().json()["id"], ids[2].as_str());
-    // One with no cursor starts at the feed's position.
-    let mut now = ws_sub(b.addr, &ch, "");
+    // One with no cursor starts at the feed's position; a frame sent right
+    // behind its handshake is read once Redis has answered.
+    let mut c = Client::connect(b.addr);
+    c.send(
+        [
+            upgrade_request(&format!("/sub/{ch}"), &[]),
+            client_frame(FIN | PING, b"hi"),
+        ]
+        .concat(),
+    );
+    let mut now = Ws::after_upgrade(c);
+    assert_eq!(now.read_frame().opcode, PONG);
     let live = publish(a.addr, &ch, "live");
     assert_eq!(ws.read_frame().json()["id"], live.as_str());
     assert_eq!(now.read_frame().json()["id"], live.as_str());
