@@ -646,6 +646,21 @@ fn with_redis_a_sub_websocket_catches_up_then_follows_and_ends_on_delete() {
     assert_eq!(ws.read_frame().json()["id"], live.as_str());
     assert_eq!(now.read_frame().json()["id"], live.as_str());
 
+    // The first subscriber of a channel on a node waits for Redis to tell
+    // the channel's position; a frame sent behind its handshake is read
+    // once that answer has come, outside any read event of its own.
+    let quiet = channel("ws-redis-first");
+    let mut c = Client::connect(b.addr);
+    c.send(
+        [
+            upgrade_request(&format!("/sub/{quiet}"), &[]),
+            client_frame(FIN | PING, b"1st"),
+        ]
+        .concat(),
+    );
+    let mut first = Ws::after_upgrade(c);
+    assert_eq!(first.read_frame().payload, b"1st");
+
     let resp = call(a.addr, "DELETE", &format!("/pub/{ch}"), &[], b"");
     assert!(resp.status / 100 == 2, "{resp:?}");
     for ws in [&mut ws, &mut now] {
