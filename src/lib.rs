@@ -3,8 +3,9 @@
 //! # Bird's-eye view
 //!
 //! Browsers subscribe to named channels and wait, over Server-Sent Events, an
-//! NDJSON HTTP stream, long-polling, or Bayeux (CometD and Faye clients);
-//! publishers `POST` messages, and every waiting subscriber gets them at once.
+//! NDJSON HTTP stream, WebSocket, long-polling, or Bayeux (CometD and Faye
+//! clients); publishers `POST` messages, and every waiting subscriber gets
+//! them at once.
 //! Nearly all connections are idle most of the time, so halley keeps each
 //! parked connection down to about 165 bytes (an 88-byte enum-owning `Conn` in
 //! a slab, a hub key, one deadline-queue entry) and never gives one a thread.
@@ -66,6 +67,8 @@
 //! Pure core (values in, values out; unit-tested without sockets or sleeps):
 //! - `http`: request heads and framing, chunked bodies, response heads, query
 //!   strings. `routes`: which endpoint a request names.
+//! - `ws`: RFC 6455: the WebSocket handshake, client frames decoded one step
+//!   per state (UTF-8 checked as fragments arrive), server frames, close codes.
 //! - `hub`: channels, their message buffers and subscriber ids, cursors and
 //!   gaps. `message`, `encode`, `json`, `cursor`: messages, their bytes per
 //!   transport, their ids.
@@ -90,7 +93,7 @@
 //! - `server`: the loop (`mod.rs`), the connection table (`conns`), the
 //!   connection and its states (`conn`), and one file per kind of event:
 //!   `accept`, `read`, `respond`, `web`, `publish`, `deliver`, `bayeux`,
-//!   `timers`; and `redis`: the cluster's state (`mod.rs`), its two links
+//!   `websocket`, `timers`; and `redis`: the cluster's state (`mod.rs`), its two links
 //!   per shard (`link`) and their events (`events`), publishing and deleting
 //!   through Redis (`publish`), a node's feed of each channel (`feed`),
 //!   subscribers catching up (`catchup`) and Bayeux on a cluster (`bayeux`).

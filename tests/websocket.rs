@@ -335,28 +335,337 @@ fn a_peer_that_leaves_pings_unanswered_is_closed() {
 #[test]
 fn a_peer_that_sends_faster_than_it_reads_is_not_read() {
     // Echoes pile up while the client does not read; past
-    // --max-queued-bytes the server stops reading it (backpressure), and
-    // once the client reads everything comes back, in order.
+    // --max-queued-bytes the server stops reading it (backpressure), so
+    // what it holds for the client stays near the limit however much the
+    // client sends; once the client reads, everything comes back in order.
+    const LIMIT: usize = 256 * 1024;
+    const MESSAGES: usize = 200;
     let addr = start(Config {
-        max_queued_bytes: 64 * 1024,
-        ws_max_message: 1 << 20,
+        max_queued_bytes: LIMIT,
         ..echo_config()
     });
     let mut ws = Ws::connect(addr, "/ws-echo");
     let payload = vec![b'p'; 100_000];
     let writer = {
         let mut stream = ws.client.stream.try_clone().unwrap();
-        let frame = client_frame(FIN | BINARY, &payload);
+        let payload = payload.clone();
         std::thread::spawn(move || {
             use std::io::Write;
-            for _ in 0..40 {
-                stream.write_all(&frame).unwrap();
+            for i in 0..MESSAGES {
+                let mut p = payload.clone();
+                p[..4].copy_from_slice(&(i as u32).to_be_bytes());
+                stream.write_all(&client_frame(FIN | BINARY, &p)).unwrap();
             }
         })
     };
-    for _ in 0..40 {
+    wait_until("output queues past the limit", || {
+        stats(addr)["bytes_queued"].as_u64().unwrap() > LIMIT as u64
+    });
+    // 20 MB are on their way; the server holds at most one echo past the limit.
+    for _ in 0..20 {
+        let queued = stats(addr)["bytes_queued"].as_u64().unwrap();
+        assert!(
+            queued <= (LIMIT + 2 * payload.len()) as u64,
+            "{queued} bytes queued"
+        );
+    }
+    for i in 0..MESSAGES {
         let frame = ws.read_frame();
         assert_eq!(frame.payload.len(), payload.len());
+        assert_eq!(frame.payload[..4], (i as u32).to_be_bytes(), "in order");
     }
     writer.join().unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// GET /sub/{channel} as a WebSocket.
+
+/// A WebSocket subscriber of `channel` with the query `query` (`""`, or
+/// starting with `?`), once the server lists it as a subscriber.
+#[track_caller]
+fn ws_sub(addr: std::net::SocketAddr, ch: &str, query: &str) -> Ws {
+    let before = subscribers(addr, ch);
+    let ws = Ws::connect(addr, &format!("/sub/{ch}{query}"));
+    wait_subscribers(addr, ch, before + 1);
+    ws
+}
+
+#[test]
+fn a_sub_websocket_gets_each_message_as_the_streams_json_object() {
+    let addr = start_default();
+    let ch = channel("ws-live");
+    let mut a = ws_sub(addr, &ch, "");
+    let mut b = ws_sub(addr, &ch, "");
+    let id = publish(addr, &ch, "hello \"world\"\nline two");
+    let resp = call(addr, "POST", &format!("/pub/{ch}?event=note"), &[], b"x");
+    let noted = resp.json()["id"].as_str().unwrap().to_owned();
+    for ws in [&mut a, &mut b] {
+        let first = ws.read_frame();
+        assert!(first.fin);
+        let value = first.json();
+        assert_eq!(keys(&value), vec!["id", "channel", "data"]);
+        assert_eq!(value["id"], id.as_str());
+        assert_eq!(value["channel"], ch.as_str());
+        assert_eq!(value["data"], "hello \"world\"\nline two");
+        let second = ws.read_frame().json();
+        assert_eq!(second["id"], noted.as_str());
+        assert_eq!(second["event"], "note");
+    }
+    let stats = stats(addr);
+    assert_eq!(stats["connections"]["websocket"], 2, "{stats}");
+    assert_eq!(stats["messages_delivered"], 4, "{stats}");
+}
+
+#[test]
+fn a_sub_websocket_resumes_from_its_cursor() {
+    let addr = start_default();
+    let ch = channel("ws-resume");
+    let ids: Vec<String> = (0..4)
+        .map(|i| publish(addr, &ch, &format!("m{i}")))
+        .collect();
+    let queries = [
+        format!("?since={}", ids[1]),
+        format!("?last_event_id={}", ids[1]),
+        format!("?last_event_id={}&since={}", ids[1], ids[0]),
+    ];
+    for query in queries {
+        let mut ws = ws_sub(addr, &ch, &query);
+        assert_eq!(ws.read_frame().json()["id"], ids[2].as_str(), "{query}");
+        assert_eq!(ws.read_frame().json()["id"], ids[3].as_str(), "{query}");
+    }
+    let mut ws = ws_sub(addr, &ch, "?since=earliest");
+    for id in &ids {
+        assert_eq!(ws.read_frame().json()["id"], id.as_str());
+    }
+    // Then live, with nothing lost or repeated between replay and fan-out.
+    let live = publish(addr, &ch, "live");
+    assert_eq!(ws.read_frame().json()["id"], live.as_str());
+    // A bad cursor is a plain 400 before any upgrade.
+    let mut c = Client::connect(addr);
+    c.send(upgrade_request(&format!("/sub/{ch}?since=bogus"), &[]));
+    c.read_response().assert_error(400);
+}
+
+#[test]
+fn a_sub_websocket_whose_cursor_is_gone_gets_a_gap_frame_first() {
+    let addr = start(Config {
+        buffer: 2,
+        ..config()
+    });
+    let ch = channel("ws-gap");
+    let ids: Vec<String> = (0..5)
+        .map(|i| publish(addr, &ch, &format!("m{i}")))
+        .collect();
+    let mut ws = ws_sub(addr, &ch, &format!("?since={}", ids[0]));
+    let gap = ws.read_frame().json();
+    assert_eq!(keys(&gap), vec!["gap"]);
+    assert_eq!(gap["gap"]["reason"], "expired");
+    assert_eq!(gap["gap"]["missed"], 2);
+    assert_eq!(gap["gap"]["cursor"], ids[0].as_str());
+    assert_eq!(gap["gap"]["next"], ids[2].as_str());
+    assert_eq!(ws.read_frame().json()["id"], ids[3].as_str());
+    assert_eq!(ws.read_frame().json()["id"], ids[4].as_str());
+}
+
+#[test]
+fn deleting_the_channel_sends_deleted_then_close_1000() {
+    let addr = start_default();
+    let ch = channel("ws-delete");
+    let mut ws = ws_sub(addr, &ch, "");
+    let resp = call(addr, "DELETE", &format!("/pub/{ch}"), &[], b"");
+    assert!(resp.status / 100 == 2, "{resp:?}");
+    let deleted = ws.read_frame().json();
+    assert_eq!(deleted, serde_json::json!({"deleted": true, "channel": ch}));
+    ws.expect_close(1000);
+    assert_eq!(stats(addr)["connections"]["websocket"], 0);
+}
+
+#[test]
+fn a_sub_websocket_answers_pings_and_ignores_messages() {
+    let addr = start_default();
+    let ch = channel("ws-quiet");
+    let mut ws = ws_sub(addr, &ch, "");
+    ws.send_text("anyone?");
+    ws.send_frame(FIN | BINARY, &[1, 2, 3]);
+    ws.send_frame(FIN | PING, b"p");
+    let pong = ws.read_frame();
+    assert_eq!((pong.opcode, pong.payload.as_slice()), (PONG, &b"p"[..]));
+    let id = publish(addr, &ch, "still subscribed");
+    assert_eq!(ws.read_frame().json()["id"], id.as_str());
+    // Its frames are checked all the same.
+    ws.send_frame(FIN | TEXT, b"\xC0\xAF");
+    ws.expect_close(1007);
+    wait_subscribers(addr, &ch, 0);
+}
+
+#[test]
+fn frames_sent_right_behind_the_handshake_are_read() {
+    let addr = start_default();
+    let ch = channel("ws-eager");
+    let mut c = Client::connect(addr);
+    c.send(
+        [
+            upgrade_request(&format!("/sub/{ch}"), &[]),
+            client_frame(FIN | PING, b"early"),
+        ]
+        .concat(),
+    );
+    let mut ws = Ws::after_upgrade(c);
+    let pong = ws.read_frame();
+    assert_eq!(
+        (pong.opcode, pong.payload.as_slice()),
+        (PONG, &b"early"[..])
+    );
+}
+
+#[test]
+fn a_sub_websocket_gets_pings_and_visible_heartbeats_and_a_silent_one_is_closed() {
+    let addr = start(Config {
+        heartbeat: Duration::from_millis(100),
+        ..config()
+    });
+    let ch = channel("ws-beat");
+    let mut silent = ws_sub(addr, &ch, "");
+    for _ in 0..2 {
+        let ping = silent.read_frame();
+        assert_eq!((ping.opcode, ping.payload.len()), (PING, 0));
+        let beat = silent.read_frame().json();
+        assert_eq!(beat, serde_json::json!({"heartbeat": true}));
+    }
+    let reason = silent.expect_close(1008);
+    assert!(reason.contains("pong"), "{reason}");
+    wait_subscribers(addr, &ch, 0);
+
+    // One that answers keeps its subscription.
+    let mut live = ws_sub(addr, &ch, "");
+    for _ in 0..4 {
+        assert_eq!(live.read_frame().opcode, PING);
+        live.send_frame(FIN | PONG, b"");
+        assert!(live.read_frame().json()["heartbeat"].as_bool().unwrap());
+    }
+    let id = publish(addr, &ch, "after the beats");
+    assert_eq!(live.next_json()["id"], id.as_str());
+}
+
+#[test]
+fn a_slow_sub_websocket_is_closed_with_a_reason_it_can_read() {
+    const SIZE: usize = 64 * 1024;
+    let addr = start(Config {
+        max_queued_bytes: 256 * 1024,
+        ..config()
+    });
+    let ch = channel("ws-slow");
+    // Never read from until it is closed: its kernel buffers fill, then its
+    // queue passes the limit.
+    let mut slow = ws_sub(addr, &ch, "");
+    let mut fast = ws_sub(addr, &ch, "");
+    let fast_reader = std::thread::spawn(move || {
+        let mut n = 0;
+        loop {
+            let data = fast.next_json()["data"].as_str().unwrap().to_owned();
+            if data == "end" {
+                return n;
+            }
+            assert_eq!(&data[..6], format!("{n:06}"), "in order, none lost");
+            n += 1;
+        }
+    });
+    let mut publisher = Client::connect(addr);
+    let mut published = 0;
+    while stats(addr)["slow_consumer_closes"] == 0 {
+        assert!(published < 1000, "the slow reader was never closed");
+        for _ in 0..10 {
+            let mut data = format!("{published:06}");
+            data.push_str(&"x".repeat(SIZE - 6));
+            publisher.request("POST", &format!("/pub/{ch}"), &[], data.as_bytes());
+            assert_eq!(publisher.read_response().status, 201);
+            published += 1;
+        }
+    }
+    publisher.request("POST", &format!("/pub/{ch}"), &[], b"end");
+    assert_eq!(publisher.read_response().status, 201);
+    assert_eq!(fast_reader.join().unwrap(), published);
+    // The slow one finds, after what was queued for it, why it was closed.
+    let mut received = 0;
+    let reason = loop {
+        let frame = slow.read_frame();
+        match frame.opcode {
+            TEXT => received += 1,
+            CLOSE => break frame.close_code(),
+            other => panic!("unexpected opcode {other}"),
+        }
+    };
+    assert!(received < published, "it fell behind");
+    assert_eq!(reason.0, 1008);
+    assert!(reason.1.contains("slow consumer"), "{reason:?}");
+    slow.client.expect_closed();
+}
+
+#[test]
+fn sigterm_closes_sub_websockets_with_1001() {
+    let mut proc = Proc::start(&["--drain-secs", "5"]);
+    let ch = channel("ws-drain");
+    let mut ws = ws_sub(proc.addr, &ch, "");
+    proc.signal(libc::SIGTERM);
+    let reason = ws.expect_close(1001);
+    assert!(!reason.is_empty());
+    drop(ws);
+    let (status, _) = proc.wait_exit(Duration::from_secs(5)).expect("exits");
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn with_redis_a_sub_websocket_catches_up_then_follows_and_ends_on_delete() {
+    use common::redis::{node, RedisServer};
+    let redis = RedisServer::start();
+    let shards = std::slice::from_ref(&redis);
+    let (a, b) = (node(shards, &[]), node(shards, &[]));
+    let ch = channel("ws-redis");
+    let ids: Vec<String> = (0..3)
+        .map(|i| publish(a.addr, &ch, &format!("m{i}")))
+        .collect();
+
+    // Node b holds no history: the replay comes from Redis, the 101 only
+    // once it has (a Redis failure before it would still be plain HTTP).
+    let mut ws = ws_sub(b.addr, &ch, &format!("?since={}", ids[0]));
+    assert_eq!(ws.read_frame().json()["id"], ids[1].as_str());
+    assert_eq!(ws.read_frame().json()["id"], ids[2].as_str());
+    // One with no cursor starts at the feed's position; a frame sent right
+    // behind its handshake is read once Redis has answered.
+    let mut c = Client::connect(b.addr);
+    c.send(
+        [
+            upgrade_request(&format!("/sub/{ch}"), &[]),
+            client_frame(FIN | PING, b"hi"),
+        ]
+        .concat(),
+    );
+    let mut now = Ws::after_upgrade(c);
+    assert_eq!(now.read_frame().opcode, PONG);
+    let live = publish(a.addr, &ch, "live");
+    assert_eq!(ws.read_frame().json()["id"], live.as_str());
+    assert_eq!(now.read_frame().json()["id"], live.as_str());
+
+    // The first subscriber of a channel on a node waits for Redis to tell
+    // the channel's position; a frame sent behind its handshake is read
+    // once that answer has come, outside any read event of its own.
+    let quiet = channel("ws-redis-first");
+    let mut c = Client::connect(b.addr);
+    c.send(
+        [
+            upgrade_request(&format!("/sub/{quiet}"), &[]),
+            client_frame(FIN | PING, b"1st"),
+        ]
+        .concat(),
+    );
+    let mut first = Ws::after_upgrade(c);
+    assert_eq!(first.read_frame().payload, b"1st");
+
+    let resp = call(a.addr, "DELETE", &format!("/pub/{ch}"), &[], b"");
+    assert!(resp.status / 100 == 2, "{resp:?}");
+    for ws in [&mut ws, &mut now] {
+        let deleted = ws.read_frame().json();
+        assert_eq!(deleted["deleted"], true);
+        ws.expect_close(1000);
+    }
 }

@@ -177,14 +177,20 @@ impl Server {
 
         let (channel, key) = self.hub.subscribe(channel, Kind::Stream, id);
         let conn = self.conns.get(id).expect("subscribing connection is open");
+        // What an HTTP stream's client sends has no meaning; a WebSocket's
+        // may be frames sent right behind the handshake, read in the resume
+        // phase (a subscriber answered from Redis is not being driven now).
+        let frames_waiting = transport == Transport::WebSocket && !conn.inbuf.is_empty();
         match transport {
             Transport::WebSocket => {
                 conn.upgrade(Role::Channel { channel, key });
                 self.counters.ws_upgrades += 1;
             }
-            _ => conn.park_stream(channel, key, transport, http10),
+            _ => {
+                conn.park_stream(channel, key, transport, http10);
+                conn.inbuf.clear();
+            }
         }
-        conn.inbuf.clear();
         conn.release_inbuf(&mut self.bufs);
         let sent = if replay.messages.is_empty() {
             conn.send(&self.scratch)
@@ -204,6 +210,9 @@ impl Server {
         }
         let at = self.token_deadline(id, self.now + self.config.heartbeat);
         self.set_deadline(id, at);
+        if frames_waiting {
+            self.conns.resume_later(id);
+        }
     }
 
     /// Holds a long-poll that has nothing to receive yet.
