@@ -279,3 +279,63 @@ impl Tallying<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tally::Bounds;
+    use std::net::{TcpListener, TcpStream};
+
+    /// Reads one masked client frame from `peer` and returns its opcode and unmasked payload.
+    fn read_client_frame(peer: &mut TcpStream) -> (u8, Vec<u8>) {
+        let mut head = [0u8; 6];
+        peer.read_exact(&mut head).unwrap();
+        assert_eq!(head[0] & 0x80, 0x80, "FIN");
+        assert_eq!(head[1] & 0x80, 0x80, "a client frame must be masked");
+        let mut payload = vec![0; (head[1] & 0x7f) as usize];
+        peer.read_exact(&mut payload).unwrap();
+        for (i, b) in payload.iter_mut().enumerate() {
+            *b ^= head[2 + i % 4];
+        }
+        (head[0] & 0x0f, payload)
+    }
+
+    #[test]
+    fn a_websocket_subscriber_answers_ping_with_pong_and_close_with_close() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        peer.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut stream = mio::net::TcpStream::from_std(client);
+        let mut tally = Tally::new(Bounds {
+            measured: 0,
+            open: 1,
+            total: 1,
+            publishers: 1,
+        });
+        let mut state = State::Frames {
+            ws: WsReader::default(),
+            seen: tally.new_seen(),
+        };
+        let (mut out, mut rng) = (Vec::new(), Rng::new(1));
+        let mut to = Tallying {
+            tally: &mut tally,
+            out: &mut out,
+            now: 1_000,
+            live: 1,
+        };
+        // A message and a ping in one read: the message counts, the ping gets its pong.
+        let input = [&[0x81, 5][..], b"0 500", &[0x89, 2], b"hi"].concat();
+        assert_eq!(to.stream(&mut state, &mut stream, &mut rng, &input), Ok(()));
+        assert_eq!(read_client_frame(&mut peer), (10, b"hi".to_vec()));
+        assert_eq!(to.tally.distinct, 1);
+        assert_eq!(to.out, b"done 0 1000\n");
+        // A close ends the stream after echoing its code.
+        let close = [0x88, 2, 0x03, 0xe8];
+        assert!(to
+            .stream(&mut state, &mut stream, &mut rng, &close)
+            .is_err());
+        assert_eq!(read_client_frame(&mut peer), (8, vec![0x03, 0xe8]));
+    }
+}
