@@ -158,6 +158,7 @@ pub mod stats;
 pub mod supervisor;
 pub mod token;
 pub mod web;
+pub mod ws;
 
 pub use config::Config;
 pub use server::{spawn, Server};
