@@ -168,6 +168,34 @@ fn holds_websocket_subscribers_on_the_floor_and_loses_nothing() {
 }
 
 #[test]
+fn reads_halleys_websocket_frames() {
+    // halley's /sub/ WebSocket wraps each message in the stream's JSON object, unlike the floor and
+    // Nchan: the generator must find SEQ SENT_NS inside it, or every delivery goes uncounted.
+    let addr = common::start_default();
+    let url = |path: &str| format!("http://{addr}/{path}/{{channel}}");
+    let mut args = strings(&["ws", "-n", "100", "--warmup", "1", "--messages", "5"]);
+    args.extend([
+        "--sub-url".into(),
+        url("sub"),
+        "--pub-url".into(),
+        url("pub"),
+    ]);
+    let json = load(&args, Duration::from_secs(30));
+    assert_eq!(field(&json, "held"), 100.0, "{json}");
+    for key in [
+        "failed",
+        "missing",
+        "duplicate",
+        "out_of_order",
+        "unknown",
+        "dropped",
+    ] {
+        assert_eq!(field(&json, key), 0.0, "{key}: {json}");
+    }
+    assert_eq!(field(&json, "fanout_count"), 500.0, "{json}");
+}
+
+#[test]
 fn drives_ready_and_held_long_polls() {
     let floor = Floor::start();
     let pid = floor.pid();
