@@ -2,7 +2,9 @@
 //! server's figures can be read as a ratio to what the kernel allows. It answers every GET
 //! (`/sub/...` by convention) with fixed SSE headers and parks the socket; on `POST /pub/...` it
 //! formats the event once and writes it to every parked socket with one `write()` each, then
-//! answers 201. Long-poll has the same floor: `GET /lp/...` is answered at once with the last
+//! answers 201. A GET with `Upgrade: websocket` is answered `101` and parked the same way: a
+//! publish is framed once as one unmasked text frame holding the body, and that frame written to
+//! every parked WebSocket; what a WebSocket subscriber sends (pongs, a close) is read and dropped. Long-poll has the same floor: `GET /lp/...` is answered at once with the last
 //! message, `GET /lpw/...` waits for the next. Channels are ignored: a benchmark run uses one
 //! channel on a fresh server.
 //!
@@ -15,6 +17,15 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+// The generator's pure WebSocket code, for the accept value and the server frame: one copy of
+// each. The rest of it (the client side) is unused here.
+#[allow(dead_code)]
+#[path = "../load/sse.rs"]
+mod sse;
+#[allow(dead_code)]
+#[path = "../load/ws.rs"]
+mod ws;
+
 const LISTENER: Token = Token(usize::MAX);
 /// A request head or publish body larger than this is not one of the benchmark's.
 const MAX_REQUEST: usize = 64 * 1024;
@@ -26,6 +37,7 @@ enum State {
     /// Reading requests; `buf` holds what has arrived of the next one.
     Reading(Vec<u8>),
     ParkedSse,
+    ParkedWs,
     ParkedPoll,
 }
 
@@ -69,6 +81,8 @@ impl Conn {
 /// What one complete request asks for.
 enum Action {
     Subscribe,
+    /// A WebSocket upgrade, with its `Sec-WebSocket-Key`.
+    Upgrade(String),
     PollReady,
     PollWait,
     Publish(Vec<u8>),
@@ -103,9 +117,20 @@ fn next_request(buf: &mut Vec<u8>) -> io::Result<Option<Action>> {
         return Ok(None);
     }
     let path = req.path.unwrap_or("");
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).into_owned())
+    };
+    let upgrade = header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     let action = match (req.method.unwrap_or(""), path) {
         ("GET", p) if p.starts_with("/lp/") => Action::PollReady,
         ("GET", p) if p.starts_with("/lpw/") => Action::PollWait,
+        ("GET", _) if upgrade => match header("sec-websocket-key") {
+            Some(key) => Action::Upgrade(key),
+            None => Action::NotFound,
+        },
         ("GET", _) => Action::Subscribe,
         ("POST", p) if p.starts_with("/pub/") => {
             Action::Publish(buf[head_len..head_len + body_len].to_vec())
@@ -165,6 +190,15 @@ impl Floor {
                 conn.state = State::ParkedSse;
                 conn.send(SSE_HEAD)
             }
+            Action::Upgrade(ws_key) => {
+                let conn = &mut self.conns[key];
+                conn.state = State::ParkedWs;
+                let head = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                    ws::accept_for(ws_key.trim())
+                );
+                conn.send(head.as_bytes())
+            }
             Action::PollReady => {
                 let last = std::mem::take(&mut self.last);
                 let r = self.conns[key].send(&last);
@@ -190,11 +224,14 @@ impl Floor {
         let mut event = format!("{:x}\r\ndata: ", body.len() + "data: \n\n".len()).into_bytes();
         event.extend_from_slice(body);
         event.extend_from_slice(b"\n\n\r\n");
+        let mut frame = Vec::with_capacity(body.len() + 10);
+        ws::write_server_frame(&mut frame, 1, body);
         self.last = poll_response(body);
         let mut dead = Vec::new();
         for (key, conn) in self.conns.iter_mut() {
             let sent = match conn.state {
                 State::ParkedSse => conn.send(&event),
+                State::ParkedWs => conn.send(&frame),
                 State::ParkedPoll => {
                     conn.state = State::Reading(Vec::new());
                     conn.send(&self.last)

@@ -100,6 +100,35 @@ def markdown(title, results, servers, rows, base="floor"):
     return "\n".join(lines) + "\n"
 
 
+def ws_memory(sse, ws, servers, goal):
+    """sse, ws: [(server, result), ...] of the SSE and WebSocket tiers of one run. Returns a
+    Markdown table of each server's median Pss per held connection over both transports and their
+    ratio, halley's measured against `goal` (a WebSocket within `goal` times an SSE subscriber)."""
+    def by_server(pairs):
+        out = {}
+        for name, r in pairs:
+            # A run whose subscribers were refused measured nothing per connection.
+            if r.get("held", 0) > 0 and not r.get("failed", 0):
+                out.setdefault(name, []).append(r)
+        return medians(out, "pss_per_conn_b")
+
+    s, w = by_server(sse), by_server(ws)
+    lines = ["**memory per held connection, WebSocket against SSE on the same server**", "",
+             "| | SSE Pss per conn (B) | WS Pss per conn (B) | WS / SSE | goal |", "|---|---|---|---|---|"]
+    for name in servers:
+        if name not in s or name not in w:
+            continue
+        # A delta at or below zero is noise at this N and has no meaningful ratio.
+        ratio = w[name] / s[name] if s[name] > 0 else None
+        # The goal is halley's; the peers' ratios are there to read it against.
+        verdict = ""
+        if ratio is not None and name.startswith("halley"):
+            verdict = f"within {goal}×: " + ("**met**" if ratio <= goal else "**missed**")
+        shown = "n/a" if ratio is None else f"{ratio:.2f}"
+        lines.append(f"| {name} | {fmt(s[name], 0)} | {fmt(w[name], 0)} | {shown} | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
 def medians(results, key):
     """{server: median of key} over the servers that have it."""
     out = {}

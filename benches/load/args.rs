@@ -6,12 +6,14 @@ use std::str::FromStr;
 
 /// What `halley-load --help` prints: every mode and option, with its default.
 pub const USAGE: &str = "\
-halley-load: hold many SSE subscribers or long-polls against a COMET server, publish timestamped
-messages, and report delivery latency, losses, and the server's memory and CPU (from /proc).
-Works against any server that streams SSE on a GET and takes a publish as a POST body.
+halley-load: hold many SSE or WebSocket subscribers or long-polls against a COMET server, publish
+timestamped messages, and report delivery latency, losses, and the server's memory and CPU (from
+/proc). Works against any server that streams SSE on a GET (or upgrades it to WebSocket) and takes
+a publish as a POST body.
 
 USAGE:
   halley-load sse --sub-url URL --pub-url URL [OPTIONS]
+  halley-load ws --sub-url URL --pub-url URL [OPTIONS]
   halley-load longpoll --pub-url URL (--ready-url URL | --wait-url URL) [OPTIONS]
   halley-load --help
 
@@ -42,6 +44,11 @@ for every subscriber (closed loop), and optionally at a fixed rate (open loop).
   --aux-pid PID            measure apart over the same phases (a cluster's Redis)
   --label L                copied into the JSON result
 
+ws: the same run and options as sse, with WebSocket subscribers: each upgrades the --sub-url
+(RFC 6455, a fresh random key, the server's accept value checked), sends nothing but masked pongs
+and a close, and reads each message from one text frame, either the text itself (Nchan, the floor)
+or inside a JSON object's \"data\" (halley's {\"id\",\"channel\",\"data\"}).
+
 longpoll: two measurements, either or both.
   --ready-url URL          cycles per second when a message is always there: each
                            connection asks again as soon as it is answered
@@ -59,7 +66,7 @@ each subscriber; p50/p99/max over all deliveries. Server CPU and memory are /pro
 the --server-pid processes over each phase. See docs/benchmarking.md for reading the figures
 and the kernel settings that many connections need.
 
-halley-load worker ... is internal: one process's share of the sse subscribers.
+halley-load worker ... is internal: one process's share of the sse or ws subscribers.
 ";
 
 pub struct Args {

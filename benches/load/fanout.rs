@@ -1,4 +1,4 @@
-//! The `sse` mode: holds N SSE subscribers in worker processes, measures what holding them costs
+//! The `sse` and `ws` modes: hold N SSE or WebSocket subscribers in worker processes, measures what holding them costs
 //! the server, then publishes warm-up, one-at-a-time and open-loop messages and reports latency,
 //! losses and CPU. This process only publishes and adds up; the workers do the reading.
 
@@ -23,7 +23,8 @@ use crate::url::UrlTemplate;
 /// message (its timestamp is its scheduled time either way, so any wait is counted as latency).
 const OPEN_LOOP_PUBLISHERS: usize = 8;
 
-pub fn run(args: &Args) -> Result<(), String> {
+/// `mode` is `sse` or `ws`: the subscribers' transport; everything else is the same.
+pub fn run(args: &Args, mode: &'static str) -> Result<(), String> {
     let n: usize = args.num("n", 1000)?;
     // Several --sub-url (the nodes of a cluster) share the subscribers half and half; messages
     // are published to the one --pub-url.
@@ -89,6 +90,7 @@ pub fn run(args: &Args) -> Result<(), String> {
         let wargs: Vec<String> = [
             ("sub-url", sub_urls[part.url].clone()),
             ("channel", channel.clone()),
+            ("transport", mode.to_string()),
             ("first", part.subs.start.to_string()),
             ("count", part.subs.len().to_string()),
             ("src-addrs", args.num::<usize>("src-addrs", 64)?.to_string()),
@@ -142,6 +144,7 @@ pub fn run(args: &Args) -> Result<(), String> {
         args,
         n,
         &pids,
+        mode,
         mem_before,
         bounds,
         rate,
@@ -206,6 +209,7 @@ fn measure(
     args: &Args,
     n: usize,
     pids: &Pids,
+    mode: &str,
     mem_before: Memory,
     bounds: Bounds,
     rate: f64,
@@ -328,7 +332,7 @@ fn measure(
     let wall = (t1 - t0) as f64 / SEC as f64;
     let gen_cpu = (gen1 - gen0) as f64;
     let mut rep = Report::default();
-    rep.text("mode", "sse")
+    rep.text("mode", mode)
         .text("label", args.get("label").unwrap_or(""))
         .int("n", n as u64)
         .int("workers", run.workers.len() as u64)

@@ -1,4 +1,4 @@
-//! `halley-load`: the load generator behind `scripts/bench`. It holds N SSE subscribers on
+//! `halley-load`: the load generator behind `scripts/bench`. It holds N SSE or WebSocket subscribers on
 //! loopback (split over worker processes when one may not hold them all), publishes timestamped
 //! messages and reports delivery latency, losses, and what the server spent in memory and CPU
 //! (read from /proc). It also drives long-poll cycles. mio only, no async runtime.
@@ -12,16 +12,17 @@
 //!       with its own workers; messages go to the one --pub-url, and losses are counted over all.
 //!       Several --server-pid are summed as the server and also reported one by one, in order;
 //!       --aux-pid processes (a cluster's Redis) are measured over the same phases, apart.
+//!   halley-load ws ...      (the same options: the subscribers upgrade the --sub-url to WebSocket)
 //!   halley-load longpoll --ready-url URL --wait-url URL --pub-url URL [--conns C]
 //!                   [--duration-s S] [--held H] [--rounds R] [--server-pid PID]...
-//!   halley-load worker ...   (internal: one process's share of the SSE subscribers)
+//!   halley-load worker ...   (internal: one process's share of the subscribers)
 //! URLs are templates: `{channel}` is replaced by the run's channel name. Results are one JSON
 //! line on stdout and a readable listing on stderr.
 //!
 //! Code map, from the top down:
-//! - `fanout`: the sse mode's phases; `coord`: its event loop over worker pipes and publishers;
+//! - `fanout`: the sse and ws modes' phases; `coord`: its event loop over worker pipes and publishers;
 //! - `procs`: worker processes; `worker`: one process's subscribers; `sub`: one subscriber;
-//! - `http`, `sse`, `tally`, `hist`, `split`, `url`: pure parsing and bookkeeping, tested in place;
+//! - `http`, `sse`, `ws`, `tally`, `hist`, `split`, `url`: pure parsing and bookkeeping, tested in place;
 //! - `client`: keep-alive requests; `longpoll`: the longpoll mode;
 //! - `procfs`, `net`: /proc and the system calls std lacks; `args`, `report`: in and out.
 
@@ -42,6 +43,7 @@ mod sub;
 mod tally;
 mod url;
 mod worker;
+mod ws;
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
@@ -55,7 +57,8 @@ fn main() {
         return;
     }
     let result = args::Args::parse(rest).and_then(|args| match mode {
-        "sse" => fanout::run(&args),
+        "sse" => fanout::run(&args, "sse"),
+        "ws" => fanout::run(&args, "ws"),
         "longpoll" => longpoll::run(&args),
         "worker" => worker::run(&args),
         _ => Err(format!("unknown mode {mode:?}\n\n{}", args::USAGE)),

@@ -1,12 +1,15 @@
-//! One SSE subscriber's connection as a state machine: connecting, sending its request, reading
-//! the response head, then streaming, where every event read is handed to the worker's tally.
+//! One subscriber's connection as a state machine: connecting, sending its request, reading
+//! the response head, then streaming (SSE) or reading frames (WebSocket), where every delivery
+//! read is handed to the worker's tally.
 
+use std::borrow::Cow;
 use std::io::{self, Read, Write};
 
 use crate::http::{self, Body};
 use crate::net::now_ns;
 use crate::sse::SseParser;
 use crate::tally::{Seen, Tally};
+use crate::ws::{self, Frame, Rng, WsReader};
 
 /// One subscriber; its state owns what that state needs.
 pub struct Sub {
@@ -17,13 +20,49 @@ pub struct Sub {
 
 pub enum State {
     Connecting,
-    /// Request sent; the response head accumulates here until complete.
-    Head(Vec<u8>),
+    /// Request sent; the response head accumulates here until complete. A WebSocket subscriber
+    /// keeps the key it sent, to check the server's accept value.
+    Head(Vec<u8>, Option<String>),
     Streaming {
         body: Body,
         sse: SseParser,
         seen: Seen,
     },
+    /// Upgraded: reading the server's frames.
+    Frames {
+        ws: WsReader,
+        seen: Seen,
+    },
+}
+
+impl State {
+    pub fn is_held(&self) -> bool {
+        matches!(self, State::Streaming { .. } | State::Frames { .. })
+    }
+}
+
+/// How subscribers subscribe: an SSE GET (the same request for all), or a WebSocket upgrade of
+/// the same URL (a fresh key for each).
+pub enum Transport {
+    Sse { request: Vec<u8> },
+    Ws { path: String, host: String },
+}
+
+impl Transport {
+    pub fn new(ws: bool, path: String, host: &str) -> Transport {
+        if ws {
+            return Transport::Ws {
+                path,
+                host: host.to_string(),
+            };
+        }
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
+        );
+        Transport::Sse {
+            request: request.into_bytes(),
+        }
+    }
 }
 
 /// What happened to a subscriber during one readiness event.
@@ -34,24 +73,27 @@ pub enum Outcome {
     Dropped,
 }
 
-/// What a subscriber needs from its worker while reading: the shared read buffer, the tally,
-/// how many subscribers are live, and the report lines being written.
+/// What a subscriber needs from its worker while reading: how to subscribe, the shared read
+/// buffer, the tally, how many subscribers are live, the report lines being written, and the
+/// randomness for WebSocket keys and masks.
 pub struct Ctx<'a> {
-    pub request: &'a [u8],
+    pub transport: &'a Transport,
     pub buf: &'a mut [u8],
     pub tally: &'a mut Tally,
     pub live: u32,
     pub out: &'a mut Vec<u8>,
+    pub rng: &'a mut Rng,
 }
 
 /// Advances one subscriber on a readiness event.
 pub fn on_event(sub: &mut Sub, cx: &mut Ctx) -> Outcome {
     let Ctx {
-        request,
+        transport,
         buf,
         tally,
         live,
         out,
+        rng,
     } = cx;
     let live = *live;
     if let State::Connecting = sub.state {
@@ -62,9 +104,17 @@ pub fn on_event(sub: &mut Sub, cx: &mut Ctx) -> Outcome {
         if sub.stream.peer_addr().is_err() {
             return Outcome::Alive; // Not connected yet; a later event will say.
         }
+        let (request, key) = match transport {
+            Transport::Sse { request } => (Cow::Borrowed(&request[..]), None),
+            Transport::Ws { path, host } => {
+                let key = ws::new_key(rng);
+                let request = ws::upgrade_request(path, host, &key).into_bytes();
+                (Cow::Owned(request), Some(key))
+            }
+        };
         // A fresh socket's send buffer always takes a request this small in one write.
-        match sub.stream.write(request) {
-            Ok(n) if n == request.len() => sub.state = State::Head(Vec::with_capacity(512)),
+        match sub.stream.write(&request) {
+            Ok(n) if n == request.len() => sub.state = State::Head(Vec::with_capacity(512), key),
             _ => return Outcome::Failed,
         }
     }
@@ -77,53 +127,40 @@ pub fn on_event(sub: &mut Sub, cx: &mut Ctx) -> Outcome {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return gone(&sub.state, &outcome),
         };
-        let now = now_ns();
-        match &mut sub.state {
-            State::Head(head) => {
-                head.extend_from_slice(&buf[..n]);
+        let mut to = Tallying {
+            tally,
+            out,
+            now: now_ns(),
+            live,
+        };
+        let input = &buf[..n];
+        let result = match &mut sub.state {
+            State::Head(head, key) => {
+                head.extend_from_slice(input);
                 match http::parse_head(head) {
-                    Ok(None) => {}
-                    Ok(Some(h)) if h.status == 200 => {
-                        // The body's first bytes may have come with the head.
-                        let rest = head.split_off(h.len);
-                        let (mut body, mut sse, mut seen) =
-                            (Body::new(h.framing), SseParser::default(), tally.new_seen());
-                        if feed(
-                            &mut body,
-                            &mut sse,
-                            &mut seen,
-                            &rest,
-                            tally,
-                            now,
-                            live + 1,
-                            out,
-                        )
-                        .is_err()
-                        {
-                            return Outcome::Failed;
+                    Ok(None) => Ok(()),
+                    Ok(Some(h)) => match start(h, head, key.as_deref(), to.tally) {
+                        Ok((state, rest)) => {
+                            sub.state = state;
+                            outcome = Outcome::Held;
+                            // The stream's first bytes may have come with the head.
+                            to.live += 1;
+                            to.stream(&mut sub.state, &mut sub.stream, rng, &rest)
                         }
-                        sub.state = State::Streaming { body, sse, seen };
-                        outcome = Outcome::Held;
-                    }
-                    Ok(Some(h)) => {
-                        log::warn!(
-                            "subscribe answered {} while reading the response head",
-                            h.status
-                        );
-                        return Outcome::Failed;
-                    }
-                    Err(e) => {
-                        log::warn!("{e} while reading the subscribe response head");
-                        return Outcome::Failed;
-                    }
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(format!("{e} while reading the subscribe response head")),
                 }
             }
-            State::Streaming { body, sse, seen } => {
-                if feed(body, sse, seen, &buf[..n], tally, now, live, out).is_err() {
-                    return Outcome::Dropped;
-                }
+            state => to.stream(state, &mut sub.stream, rng, input),
+        };
+        if let Err(e) = result {
+            if !matches!(outcome, Outcome::Alive) || !sub.state.is_held() {
+                log::warn!("{e}");
+                return Outcome::Failed;
             }
-            State::Connecting => unreachable!("the request is sent before reading"),
+            log::warn!("{e} while streaming");
+            return Outcome::Dropped;
         }
         // A short read from a TCP socket means its receive queue is empty, and data arriving
         // later raises a new edge, so the usual read that returns EAGAIN is skipped: that halves
@@ -134,35 +171,171 @@ pub fn on_event(sub: &mut Sub, cx: &mut Ctx) -> Outcome {
     }
 }
 
+/// The state a complete response head leads to, and the body bytes that came with it: `200`
+/// starts an SSE stream, `101` with the right accept value a WebSocket.
+fn start(
+    h: http::Head,
+    head: &mut Vec<u8>,
+    key: Option<&str>,
+    tally: &Tally,
+) -> Result<(State, Vec<u8>), String> {
+    let rest = head.split_off(h.len);
+    let state = match (h.status, key) {
+        (200, None) => State::Streaming {
+            body: Body::new(h.framing),
+            sse: SseParser::default(),
+            seen: tally.new_seen(),
+        },
+        (101, Some(key)) => {
+            ws::check_upgrade(head, key)?;
+            State::Frames {
+                ws: WsReader::default(),
+                seen: tally.new_seen(),
+            }
+        }
+        (status, _) => {
+            return Err(format!(
+                "subscribe answered {status} while reading the response head"
+            ))
+        }
+    };
+    Ok((state, rest))
+}
+
 /// A subscriber whose connection ended was dropped if it had been counted as held, else it failed.
 fn gone(state: &State, outcome: &Outcome) -> Outcome {
-    match (state, outcome) {
-        (State::Streaming { .. }, Outcome::Alive) => Outcome::Dropped,
+    match outcome {
+        Outcome::Alive if state.is_held() => Outcome::Dropped,
         _ => Outcome::Failed,
     }
 }
 
-/// Decodes body framing and events from one read, recording each delivery.
-#[allow(clippy::too_many_arguments)]
-fn feed(
-    body: &mut Body,
-    sse: &mut SseParser,
-    seen: &mut Seen,
-    input: &[u8],
-    tally: &mut Tally,
+/// Where one read's deliveries go: the worker's tally, and its report lines for messages that
+/// every live subscriber now has.
+struct Tallying<'a> {
+    tally: &'a mut Tally,
+    out: &'a mut Vec<u8>,
     now: u64,
     live: u32,
-    out: &mut Vec<u8>,
-) -> Result<(), String> {
-    body.feed(input, &mut |payload| {
-        sse.feed(payload, &mut |d| {
-            if let Some(seq) = tally.record(seen, d, now, live) {
-                writeln!(out, "done {seq} {}", tally.last_at(seq)).unwrap();
-            }
-        })
-    })?;
-    if body.is_done() {
-        return Err("stream ended".into());
+}
+
+impl Tallying<'_> {
+    fn record(&mut self, seen: &mut Seen, d: crate::sse::Delivery) {
+        if let Some(seq) = self.tally.record(seen, d, self.now, self.live) {
+            writeln!(self.out, "done {seq} {}", self.tally.last_at(seq)).unwrap();
+        }
     }
-    Ok(())
+
+    /// Decodes one read of a held subscriber's stream and records each delivery; an error means
+    /// the stream is over.
+    fn stream(
+        &mut self,
+        state: &mut State,
+        stream: &mut mio::net::TcpStream,
+        rng: &mut Rng,
+        input: &[u8],
+    ) -> Result<(), String> {
+        match state {
+            State::Streaming { body, sse, seen } => {
+                body.feed(input, &mut |payload| {
+                    sse.feed(payload, &mut |d| self.record(seen, d))
+                })?;
+                if body.is_done() {
+                    return Err("stream ended".into());
+                }
+                Ok(())
+            }
+            State::Frames { ws, seen } => {
+                // Control frames are answered after the read is decoded; a subscriber sends
+                // nothing else.
+                let mut reply: Option<(u8, Vec<u8>)> = None;
+                ws.feed(input, &mut |f| match f {
+                    Frame::Message(m) => {
+                        if let Some(d) = ws::parse_message(m) {
+                            self.record(seen, d)
+                        }
+                    }
+                    Frame::Ping(p) => reply = Some((10, p.to_vec())),
+                    Frame::Pong => {}
+                    Frame::Close(code) => {
+                        let echo = code.map(u16::to_be_bytes);
+                        reply = Some((8, echo.map_or(Vec::new(), |c| c.to_vec())));
+                    }
+                })?;
+                if let Some((opcode, payload)) = reply {
+                    let mut frame = Vec::with_capacity(6 + payload.len());
+                    let mask = rng.next_u64().to_le_bytes();
+                    ws::write_masked(&mut frame, opcode, &payload, mask[..4].try_into().unwrap());
+                    // A pong or close is a few bytes on a socket that has sent nothing else, so
+                    // the send buffer takes it whole; if not, the server's timeout says so.
+                    let _ = stream.write(&frame);
+                    if opcode == 8 {
+                        return Err("the server closed".into());
+                    }
+                }
+                Ok(())
+            }
+            State::Connecting | State::Head(..) => unreachable!("only a held stream is fed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tally::Bounds;
+    use std::net::{TcpListener, TcpStream};
+
+    /// Reads one masked client frame from `peer` and returns its opcode and unmasked payload.
+    fn read_client_frame(peer: &mut TcpStream) -> (u8, Vec<u8>) {
+        let mut head = [0u8; 6];
+        peer.read_exact(&mut head).unwrap();
+        assert_eq!(head[0] & 0x80, 0x80, "FIN");
+        assert_eq!(head[1] & 0x80, 0x80, "a client frame must be masked");
+        let mut payload = vec![0; (head[1] & 0x7f) as usize];
+        peer.read_exact(&mut payload).unwrap();
+        for (i, b) in payload.iter_mut().enumerate() {
+            *b ^= head[2 + i % 4];
+        }
+        (head[0] & 0x0f, payload)
+    }
+
+    #[test]
+    fn a_websocket_subscriber_answers_ping_with_pong_and_close_with_close() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        peer.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut stream = mio::net::TcpStream::from_std(client);
+        let mut tally = Tally::new(Bounds {
+            measured: 0,
+            open: 1,
+            total: 1,
+            publishers: 1,
+        });
+        let mut state = State::Frames {
+            ws: WsReader::default(),
+            seen: tally.new_seen(),
+        };
+        let (mut out, mut rng) = (Vec::new(), Rng::new(1));
+        let mut to = Tallying {
+            tally: &mut tally,
+            out: &mut out,
+            now: 1_000,
+            live: 1,
+        };
+        // A message and a ping in one read: the message counts, the ping gets its pong.
+        let input = [&[0x81, 5][..], b"0 500", &[0x89, 2], b"hi"].concat();
+        assert_eq!(to.stream(&mut state, &mut stream, &mut rng, &input), Ok(()));
+        assert_eq!(read_client_frame(&mut peer), (10, b"hi".to_vec()));
+        assert_eq!(to.tally.distinct, 1);
+        assert_eq!(to.out, b"done 0 1000\n");
+        // A close ends the stream after echoing its code.
+        let close = [0x88, 2, 0x03, 0xe8];
+        assert!(to
+            .stream(&mut state, &mut stream, &mut rng, &close)
+            .is_err());
+        assert_eq!(read_client_frame(&mut peer), (8, vec![0x03, 0xe8]));
+    }
 }

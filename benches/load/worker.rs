@@ -1,4 +1,4 @@
-//! A worker process: opens its share of the SSE subscribers, holds them, and reads deliveries
+//! A worker process: opens its share of the subscribers (SSE or WebSocket), holds them, and reads deliveries
 //! until the coordinator writes `end PUBLISHED` on its stdin. It reports on stdout, one line each:
 //! `held HELD FAILED CONNECT_NS` once connected, `done SEQ LAST_AT_NS` when all its subscribers
 //! have a message, and at the end `hist NAME buckets...`, `counts ...` and `end`.
@@ -15,9 +15,10 @@ use crate::args::Args;
 use crate::hist::Latencies;
 use crate::net::{connect_from, now_ns, LineReader};
 use crate::split::source_addr;
-use crate::sub::{self, Ctx, Outcome, State, Sub};
+use crate::sub::{self, Ctx, Outcome, State, Sub, Transport};
 use crate::tally::{Bounds, Tally};
 use crate::url::UrlTemplate;
+use crate::ws::Rng;
 
 const STDIN: Token = Token(usize::MAX);
 /// A worker that outlives its run by this much gives up, so no load loop runs unbounded.
@@ -26,7 +27,9 @@ const MAX_LIFETIME_NS: u64 = 15 * 60 * 1_000_000_000;
 struct Worker {
     poll: Poll,
     url: UrlTemplate,
-    request: Vec<u8>,
+    transport: Transport,
+    /// Keys and masks for WebSocket subscribers.
+    rng: Rng,
     /// Subscriber indices `first..first + count` are this worker's share.
     first: usize,
     count: usize,
@@ -54,11 +57,12 @@ struct Worker {
 pub fn run(args: &Args) -> Result<(), String> {
     halley::fd_limit::raise();
     let url = UrlTemplate::parse(args.require("sub-url")?)?;
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n",
-        url.path(args.require("channel")?),
-        url.host
-    );
+    let ws = match args.get("transport").unwrap_or("sse") {
+        "sse" => false,
+        "ws" => true,
+        other => return Err(format!("--transport {other:?}: sse or ws")),
+    };
+    let transport = Transport::new(ws, url.path(args.require("channel")?), &url.host);
     let count: usize = args.num("count", 0)?;
     let bounds = Bounds::parse(args.require("bounds")?).ok_or("bad --bounds")?;
     let started = now_ns();
@@ -71,7 +75,8 @@ pub fn run(args: &Args) -> Result<(), String> {
     let mut w = Worker {
         poll,
         url,
-        request: request.into_bytes(),
+        transport,
+        rng: Rng::new(started ^ (std::process::id() as u64) << 32),
         first: args.num("first", 0)?,
         count,
         n_addrs: args.num("src-addrs", 64)?,
@@ -155,7 +160,7 @@ impl Worker {
             let pending: Vec<usize> = self
                 .subs
                 .iter()
-                .filter(|(_, s)| !matches!(s.state, State::Streaming { .. }))
+                .filter(|(_, s)| !s.state.is_held())
                 .map(|(k, _)| k)
                 .collect();
             self.failed += (pending.len() + self.count - self.next) as u32;
@@ -188,11 +193,12 @@ impl Worker {
             return;
         };
         let mut cx = Ctx {
-            request: &self.request,
+            transport: &self.transport,
             buf: &mut self.buf,
             tally: &mut self.tally,
             live: self.held - self.dropped,
             out: &mut self.out,
+            rng: &mut self.rng,
         };
         match sub::on_event(s, &mut cx) {
             Outcome::Alive => {}

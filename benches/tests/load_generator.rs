@@ -126,6 +126,76 @@ fn holds_every_subscriber_over_several_processes_and_loses_nothing() {
 }
 
 #[test]
+fn holds_websocket_subscribers_on_the_floor_and_loses_nothing() {
+    // The same run as SSE's above over WebSocket: each subscriber checks the floor's accept value
+    // (a wrong one fails it), reads its frames, and counts every message once.
+    let floor = Floor::start();
+    let pid = floor.pid();
+    let mut args = strings(&["ws", "-n", "300", "--warmup", "1", "--messages", "5"]);
+    args.extend(strings(&[
+        "--rate",
+        "50",
+        "--rate-messages",
+        "5",
+        "--size",
+        "200",
+    ]));
+    args.extend(strings(&["--per-process", "128", "--server-pid", &pid]));
+    args.extend([
+        "--sub-url".into(),
+        floor.url("sub"),
+        "--pub-url".into(),
+        floor.url("pub"),
+    ]);
+    let json = load(&args, Duration::from_secs(60));
+    assert!(json.contains(r#""mode":"ws""#), "{json}");
+    assert_eq!(field(&json, "held"), 300.0, "{json}");
+    assert_eq!(field(&json, "workers"), 3.0, "{json}");
+    for key in [
+        "failed",
+        "missing",
+        "duplicate",
+        "out_of_order",
+        "unknown",
+        "dropped",
+        "timeouts",
+    ] {
+        assert_eq!(field(&json, key), 0.0, "{key}: {json}");
+    }
+    assert_eq!(field(&json, "fanout_count"), 1500.0, "{json}");
+    assert_eq!(field(&json, "open_count"), 1500.0, "{json}");
+    assert!(field(&json, "fanout_p50_us") > 0.0, "{json}");
+}
+
+#[test]
+fn reads_halleys_websocket_frames() {
+    // halley's /sub/ WebSocket wraps each message in the stream's JSON object, unlike the floor and
+    // Nchan: the generator must find SEQ SENT_NS inside it, or every delivery goes uncounted.
+    let addr = common::start_default();
+    let url = |path: &str| format!("http://{addr}/{path}/{{channel}}");
+    let mut args = strings(&["ws", "-n", "100", "--warmup", "1", "--messages", "5"]);
+    args.extend([
+        "--sub-url".into(),
+        url("sub"),
+        "--pub-url".into(),
+        url("pub"),
+    ]);
+    let json = load(&args, Duration::from_secs(30));
+    assert_eq!(field(&json, "held"), 100.0, "{json}");
+    for key in [
+        "failed",
+        "missing",
+        "duplicate",
+        "out_of_order",
+        "unknown",
+        "dropped",
+    ] {
+        assert_eq!(field(&json, key), 0.0, "{key}: {json}");
+    }
+    assert_eq!(field(&json, "fanout_count"), 500.0, "{json}");
+}
+
+#[test]
 fn drives_ready_and_held_long_polls() {
     let floor = Floor::start();
     let pid = floor.pid();
