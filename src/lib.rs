@@ -149,6 +149,7 @@ pub mod idempotency;
 pub mod json;
 pub mod message;
 pub mod metrics;
+pub mod mux;
 pub mod outq;
 pub mod redis;
 pub mod routes;
