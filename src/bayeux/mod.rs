@@ -143,3 +143,5 @@ pub use wire::{BadRequest, Framing};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod ws_tests;

@@ -120,6 +120,7 @@ impl Server {
                 }
             }
             Reply::Hold { deadline } => self.hold_connect(id, head.keep_alive, deadline),
+            Reply::Socket { .. } => unreachable!("an HTTP request is never framed for a socket"),
         }
     }
 
