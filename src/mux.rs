@@ -27,10 +27,12 @@ use crate::routes::check_event_name;
 /// client asking for more is refused per command, not disconnected.
 pub const MAX_CHANNELS: usize = 64;
 
-/// The largest command, in bytes. A publish carries its data inside, so this
-/// is the default `--max-body` plus room for the rest of the command; the
-/// publishing rules then hold `data` to the channel's own body limit.
-pub const MAX_COMMAND: usize = 1024 * 1024 + 1024;
+/// The largest command, in bytes: the default `--ws-max-message`, past which
+/// the WebSocket itself is closed (1009). A publish carries its data inside,
+/// and the publishing rules then hold `data` to the channel's own body limit
+/// (4 KiB on an open channel); a command over this, on a server that lets
+/// WebSocket messages be larger, is refused and the connection stays open.
+pub const MAX_COMMAND: usize = 64 * 1024;
 
 /// What a client asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -214,3 +214,21 @@ test('without WebSocket in the browser, connect() subscribes per channel at once
   assert.equal(w.sources.length, 1);
   assert.equal(w.sources[0].url, `${BASE}sub/a?transport=sse&since=earliest`);
 });
+
+test('a socket silent for longer than two heartbeats is replaced and resumed', () => {
+  const w = load();
+  const conn = w.halley.connect({ silenceMs: 40000 });
+  w.follow(conn, 'a');
+  w.socket().open();
+  w.socket().frame(msg('a', 1));
+  w.advance(30000);
+  w.socket().frame({ heartbeat: true });
+  w.advance(30000);
+  assert.equal(w.sockets.length, 1, 'a heartbeat keeps it');
+  assert.equal(w.socket().closed, false);
+  w.advance(10001);
+  assert.equal(w.sockets[0].closed, true, 'silent for 40 s: dropped');
+  w.advance(500);
+  w.socket().open();
+  assert.deepEqual(w.socket().sent, [{ subscribe: 'a', since: 'e1-1' }]);
+});

@@ -55,6 +55,10 @@
   var WS_OPEN_TIMEOUT_MS = 4000;
   // WebSocket attempts that never opened, before connect() falls back to per-channel subscriptions.
   var WS_FAILURES_BEFORE_FALLBACK = 2;
+  // A socket that has said nothing for this long is taken for dead and replaced. The server sends a
+  // heartbeat every --heartbeat (15 s by default) that a page can see, since it cannot see pings, so
+  // a quiet channel is never silent this long; a cut one that the browser has not noticed is.
+  var WS_SILENCE_MS = 40000;
 
   var CHANNEL = /^[A-Za-z0-9_.:\/-]{1,128}$/;
 
@@ -367,9 +371,10 @@
 
   /**
    * Opens one connection for many channels. Options: url (the server's base URL), onState(state,
-   * transport) for the connection as a whole, onError(err) for errors that name no channel. Returns
-   * { subscribe(channel, opts), publish(channel, text, opts), close() }; subscribe takes the options of
-   * halley.subscribe (since, onMessage, onGap, onState, onError) and returns { close() }.
+   * transport) for the connection as a whole, onError(err) for errors that name no channel, silenceMs
+   * (how long a silent socket is trusted: 40 s; raise it for a server whose --heartbeat is over 20 s).
+   * Returns { subscribe(channel, opts), publish(channel, text, opts), close() }; subscribe takes the
+   * options of halley.subscribe (since, onMessage, onGap, onState, onError) and returns { close() }.
    */
   function connect(opts) {
     opts = opts || {};
@@ -383,6 +388,8 @@
     var worked = false; // a WebSocket of this connection has opened at least once
     var failures = 0; // attempts that never opened, while none ever has
     var timer = null; // the pending reconnect or open timeout
+    var watchdog = null; // ends a socket silent for longer than WS_SILENCE_MS
+    var silenceMs = opts.silenceMs || WS_SILENCE_MS;
 
     function setState(next) {
       if (next === state) return;
@@ -423,10 +430,20 @@
         clearTimeout(timer);
         timer = null;
         setState('live');
+        heard(ws);
         Object.keys(subs).forEach(function (channel) { send(subscribeCommand(subs[channel])); });
       };
-      ws.onmessage = function (e) { if (ws === socket) onFrame(e.data); };
+      ws.onmessage = function (e) {
+        if (ws !== socket) return;
+        heard(ws);
+        onFrame(e.data);
+      };
       ws.onclose = ws.onerror = function () { drop(ws); };
+    }
+
+    function heard(ws) {
+      clearTimeout(watchdog);
+      watchdog = setTimeout(function () { drop(ws); }, silenceMs);
     }
 
     // Every way a socket ends comes here once: reconnect with backoff and resume every channel, or,
@@ -437,7 +454,8 @@
       ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
       try { ws.close(); } catch (err) { /* it was not open */ }
       clearTimeout(timer);
-      timer = null;
+      clearTimeout(watchdog);
+      timer = watchdog = null;
       if (closed) return;
       if (!worked && ++failures >= WS_FAILURES_BEFORE_FALLBACK) return fallBack();
       setState('reconnecting');
@@ -552,6 +570,7 @@
         if (closed) return;
         closed = true;
         clearTimeout(timer);
+        clearTimeout(watchdog);
         if (socket) {
           var ws = socket;
           socket = null;
