@@ -121,7 +121,7 @@ impl Web {
     }
 
     /// How the request's `Authorization` stands against `--publish-token`.
-    fn token(&self, head: &RequestHead) -> Token {
+    pub fn token(&self, head: &RequestHead) -> Token {
         Token::from_authorization(self.publish_token.as_deref(), head.authorization.as_deref())
     }
 
@@ -162,19 +162,27 @@ impl Web {
         let Some(peer) = peer() else {
             return Err(Reject::new(400, "the connection has no peer address"));
         };
-        match self.policy.decide(&channel, token, declared, peer, now) {
-            PublishVerdict::Allow => Ok(limit),
-            PublishVerdict::Unauthorized => Err(unauthorized()),
-            PublishVerdict::TooLarge { limit } => Err(Reject::new(
-                413,
-                format!("messages to open channels are at most {limit} bytes"),
-            )),
-            PublishVerdict::RateLimited { retry_after } => Err(Reject::new(
-                429,
-                format!("too many messages from your address; retry in {retry_after} s"),
-            )
-            .with_retry_after(retry_after)),
+        verdict(self.policy.decide(&channel, token, declared, peer, now)).map(|()| limit)
+    }
+
+    /// The same rules for a publish that has no head of its own (a `/ws`
+    /// command): `token` from the upgrade request, `len` the data's size.
+    pub fn decide_publish(
+        &mut self,
+        channel: &str,
+        token: Token,
+        len: usize,
+        peer: Option<IpAddr>,
+        now: Instant,
+    ) -> Result<(), Reject> {
+        let limit = self.policy.body_limit(channel, token, self.max_body);
+        if len > limit {
+            return Err(too_large(limit));
         }
+        let Some(peer) = peer else {
+            return Err(Reject::new(400, "the connection has no peer address"));
+        };
+        verdict(self.policy.decide(channel, token, len, peer, now))
     }
 
     /// Deleting has no open rules: with `--publish-token` it needs the token.
@@ -214,6 +222,23 @@ impl Server {
 
 pub(super) fn too_large(limit: usize) -> Reject {
     Reject::new(413, format!("request body exceeds {limit} bytes"))
+}
+
+/// What a publish's verdict is answered with, when it is refused.
+fn verdict(verdict: PublishVerdict) -> Result<(), Reject> {
+    match verdict {
+        PublishVerdict::Allow => Ok(()),
+        PublishVerdict::Unauthorized => Err(unauthorized()),
+        PublishVerdict::TooLarge { limit } => Err(Reject::new(
+            413,
+            format!("messages to open channels are at most {limit} bytes"),
+        )),
+        PublishVerdict::RateLimited { retry_after } => Err(Reject::new(
+            429,
+            format!("too many messages from your address; retry in {retry_after} s"),
+        )
+        .with_retry_after(retry_after)),
+    }
 }
 
 fn unauthorized() -> Reject {
