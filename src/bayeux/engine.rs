@@ -277,6 +277,13 @@ impl Engine {
         self.held.len()
     }
 
+    /// The deadline of the connect held on `conn`, if one is: a WebSocket
+    /// keeps it in its one deadline beside its heartbeat.
+    pub fn held_deadline(&self, conn: ConnId) -> Option<Instant> {
+        let id = self.held.get(&conn)?;
+        self.sessions.get(id)?.held.as_ref().map(|h| h.deadline)
+    }
+
     /// Handles one request's messages (from `wire::parse_post` or `parse_get`)
     /// arriving on `conn`. `peer` is the client's address, which only a
     /// handshake needs (sessions are bounded per address), so the server
