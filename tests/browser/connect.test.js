@@ -174,7 +174,8 @@ test('closing a subscription unsubscribes it; subscribing twice to a channel is 
 
 test('a WebSocket that never opens falls back per channel, resuming where it was', () => {
   const w = load();
-  const conn = w.halley.connect();
+  const states = [];
+  const conn = w.halley.connect({ onState: (s, t) => states.push(`${s}/${t}`) });
   w.follow(conn, 'a', { since: 'earliest' });
   w.follow(conn, 'b');
   w.socket().drop(); // refused before opening
@@ -183,6 +184,7 @@ test('a WebSocket that never opens falls back per channel, resuming where it was
   w.advance(4000); // the second never opens either
   assert.equal(w.sockets.length, 2, 'no third attempt');
   assert.equal(w.sources.length, 2, 'an EventSource per channel');
+  assert.deepEqual(states, ['connecting/websocket', 'reconnecting/websocket', 'fallback/null']);
   assert.deepEqual(w.sources.map((s) => s.url), [
     `${BASE}sub/a?transport=sse&since=earliest`,
     `${BASE}sub/b?transport=sse`,

@@ -462,8 +462,11 @@
       timer = setTimeout(open, backoff(attempt++));
     }
 
+    // The connection as a whole then reports 'fallback'; each channel reports its own transport.
     function fallBack() {
       fallback = true;
+      state = 'fallback';
+      call(opts.onState, 'fallback', null);
       Object.keys(subs).forEach(function (channel) { subs[channel].fallBack(); });
     }
 
