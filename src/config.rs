@@ -69,6 +69,12 @@ pub struct Config {
     /// told to reconnect, spread at random, and the most the server waits
     /// for its connections before it exits.
     pub drain: Duration,
+    /// The largest WebSocket message a client may send (all its fragments);
+    /// past it the connection is closed with 1009.
+    pub ws_max_message: usize,
+    /// Serve `GET /ws-echo`, a WebSocket that echoes every message, for
+    /// conformance testing (scripts/autobahn). Off unless asked for.
+    pub ws_echo: bool,
 }
 
 impl Default for Config {
@@ -99,6 +105,8 @@ impl Default for Config {
             worker: 1,
             worker_restarts: 0,
             drain: Duration::from_secs(10),
+            ws_max_message: 64 * 1024,
+            ws_echo: false,
         }
     }
 }
@@ -163,6 +171,11 @@ USAGE: halley [FLAGS]
   --drain-secs SECS        on SIGTERM, clients are told to reconnect
                            at random within this window; exit when
                            all are gone or it ends (up to 3600)   [10]
+  --ws-max-message BYTES   largest WebSocket message a client may
+                           send, else closed with 1009            [65536]
+  --ws-echo                serve GET /ws-echo, a WebSocket that
+                           echoes every message: for conformance
+                           testing (scripts/autobahn) only        [off]
   --help                   this text
 
 Seconds are decimal, from 0.001 to 86400 (a day; --message-ttl up to a year,
@@ -220,6 +233,11 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
         if flag == "--help" || flag == "-h" {
             return Ok(Command::Help);
         }
+        // The one flag without a value.
+        if flag == "--ws-echo" {
+            config.ws_echo = true;
+            continue;
+        }
         // Read before the flag is known, so that an unknown flag is named as such.
         let value = args.next();
         let v = Flag {
@@ -241,6 +259,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
             "--buffer" => config.buffer = v.count(1, MAX_MESSAGES)?,
             "--message-ttl" => config.message_ttl = v.secs(MIN_PERIOD, MAX_MESSAGE_TTL)?,
             "--max-queued-bytes" => config.max_queued_bytes = v.bytes(1, MAX_BYTES)?,
+            "--ws-max-message" => config.ws_max_message = v.bytes(1, MAX_BYTES)?,
             "--heartbeat" => config.heartbeat = v.secs(MIN_PERIOD, MAX_PERIOD)?,
             "--longpoll-timeout" => config.longpoll_timeout = v.secs(MIN_PERIOD, MAX_PERIOD)?,
             "--longpoll-batch" => config.longpoll_batch = v.count(1, MAX_MESSAGES)?,
@@ -418,6 +437,10 @@ mod tests {
         let c = run(&["--idempotency-ttl", "2.5"]).unwrap();
         assert_eq!(c.idempotency_ttl, Duration::from_millis(2500));
         assert_eq!(run(&[]).unwrap().drain, Duration::from_secs(10));
+        assert!(!run(&[]).unwrap().ws_echo);
+        let c = run(&["--ws-echo", "--ws-max-message", "1000", "--buffer", "3"]).unwrap();
+        assert!(c.ws_echo);
+        assert_eq!((c.ws_max_message, c.buffer), (1000, 3));
         let drain = run(&["--drain-secs", "2.5"]).unwrap().drain;
         assert_eq!(drain, Duration::from_millis(2500));
     }

@@ -1,18 +1,34 @@
 //! Transport encoders: a message, a gap or a deletion in, bytes out. SSE and
 //! NDJSON stream frames come out as complete HTTP chunks, so one buffer serves
 //! every HTTP/1.1 subscriber; HTTP/1.0 subscribers get the chunk's payload.
+//! WebSocket frames are whole unmasked text frames, the same for everyone.
 
 use crate::http::response::write_chunk;
 use crate::json;
 use crate::message::Message;
+use crate::ws::close;
+use crate::ws::frame::{self, Opcode};
 
-/// How a streaming subscriber wants its messages framed: SSE events or
-/// NDJSON lines. Each has its own shared frame per message (`Message::sse`,
-/// `Message::stream`).
+/// How a streaming subscriber wants its messages framed: SSE events,
+/// NDJSON lines, or WebSocket text frames holding the NDJSON line's object.
+/// Each has its own shared frame per message (`Message::sse`,
+/// `Message::stream`, `Message::ws`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
     Sse,
     Stream,
+    WebSocket,
+}
+
+impl Transport {
+    /// The name the trace and `/stats` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Sse => "sse",
+            Transport::Stream => "stream",
+            Transport::WebSocket => "websocket",
+        }
+    }
 }
 
 /// A cursor the server could not honour, and what that cost the client.
@@ -149,6 +165,56 @@ pub fn stream_gap(gap: &Gap) -> Vec<u8> {
     chunk(&line)
 }
 
+/// A gap in `transport`'s framing.
+pub fn gap_frame(transport: Transport, gap: &Gap) -> Vec<u8> {
+    match transport {
+        Transport::Sse => sse_gap(gap),
+        Transport::Stream => stream_gap(gap),
+        Transport::WebSocket => ws_gap(gap),
+    }
+}
+
+/// A stream's last frame when its channel is deleted, in `transport`'s
+/// framing; a WebSocket's includes its close frame (1000).
+pub fn deleted_frame(transport: Transport, channel: &str) -> Vec<u8> {
+    match transport {
+        Transport::Sse => sse_deleted(channel),
+        Transport::Stream => stream_deleted(channel),
+        Transport::WebSocket => ws_deleted(channel),
+    }
+}
+
+/// The message's object as one WebSocket text frame.
+pub fn ws_message(msg: &Message) -> Vec<u8> {
+    frame::frame(Opcode::Text, msg.json())
+}
+
+/// `{"gap":{...}}` as a WebSocket text frame.
+pub fn ws_gap(gap: &Gap) -> Vec<u8> {
+    let mut text = b"{\"gap\":".to_vec();
+    push_gap(&mut text, gap);
+    text.push(b'}');
+    frame::frame(Opcode::Text, &text)
+}
+
+/// `{"deleted":true,"channel":...}` as a text frame, then the close frame
+/// (1000) that ends the WebSocket.
+pub fn ws_deleted(channel: &str) -> Vec<u8> {
+    let mut text = b"{\"deleted\":true,\"channel\":".to_vec();
+    json::push_str(&mut text, channel);
+    text.push(b'}');
+    let mut out = frame::frame(Opcode::Text, &text);
+    out.extend(close::frame(close::NORMAL, "channel deleted"));
+    out
+}
+
+/// A WebSocket subscriber's heartbeat: a ping, which the peer must answer,
+/// then a text frame a browser's script can see (it never sees pings), so
+/// that a page can tell a dead connection from a quiet channel.
+pub const WS_HEARTBEAT: &[u8] = b"\x89\x00\x81\x12{\"heartbeat\":true}";
+/// The ping alone, for connections whose peers only echo (`--ws-echo`).
+pub const WS_PING: &[u8] = b"\x89\x00";
+
 /// The SSE `deleted` event sent when a channel is deleted.
 pub fn sse_deleted(channel: &str) -> Vec<u8> {
     let mut ev = b"event: deleted\ndata: {\"channel\":".to_vec();
@@ -269,6 +335,32 @@ mod tests {
             payload(&stream_gap(&unknown)),
             "{\"gap\":{\"reason\":\"expired\",\"missed\":null,\"cursor\":\"e-0\",\"next\":\"e-2\"}}\n"
         );
+    }
+
+    #[test]
+    fn websocket_frames_hold_the_stream_objects() {
+        let m = msg("x", None);
+        let object = br#"{"id":"e-3","channel":"room","data":"x"}"#;
+        assert_eq!(
+            ws_message(&m),
+            [&[0x81, object.len() as u8][..], object].concat()
+        );
+        let gap = Gap {
+            reason: "expired",
+            missed: None,
+            cursor: "e-0".into(),
+            next: "e-2".into(),
+        };
+        let text = br#"{"gap":{"reason":"expired","missed":null,"cursor":"e-0","next":"e-2"}}"#;
+        assert_eq!(ws_gap(&gap), [&[0x81, text.len() as u8][..], text].concat());
+        let deleted = ws_deleted("room");
+        let text = br#"{"deleted":true,"channel":"room"}"#;
+        assert!(deleted.starts_with(&[&[0x81, text.len() as u8][..], text].concat()));
+        assert_eq!(&deleted[2 + text.len()..][..4], [0x88, 17, 0x03, 0xE8]);
+        let beat = WS_HEARTBEAT;
+        assert_eq!(&beat[..2], WS_PING);
+        assert_eq!(beat[3] as usize, beat.len() - 4);
+        assert_eq!(&beat[4..], br#"{"heartbeat":true}"#);
     }
 
     #[test]

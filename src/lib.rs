@@ -159,6 +159,7 @@ pub mod stats;
 pub mod supervisor;
 pub mod token;
 pub mod web;
+pub mod ws;
 
 pub use config::Config;
 pub use server::{spawn, Server};

@@ -28,6 +28,7 @@ pub struct Message {
     sse: OnceCell<Rc<[u8]>>,
     stream: OnceCell<Rc<[u8]>>,
     json: OnceCell<Rc<[u8]>>,
+    ws: OnceCell<Rc<[u8]>>,
     poll_body: OnceCell<Rc<[u8]>>,
 }
 
@@ -55,6 +56,7 @@ impl Message {
             sse: OnceCell::new(),
             stream: OnceCell::new(),
             json: OnceCell::new(),
+            ws: OnceCell::new(),
             poll_body: OnceCell::new(),
         }
     }
@@ -72,6 +74,12 @@ impl Message {
     /// The message as a JSON object.
     pub fn json(&self) -> &Rc<[u8]> {
         self.json.get_or_init(|| encode::json_object(self).into())
+    }
+
+    /// The JSON object as one WebSocket text frame: server frames are
+    /// unmasked, so every WebSocket subscriber is sent these same bytes.
+    pub fn ws(&self) -> &Rc<[u8]> {
+        self.ws.get_or_init(|| encode::ws_message(self).into())
     }
 
     /// A long-poll body carrying just this message, which every poller parked

@@ -78,6 +78,7 @@ pub fn exposition(s: &Snapshot) -> Vec<u8> {
         ("sse", c.sse),
         ("stream", c.stream),
         ("longpoll", c.longpoll),
+        ("websocket", c.websocket),
         ("bayeux", c.bayeux),
         ("other", c.other),
     ] {

@@ -7,6 +7,7 @@ use crate::http::query::{self, split_target};
 use crate::http::request::{Method, RequestHead};
 use crate::http::Reject;
 use crate::hub::validate_channel;
+use crate::ws::handshake;
 
 /// The SSE `event:` name set with `?event=`; longer names are refused.
 pub const MAX_EVENT_NAME: usize = 64;
@@ -42,9 +43,13 @@ pub enum Route {
     /// (`/bayeux/handshake`, `/bayeux/connect`, ...). The messages are in the
     /// body (`POST`) or the query (`GET`, JSONP).
     Bayeux,
+    /// `GET /ws-echo`, a checked WebSocket handshake: the echo endpoint
+    /// Autobahn|Testsuite runs against, served only with `--ws-echo`.
+    WsEcho,
 }
 
-/// How a subscriber wants messages.
+/// How a subscriber wants messages. A WebSocket upgrade (its handshake
+/// already checked) is `Stream(Transport::WebSocket)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     Stream(Transport),
@@ -60,6 +65,10 @@ const ALLOW_PUB: &str = "GET, HEAD, POST, DELETE, OPTIONS";
 /// No `HEAD`: a Bayeux request's answer is what its messages did, and a
 /// `HEAD` must not do anything (nor can its head be known without doing it).
 const ALLOW_BAYEUX: &str = "GET, POST, OPTIONS";
+const ALLOW_WEBSOCKET: &str = "GET, OPTIONS";
+
+/// The path of the echo endpoint (`--ws-echo`).
+pub const WS_ECHO_PATH: &str = "/ws-echo";
 
 pub fn route(head: &RequestHead) -> Result<Route, Reject> {
     let (path, query) = split_target(&head.target);
@@ -69,6 +78,8 @@ pub fn route(head: &RequestHead) -> Result<Route, Reject> {
         (ALLOW_READ, Endpoint::Sub(rest))
     } else if path == "/bayeux" || path.starts_with("/bayeux/") {
         (ALLOW_BAYEUX, Endpoint::Bayeux)
+    } else if path == WS_ECHO_PATH {
+        (ALLOW_WEBSOCKET, Endpoint::WsEcho)
     } else {
         match path {
             "/healthz" => (ALLOW_READ, Endpoint::Health),
@@ -100,6 +111,10 @@ pub fn route(head: &RequestHead) -> Result<Route, Reject> {
         Endpoint::Metrics => Route::Metrics,
         Endpoint::Page => Route::Page,
         Endpoint::Bayeux => Route::Bayeux,
+        Endpoint::WsEcho => {
+            handshake::check(head)?;
+            Route::WsEcho
+        }
         Endpoint::Pub(raw) => {
             let channel = channel_name(raw)?;
             match head.method {
@@ -127,6 +142,7 @@ enum Endpoint<'a> {
     Pub(&'a str),
     Sub(&'a str),
     Bayeux,
+    WsEcho,
 }
 
 /// The path of a request target, without its query.
@@ -174,8 +190,13 @@ pub fn check_event_name(name: &str) -> Result<(), Reject> {
     Ok(())
 }
 
-/// An explicit `?transport=` wins over `Accept`; long-poll is the default.
+/// A WebSocket upgrade wins (and must be a correct handshake); then an
+/// explicit `?transport=` wins over `Accept`; long-poll is the default.
 fn mode(head: &RequestHead, query: &str) -> Result<Mode, Reject> {
+    if head.upgrade_websocket {
+        handshake::check(head)?;
+        return Ok(Mode::Stream(Transport::WebSocket));
+    }
     match param(query, "transport")?.as_deref() {
         Some("sse") => Ok(Mode::Stream(Transport::Sse)),
         Some("stream") => Ok(Mode::Stream(Transport::Stream)),
@@ -210,7 +231,7 @@ fn start(head: &RequestHead, query: &str) -> Result<Cursor, Reject> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::request::BodyKind;
+    use crate::http::request::{BodyKind, WsHeaders};
 
     fn head(method: Method, target: &str) -> RequestHead {
         RequestHead {
@@ -226,7 +247,41 @@ mod tests {
             content_type: None,
             if_none_match: None,
             idempotency_key: None,
+            upgrade_websocket: false,
+            connection_upgrade: false,
+            websocket: None,
         }
+    }
+
+    #[test]
+    fn routes_websocket_upgrades() {
+        let upgrade = |method: Method, target: &str, version: &str| RequestHead {
+            upgrade_websocket: true,
+            connection_upgrade: true,
+            websocket: Some(Box::new(WsHeaders {
+                key: Some("dGhlIHNhbXBsZSBub25jZQ==".into()),
+                version: Some(version.into()),
+            })),
+            ..head(method, target)
+        };
+        let sub = route(&upgrade(Method::Get, "/sub/a?since=earliest", "13")).unwrap();
+        assert_eq!(
+            sub,
+            Route::Subscribe {
+                channel: "a".into(),
+                mode: Mode::Stream(Transport::WebSocket),
+                cursor: Cursor::Earliest,
+            }
+        );
+        assert_eq!(
+            route(&upgrade(Method::Get, "/ws-echo", "13")),
+            Ok(Route::WsEcho)
+        );
+        assert_eq!(status(&upgrade(Method::Get, "/ws-echo", "12")), 426);
+        assert_eq!(status(&upgrade(Method::Get, "/sub/a", "12")), 426);
+        assert_eq!(status(&upgrade(Method::Head, "/sub/a", "13")), 400);
+        assert_eq!(status(&head(Method::Get, "/ws-echo")), 426);
+        assert_eq!(status(&head(Method::Post, "/ws-echo")), 405);
     }
 
     fn status(h: &RequestHead) -> u16 {

@@ -30,6 +30,13 @@ pub struct Counters {
     pub linger_closes: u64,
     /// Error responses by status code.
     pub rejections: BTreeMap<u16, u64>,
+    /// Connections upgraded to WebSocket (`101` sent).
+    pub ws_upgrades: u64,
+    /// WebSockets closed for breaking the protocol: 1002, 1007, and 1009
+    /// for a message over `--ws-max-message`.
+    pub ws_protocol_closes: u64,
+    /// WebSockets closed for leaving two heartbeat pings unanswered.
+    pub ws_pong_timeouts: u64,
     /// Publishes answered from an earlier publish with the same
     /// `Idempotency-Key`, publishing nothing.
     pub idempotent_replays: u64,
@@ -51,6 +58,8 @@ pub struct ConnCounts {
     pub sse: u64,
     pub stream: u64,
     pub longpoll: u64,
+    /// WebSockets, whatever their role.
+    pub websocket: u64,
     /// Held Bayeux connects.
     pub bayeux: u64,
     /// Reading requests, idle keep-alive, or closing.
@@ -114,10 +123,11 @@ impl Snapshot<'_> {
             .collect();
         let stats = json!({
             "connections": {
-                "total": c.sse + c.stream + c.longpoll + c.bayeux + c.other,
+                "total": c.sse + c.stream + c.longpoll + c.websocket + c.bayeux + c.other,
                 "sse": c.sse,
                 "stream": c.stream,
                 "longpoll": c.longpoll,
+                "websocket": c.websocket,
                 "bayeux": c.bayeux,
                 "other": c.other,
             },
@@ -138,6 +148,11 @@ impl Snapshot<'_> {
             "connect_timeouts": n.connect_timeouts,
             "linger_closes": n.linger_closes,
             "idempotent_replays": n.idempotent_replays,
+            "websocket": {
+                "upgrades": n.ws_upgrades,
+                "protocol_closes": n.ws_protocol_closes,
+                "pong_timeouts": n.ws_pong_timeouts,
+            },
             "deadlines": {
                 "total": d.conn + d.channel + d.session + d.other,
                 "conn": d.conn,
@@ -203,6 +218,7 @@ mod tests {
                 sse: 1,
                 stream: 2,
                 longpoll: 3,
+                websocket: 6,
                 bayeux: 5,
                 other: 4,
             },
@@ -235,7 +251,7 @@ mod tests {
         };
         let text = String::from_utf8(snap.to_json()).unwrap();
         assert!(text.starts_with(
-            r#"{"connections":{"total":15,"sse":1,"stream":2,"longpoll":3,"bayeux":5,"other":4},"channels":2,"#
+            r#"{"connections":{"total":21,"sse":1,"stream":2,"longpoll":3,"websocket":6,"bayeux":5,"other":4},"channels":2,"#
         ));
         assert!(
             text.contains(r#""messages_evicted":1,"messages_expired":2,"#),

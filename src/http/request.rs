@@ -44,6 +44,20 @@ pub struct RequestHead {
     pub if_none_match: Option<String>,
     /// A publish's `Idempotency-Key`, checked where a publish is handled.
     pub idempotency_key: Option<String>,
+    /// `Upgrade` names `websocket`: the client asks for a WebSocket
+    /// (`ws::handshake` checks the rest).
+    pub upgrade_websocket: bool,
+    /// `Connection` carries the `upgrade` token.
+    pub connection_upgrade: bool,
+    /// `Sec-WebSocket-Key` and `-Version`, boxed: most requests have none.
+    pub websocket: Option<Box<WsHeaders>>,
+}
+
+/// The `Sec-WebSocket-*` headers a handshake is checked by.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WsHeaders {
+    pub key: Option<String>,
+    pub version: Option<String>,
 }
 
 /// The outcome of looking at the start of a read buffer.
@@ -99,6 +113,9 @@ fn interpret(req: &httparse::Request) -> Result<RequestHead, Reject> {
         content_type: None,
         if_none_match: None,
         idempotency_key: None,
+        upgrade_websocket: false,
+        connection_upgrade: false,
+        websocket: None,
     };
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
@@ -128,6 +145,8 @@ fn interpret(req: &httparse::Request) -> Result<RequestHead, Reject> {
                     head.keep_alive = false;
                 } else if token.eq_ignore_ascii_case("keep-alive") && http10 {
                     head.keep_alive = true;
+                } else if token.eq_ignore_ascii_case("upgrade") {
+                    head.connection_upgrade = true;
                 }
             }
         } else if name.eq_ignore_ascii_case("host") {
@@ -149,6 +168,14 @@ fn interpret(req: &httparse::Request) -> Result<RequestHead, Reject> {
             head.if_none_match = Some(value.to_owned());
         } else if name.eq_ignore_ascii_case("idempotency-key") {
             head.idempotency_key = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            head.upgrade_websocket |= value
+                .split(',')
+                .any(|p| p.trim().eq_ignore_ascii_case("websocket"));
+        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+            head.websocket.get_or_insert_with(Box::default).key = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
+            head.websocket.get_or_insert_with(Box::default).version = Some(value.to_owned());
         }
     }
     if !http10 && hosts != 1 {
@@ -236,6 +263,21 @@ mod tests {
         assert_eq!(head.authorization.as_deref(), Some("Bearer t"));
         assert_eq!(head.content_type.as_deref(), Some("text/plain"));
         assert_eq!(head.idempotency_key.as_deref(), Some("order-42"));
+        assert!(!head.upgrade_websocket && !head.connection_upgrade);
+    }
+
+    #[test]
+    fn reads_a_websocket_upgrade() {
+        let head = head_of(
+            "GET /sub/a HTTP/1.1\r\nHost: h\r\nUpgrade: h2c, WebSocket\r\n\
+             Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: a2V5\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .unwrap();
+        assert!(head.upgrade_websocket && head.connection_upgrade);
+        let ws = head.websocket.unwrap();
+        assert_eq!(ws.key.as_deref(), Some("a2V5"));
+        assert_eq!(ws.version.as_deref(), Some("13"));
     }
 
     #[test]

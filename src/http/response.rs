@@ -13,6 +13,9 @@ pub enum Framing {
     Chunked,
     /// The body ends when the connection closes (HTTP/1.0 streams).
     UntilClose,
+    /// `101 Switching Protocols` to a WebSocket: no body, and the
+    /// connection carries frames from here on.
+    Upgrade,
 }
 
 /// The parts of a response head that vary.
@@ -47,12 +50,13 @@ impl ResponseHead<'_> {
                 let _ = write!(out, "Content-Length: {n}\r\n");
             }
             Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
-            Framing::UntilClose => {}
+            Framing::UntilClose | Framing::Upgrade => {}
         }
         let keep_alive = self.keep_alive && self.framing != Framing::UntilClose;
-        out.extend_from_slice(match keep_alive {
-            true => b"Connection: keep-alive\r\n",
-            false => b"Connection: close\r\n",
+        out.extend_from_slice(match (self.framing, keep_alive) {
+            (Framing::Upgrade, _) => b"Connection: Upgrade\r\nUpgrade: websocket\r\n",
+            (_, true) => b"Connection: keep-alive\r\n",
+            (_, false) => b"Connection: close\r\n",
         });
         let _ = write!(
             out,
@@ -182,6 +186,7 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 pub fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
+        101 => "Switching Protocols",
         200 => "OK",
         201 => "Created",
         204 => "No Content",
@@ -195,6 +200,7 @@ pub fn reason(status: u16) -> &'static str {
         410 => "Gone",
         413 => "Content Too Large",
         417 => "Expectation Failed",
+        426 => "Upgrade Required",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
@@ -226,6 +232,27 @@ mod tests {
             "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\
              Connection: keep-alive\r\nAccess-Control-Allow-Origin: *\r\n\
              Access-Control-Expose-Headers: Halley-Cursor, Retry-After\r\nAllow: GET\r\n\r\n{}"
+        );
+    }
+
+    #[test]
+    fn writes_a_switch_to_websocket() {
+        let mut out = Vec::new();
+        ResponseHead {
+            status: 101,
+            content_type: None,
+            framing: Framing::Upgrade,
+            keep_alive: false,
+            cors_origin: "*",
+            date: None,
+            extra: &["Sec-WebSocket-Accept: abc="],
+        }
+        .write(&mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Access-Control-Allow-Origin: *\r\n\
+             Access-Control-Expose-Headers: Halley-Cursor, Retry-After\r\nSec-WebSocket-Accept: abc=\r\n\r\n"
         );
     }
 

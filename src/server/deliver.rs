@@ -7,7 +7,7 @@ use std::ops::Range;
 use std::rc::Rc;
 use std::time::Instant;
 
-use super::conn::{SendError, State};
+use super::conn::{Role, SendError, State};
 use super::respond::{note_send_error, Ask};
 use super::Server;
 use crate::conn_id::ConnId;
@@ -20,10 +20,16 @@ use crate::hub::{Channel, Kind, Replay};
 use crate::message::Message;
 use crate::outq::Chunk;
 use crate::routes::Mode;
+use crate::ws::close;
+use crate::ws::handshake::{self, Accept};
 
 const SSE_TYPE: &str = "text/event-stream";
 const STREAM_TYPE: &str = "application/x-ndjson";
 const STREAM_HEADERS: [&str; 2] = ["Cache-Control: no-cache", "X-Accel-Buffering: no"];
+
+/// The close reason a WebSocket too slow for its channel reads (1008): it
+/// let more than `--max-queued-bytes` pile up, as a slow stream does.
+const SLOW_CONSUMER_REASON: &str = "slow consumer: too far behind its channel";
 
 impl Server {
     pub(super) fn on_subscribe(
@@ -49,7 +55,9 @@ impl Server {
         match mode {
             Mode::Stream(transport) if head_only => self.stream_head_only(id, head, transport),
             Mode::Stream(transport) => {
-                self.open_stream(id, head.http10, channel, transport, replay)
+                let accept = head.upgrade_websocket.then(|| handshake::check(head).ok());
+                let accept = accept.flatten();
+                self.open_stream(id, head.http10, channel, transport, accept, replay)
             }
             // GET would wait for a message; there is no body to measure yet.
             Mode::LongPoll if replay.messages.is_empty() && replay.gap.is_none() && head_only => {
@@ -106,6 +114,7 @@ impl Server {
             content_type: Some(match transport {
                 Transport::Sse => SSE_TYPE,
                 Transport::Stream => STREAM_TYPE,
+                Transport::WebSocket => unreachable!("a WebSocket opens with a 101"),
             }),
             framing: if http10 {
                 Framing::UntilClose
@@ -120,19 +129,24 @@ impl Server {
         .write(&mut self.scratch);
     }
 
-    /// Answers with the stream's head, the SSE preamble, any gap and the
-    /// replayed messages, all in one write, then parks the connection.
+    /// Answers with the stream's head (for a WebSocket, the `101` with
+    /// `accept`), the SSE preamble, any gap and the replayed messages, all
+    /// in one write, then parks the connection.
     pub(super) fn open_stream(
         &mut self,
         id: ConnId,
         http10: bool,
         channel: &str,
         transport: Transport,
+        accept: Option<Accept>,
         replay: Replay,
     ) {
         self.scratch.clear();
-        // A stream ends only when the server ends it, and then it closes.
-        self.write_stream_head(transport, http10, false);
+        match accept {
+            Some(accept) => self.write_switch(accept),
+            // A stream ends only when the server ends it, and then it closes.
+            None => self.write_stream_head(transport, http10, false),
+        }
         let push_chunk = |scratch: &mut Vec<u8>, chunk: &[u8]| {
             let range = if http10 {
                 chunk_payload(chunk)
@@ -150,17 +164,19 @@ impl Server {
             );
         }
         if let Some(gap) = &replay.gap {
-            let frame = match transport {
-                Transport::Sse => encode::sse_gap(gap),
-                Transport::Stream => encode::stream_gap(gap),
-            };
-            push_chunk(&mut self.scratch, &frame);
+            push_chunk(&mut self.scratch, &encode::gap_frame(transport, gap));
         }
         self.counters.delivered += replay.messages.len() as u64;
 
         let (channel, key) = self.hub.subscribe(channel, Kind::Stream, id);
         let conn = self.conns.get(id).expect("subscribing connection is open");
-        conn.park_stream(channel, key, transport, http10);
+        match transport {
+            Transport::WebSocket => {
+                conn.upgrade(Role::Channel { channel, key });
+                self.counters.ws_upgrades += 1;
+            }
+            _ => conn.park_stream(channel, key, transport, http10),
+        }
         conn.inbuf.clear();
         conn.release_inbuf(&mut self.bufs);
         let sent = if replay.messages.is_empty() {
@@ -228,6 +244,9 @@ impl Server {
         // With Redis, a stream still catching up gets its messages through
         // its own merge (`server::redis`); only then through here.
         let catchups = self.cluster.as_ref().and_then(|c| c.catchups_if_any());
+        // WebSockets too slow to take this message, to be sent a close frame
+        // once the channel is no longer borrowed; allocated only if any are.
+        let mut slow_websockets = Vec::new();
         for (_, &id) in channel.streams.iter() {
             if catchups.is_some_and(|c| c.contains_key(&id)) {
                 continue;
@@ -243,25 +262,32 @@ impl Server {
                 Ok(()) => self.counters.delivered += 1,
                 Err(e) => {
                     note_send_error(&mut self.counters, id, &e);
-                    self.conns.close(id);
+                    match (e, transport) {
+                        (SendError::TooSlow, Transport::WebSocket) => slow_websockets.push(id),
+                        _ => {
+                            self.conns.close(id);
+                        }
+                    }
                 }
             }
         }
-        if channel.polls.is_empty() {
-            return;
+        if !channel.polls.is_empty() {
+            // Every parked poll is answered and leaves the channel. The list
+            // is swapped for the empty spare (no allocation either way),
+            // which also ends the borrow of the hub, so each answer can use
+            // the server's own response path.
+            std::mem::swap(&mut channel.polls, &mut self.spare_polls);
+            let body = message.poll_body();
+            let mut polls = std::mem::take(&mut self.spare_polls);
+            for id in polls.drain() {
+                self.answer_poll(id, body);
+            }
+            self.spare_polls = polls;
+            self.note_maybe_idle(&message.channel);
         }
-        // Every parked poll is answered and leaves the channel. The list is
-        // swapped for the empty spare (no allocation either way), which also
-        // ends the borrow of the hub, so each answer can use the server's
-        // own response path.
-        std::mem::swap(&mut channel.polls, &mut self.spare_polls);
-        let body = message.poll_body();
-        let mut polls = std::mem::take(&mut self.spare_polls);
-        for id in polls.drain() {
-            self.answer_poll(id, body);
+        for id in slow_websockets {
+            self.ws_close(id, close::POLICY, SLOW_CONSUMER_REASON);
         }
-        self.spare_polls = polls;
-        self.note_maybe_idle(&message.channel);
     }
 
     /// Answers a parked long-poll with a message's shared body.
@@ -301,6 +327,7 @@ impl Server {
     pub(super) fn end_subscriptions(&mut self, channel: Channel) {
         let sse_deleted = encode::sse_deleted(&channel.name);
         let stream_deleted = encode::stream_deleted(&channel.name);
+        let ws_deleted = encode::ws_deleted(&channel.name);
         for (_, id) in channel.streams {
             let Some(conn) = self.conns.get(id) else {
                 continue;
@@ -313,8 +340,9 @@ impl Server {
             let frame = match transport {
                 Transport::Sse => &sse_deleted,
                 Transport::Stream => &stream_deleted,
+                Transport::WebSocket => &ws_deleted,
             };
-            self.end_stream(id, frame, http10);
+            self.end_stream(id, frame, transport, http10);
         }
         for (_, id) in channel.polls {
             let Some(conn) = self.conns.get(id) else {
@@ -338,8 +366,19 @@ impl Server {
         }
     }
 
-    /// Ends a stream: an optional last frame, the terminating chunk, and close.
-    pub(super) fn end_stream(&mut self, id: ConnId, last_frame: &[u8], http10: bool) {
+    /// Ends a stream, already out of its channel: an optional last frame,
+    /// the terminating chunk, and close. A WebSocket's last frame ends with
+    /// its close frame.
+    pub(super) fn end_stream(
+        &mut self,
+        id: ConnId,
+        last_frame: &[u8],
+        transport: Transport,
+        http10: bool,
+    ) {
+        if transport == Transport::WebSocket {
+            return self.ws_send_last(id, last_frame);
+        }
         self.scratch.clear();
         if http10 {
             self.scratch
@@ -363,6 +402,7 @@ pub(super) fn frame_for(
     let frame = match transport {
         Transport::Sse => message.sse(),
         Transport::Stream => message.stream(),
+        Transport::WebSocket => message.ws(),
     };
     let range = if http10 {
         chunk_payload(frame)

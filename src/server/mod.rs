@@ -9,8 +9,8 @@
 //! `read` (the request side of a connection), `respond` (routes into
 //! replies), `web` (pages, and publishes decided from their head), `publish`
 //! (the one path into the hub), `deliver` (subscribing and fan-out),
-//! `bayeux` (the `/bayeux` endpoint around the engine) and `timers`
-//! (deadlines and shutdown). `conn` is one connection, its states and every
+//! `bayeux` (the `/bayeux` endpoint around the engine), `websocket` (a
+//! connection after its `101`) and `timers` (deadlines and shutdown). `conn` is one connection, its states and every
 //! transition between them; `conns` is the table that holds them.
 
 mod accept;
@@ -24,6 +24,7 @@ mod redis;
 mod respond;
 mod timers;
 mod web;
+mod websocket;
 
 use std::io;
 use std::net::SocketAddr;

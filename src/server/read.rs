@@ -52,7 +52,11 @@ impl Server {
                 // A pipelining client whose answers piled up past the limit
                 // is read again once they are back under it.
                 let under = was_over && conn.out.queued() <= max_queued;
-                if under && matches!(conn.state(), State::AwaitingHead { .. }) {
+                let reads = matches!(
+                    conn.state(),
+                    State::AwaitingHead { .. } | State::WebSocket(_)
+                );
+                if under && reads {
                     self.drive(id);
                 }
             }
@@ -67,6 +71,8 @@ impl Server {
         let conn = self.conns.get(id).expect("flushed connection is open");
         match *conn.state() {
             State::Closing { eof: true } => self.close(id),
+            // A WebSocket peer that sent faster than it read is read again.
+            State::WebSocket(_) if was_over => self.drive(id),
             State::Closing { eof: false } | State::AwaitingHead { .. } => {
                 let at = super::respond::drained_deadline(conn, self.now, &self.config);
                 let resume = was_over && matches!(conn.state(), State::AwaitingHead { .. });
@@ -86,6 +92,7 @@ impl Server {
     pub(super) fn drive(&mut self, id: ConnId) {
         let mut turn = Turn::default();
         let max_queued = self.config.max_queued_bytes;
+        let max_message = self.config.ws_max_message;
         loop {
             let Some(conn) = self.conns.get(id) else {
                 return;
@@ -94,6 +101,7 @@ impl Server {
             let progress = match *conn.state() {
                 State::AwaitingHead { .. } => conn.step_head(bufs, &mut turn, max_queued),
                 State::Body(_) => conn.step_body(bufs, &mut turn),
+                State::WebSocket(_) => conn.step_ws(bufs, &mut turn, max_queued, max_message),
                 State::Polling { .. } | State::Held { .. } | State::Waiting { .. } => {
                     conn.step_held(bufs)
                 }
@@ -113,6 +121,8 @@ impl Server {
                     debug!("{id:?}: {} while reading a request", reject.message);
                     self.reject(id, reject, Ask::CLOSE);
                 }
+                Progress::Frame(event) => self.on_frame(id, event),
+                Progress::FrameFail(fail) => return self.on_frame_fail(id, fail),
                 Progress::Eof => return self.on_read_eof(id),
                 Progress::Gone => return self.close(id),
                 Progress::Failed(e) => {
@@ -182,7 +192,10 @@ impl Server {
     /// client that sends its request and shuts its write side is legitimate.
     fn on_read_eof(&mut self, id: ConnId) {
         let conn = self.conns.get(id).expect("driven connection is open");
-        if conn.out.is_empty() || matches!(conn.state(), State::Streaming { .. }) {
+        // A WebSocket peer that leaves without a close frame has nothing
+        // more coming; what was queued for it has no reader.
+        let streams = matches!(conn.state(), State::Streaming { .. } | State::WebSocket(_));
+        if conn.out.is_empty() || streams {
             return self.close(id);
         }
         if !matches!(conn.state(), State::Closing { .. }) {

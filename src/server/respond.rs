@@ -83,6 +83,14 @@ impl Server {
                 cursor,
             } => self.on_subscribe(id, &head, &channel, mode, cursor),
             Route::Bayeux => self.on_bayeux(id, &head, body),
+            Route::WsEcho if !self.config.ws_echo => {
+                let why = "the echo endpoint is off; start the server with --ws-echo";
+                self.reject(id, Reject::new(404, why), Ask::of(&head))
+            }
+            Route::WsEcho => {
+                let accept = crate::ws::handshake::check(&head).expect("checked by routes");
+                self.upgrade(id, accept, super::conn::Role::Echo)
+            }
         }
     }
 
@@ -199,6 +207,7 @@ impl Server {
                 } => conns.sse += 1,
                 State::Streaming { .. } => conns.stream += 1,
                 State::Polling { .. } => conns.longpoll += 1,
+                State::WebSocket(_) => conns.websocket += 1,
                 State::Held { .. } => conns.bayeux += 1,
                 _ => conns.other += 1,
             }

@@ -106,7 +106,7 @@ impl Server {
             } => {
                 let beat = match transport {
                     Transport::Sse => SSE_HEARTBEAT,
-                    Transport::Stream => STREAM_HEARTBEAT,
+                    Transport::Stream | Transport::WebSocket => STREAM_HEARTBEAT,
                 };
                 let beat = if http10 {
                     &beat[chunk_payload(beat)]
@@ -127,6 +127,17 @@ impl Server {
                     return self.close(id);
                 }
                 self.set_deadline(id, self.now + self.config.heartbeat);
+            }
+            State::WebSocket(_) => {
+                // A peer that stopped reading short of --max-queued-bytes
+                // is caught here, as a stream's is.
+                if !conn.out.is_empty() {
+                    let timeout = self.config.send_timeout;
+                    if let SendProgress::Stalled = conn.send_progress(self.now, timeout) {
+                        return self.on_send_timeout(id);
+                    }
+                }
+                self.on_ws_heartbeat(id)
             }
             State::Polling { .. } => {
                 self.counters.poll_timeouts += 1;
@@ -241,12 +252,15 @@ impl Server {
                     self.hub.unsubscribe(&channel, kind, key, id, self.now);
                     let last_frame = match transport {
                         Transport::Sse => sse_retry_frame(self.spread.delay_ms(window)),
-                        Transport::Stream => Vec::new(),
+                        Transport::Stream | Transport::WebSocket => Vec::new(),
                     };
-                    self.end_stream(id, &last_frame, http10);
+                    self.end_stream(id, &last_frame, transport, http10);
                 }
                 State::Polling { .. } => self.end_poll(id),
                 State::Held { .. } => self.end_held_connect(id),
+                State::WebSocket(_) => {
+                    self.ws_close(id, crate::ws::close::GOING_AWAY, "server shutting down")
+                }
                 // Redis answers within its timeout, which is shorter than
                 // the grace; the answer goes out with `Connection: close`.
                 State::AwaitingHead { .. }
@@ -304,6 +318,7 @@ fn deadline_meaning(state: &State) -> &'static str {
         State::AwaitingHead { started: true } => "header timeout (or send timeout)",
         State::Body(_) => "body timeout",
         State::Streaming { .. } => "heartbeat",
+        State::WebSocket(_) => "WebSocket heartbeat",
         State::Polling { .. } => "long-poll timeout",
         State::Held { .. } => "Bayeux connect timeout",
         State::Waiting { .. } => "Redis timeout",

@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod redis;
+pub mod ws;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};

@@ -9,10 +9,11 @@
 use std::io;
 
 use super::io::Input;
-use super::{BodyReader, BodyState, BufPool, Conn};
+use super::{BodyReader, BodyState, BufPool, Conn, State};
 use crate::http::chunked;
 use crate::http::request::{self, Parsed, RequestHead, MAX_HEAD_BYTES};
 use crate::http::Reject;
+use crate::ws::frame::{Event, Fail};
 
 /// Bytes one connection may read in one turn (a readiness event, or its
 /// place on the ready list) before the others get theirs; see `Turn`.
@@ -58,6 +59,11 @@ pub enum Progress {
     Request(Box<BodyState>),
     /// Framing that cannot be trusted: answer with this and close.
     Refuse(Reject),
+    /// A WebSocket's peer sent a whole message (in `Conn::ws_message`),
+    /// a control frame, or a close.
+    Frame(Event),
+    /// A WebSocket's peer broke the protocol: close with this code.
+    FrameFail(Fail),
     /// The client half-closed.
     Eof,
     /// The client left, or the socket failed, where nothing is owed to it.
@@ -120,6 +126,59 @@ impl Conn {
             true => Progress::Request(self.finish_body()),
             false => self.read_more(bufs, turn),
         }
+    }
+
+    /// `WebSocket`: decode what is buffered up to the next whole message or
+    /// control frame, or read more. Like a pipelining client, a peer that
+    /// sends faster than it reads (an echo, pongs) is not read while more
+    /// than `max_queued` bytes wait to go to it.
+    pub fn step_ws(
+        &mut self,
+        bufs: &mut BufPool,
+        turn: &mut Turn,
+        max_queued: usize,
+        max_message: usize,
+    ) -> Progress {
+        if self.out.queued() > max_queued {
+            return Progress::Wait;
+        }
+        let State::WebSocket(ws) = &mut self.state else {
+            unreachable!("step_ws outside a WebSocket");
+        };
+        if !self.inbuf.is_empty() {
+            let reader = ws.reader.get_or_insert_with(Box::default);
+            match reader
+                .decoder
+                .decode(&self.inbuf, &mut reader.message, max_message)
+            {
+                Ok((used, event)) => {
+                    self.inbuf.drain(..used);
+                    if let Some(event) = event {
+                        return Progress::Frame(event);
+                    }
+                }
+                Err(fail) => return Progress::FrameFail(fail),
+            }
+        }
+        // Between messages the decoder and buffer are let go, so a parked
+        // WebSocket costs what a parked stream does.
+        if ws
+            .reader
+            .as_ref()
+            .is_some_and(|r| r.decoder.is_idle() && r.message.is_empty())
+        {
+            ws.reader = None;
+        }
+        self.read_more(bufs, turn)
+    }
+
+    /// The last whole message a WebSocket peer sent, to be used before the
+    /// next step; `clear_ws_message` makes room for the next.
+    pub fn ws_message(&mut self) -> &mut Vec<u8> {
+        let State::WebSocket(ws) = &mut self.state else {
+            unreachable!("a message outside a WebSocket");
+        };
+        &mut ws.reader.as_mut().expect("a message was read").message
     }
 
     /// Reads once more for a head or body in progress.

@@ -28,6 +28,8 @@ struct Request {
     mode: Mode,
     http10: bool,
     keep_alive: bool,
+    /// A WebSocket's `Sec-WebSocket-Accept`, for its `101`.
+    accept: Option<crate::ws::handshake::Accept>,
 }
 
 pub(in crate::server) struct CatchUp {
@@ -89,6 +91,7 @@ impl Server {
             mode,
             http10: head.http10,
             keep_alive: head.keep_alive,
+            accept: crate::ws::handshake::check(head).ok(),
         };
         let cluster = self.cluster.as_mut().expect("subscribing via Redis");
         let channel = cluster.ensure_feed(channel);
@@ -175,7 +178,8 @@ impl Server {
                     next: cursor::format(epoch, seq),
                     more: false,
                 };
-                self.open_stream(id, request.http10, &catchup.channel, transport, replay);
+                let (http10, accept) = (request.http10, request.accept);
+                self.open_stream(id, http10, &catchup.channel, transport, accept, replay);
             }
             Mode::LongPoll => self.park_poll(id, request.keep_alive, &catchup.channel),
         }
@@ -199,7 +203,7 @@ impl Server {
         };
         let alive = match self.conns.get(id).map(|c| c.state()) {
             Some(State::Waiting { .. }) => !catchup.opened,
-            Some(State::Streaming { .. }) => catchup.opened,
+            Some(State::Streaming { .. } | State::WebSocket(_)) => catchup.opened,
             _ => false,
         };
         if !alive {
@@ -237,7 +241,7 @@ impl Server {
             .as_ref()
             .expect("a catching-up subscriber has a merge");
         let channel = catchup.channel.clone();
-        let http10 = catchup.request.http10;
+        let (http10, accept) = (catchup.request.http10, catchup.request.accept);
         let mut steps = steps.into_iter().peekable();
         if !catchup.opened {
             let has_output = matches!(steps.peek(), Some(Step::Deliver(_) | Step::Gap { .. }));
@@ -266,17 +270,14 @@ impl Server {
                     replay.messages.push(m);
                 }
             }
-            self.open_stream(id, http10, &channel, transport, replay);
+            self.open_stream(id, http10, &channel, transport, accept, replay);
         }
         for step in steps {
             match step {
                 Step::Deliver(message) => self.send_message(id, &message),
                 Step::Gap { .. } => {
                     let gap = gap_of(step);
-                    let frame = match transport {
-                        encode::Transport::Sse => encode::sse_gap(&gap),
-                        encode::Transport::Stream => encode::stream_gap(&gap),
-                    };
+                    let frame = encode::gap_frame(transport, &gap);
                     self.send_frame(id, frame.into(), http10);
                 }
                 Step::Read { after } => {
@@ -427,20 +428,18 @@ impl Server {
                 self.reject(id, gone, ask);
                 self.conns.resume_later(id);
             }
-            Some(State::Streaming {
-                http10, transport, ..
-            }) if catchup.opened => {
-                let (http10, transport) = (*http10, *transport);
+            Some(State::Streaming { .. } | State::WebSocket(_)) if catchup.opened => {
+                let conn = self.conns.get(id).expect("checked above");
+                let Some((transport, http10)) = conn.stream_kind() else {
+                    return;
+                };
                 if let Some(conn) = self.conns.get(id) {
                     if let Some((channel, kind, key)) = conn.unpark() {
                         self.hub.unsubscribe(&channel, kind, key, id, self.now);
                     }
                 }
-                let frame = match transport {
-                    encode::Transport::Sse => encode::sse_deleted(channel),
-                    encode::Transport::Stream => encode::stream_deleted(channel),
-                };
-                self.end_stream(id, &frame, http10);
+                let frame = encode::deleted_frame(transport, channel);
+                self.end_stream(id, &frame, transport, http10);
             }
             _ => {}
         }

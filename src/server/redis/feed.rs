@@ -356,6 +356,7 @@ impl Server {
         };
         let sse: Rc<[u8]> = encode::sse_gap(gap).into();
         let ndjson: Rc<[u8]> = encode::stream_gap(gap).into();
+        let ws: Rc<[u8]> = encode::ws_gap(gap).into();
         let max_queued = self.config.max_queued_bytes;
         let streams: Vec<ConnId> = hub_channel.streams.iter().map(|(_, &id)| id).collect();
         let polls: Vec<ConnId> = hub_channel.polls.drain().collect();
@@ -372,6 +373,7 @@ impl Server {
             let frame = match transport {
                 Transport::Sse => &sse,
                 Transport::Stream => &ndjson,
+                Transport::WebSocket => &ws,
             };
             let range = match http10 {
                 true => crate::http::response::chunk_payload(frame),
