@@ -24,6 +24,9 @@ pub struct Conns {
     ready: Vec<ConnId>,
     /// `ready`'s spare buffer, swapped in while its entries are driven.
     ready_now: Vec<ConnId>,
+    /// The hub subscriptions of closed `/ws` connections, which hold many
+    /// where the `Closed` state keeps one; undone with the reap.
+    leaving: Vec<(ConnId, Subscription)>,
 }
 
 impl Conns {
@@ -79,6 +82,11 @@ impl Conns {
     /// holding a Bayeux connect, which the engine must hear of at once, or
     /// `None` if it was closed already.
     pub fn close(&mut self, id: ConnId) -> Option<bool> {
+        let conn = self.get(id)?;
+        if let Some(mux) = conn.mux() {
+            let subs = std::mem::take(&mut mux.subs);
+            self.leaving.extend(subs.into_iter().map(|s| (id, s)));
+        }
         let conn = self.get(id)?;
         conn.close();
         let held_connect = matches!(
@@ -136,6 +144,9 @@ impl Conns {
                 continue;
             }
             reaped(id, self.slab.remove(id.slot as usize).into_subscription());
+        }
+        for (id, sub) in self.leaving.drain(..) {
+            reaped(id, Some(sub));
         }
     }
 

@@ -332,6 +332,11 @@ impl Server {
             let Some(conn) = self.conns.get(id) else {
                 continue;
             };
+            if conn.mux().is_some() {
+                // A `/ws` connection follows other channels still.
+                self.mux_channel_deleted(id, &channel.name);
+                continue;
+            }
             let Some((transport, http10)) = conn.stream_kind() else {
                 continue;
             };

@@ -91,6 +91,15 @@ impl Server {
                 let accept = crate::ws::handshake::check(&head).expect("checked by routes");
                 self.upgrade(id, accept, super::conn::Role::Echo)
             }
+            Route::Mux => {
+                let accept = crate::ws::handshake::check(&head).expect("checked by routes");
+                let token = self.web.token(&head);
+                self.on_mux_upgrade(id, accept, token)
+            }
+            Route::BayeuxSocket => {
+                let accept = crate::ws::handshake::check(&head).expect("checked by routes");
+                self.on_bayeux_upgrade(id, accept)
+            }
         }
     }
 
