@@ -100,6 +100,7 @@ impl Server {
     /// common heartbeat, which also closes a peer that stopped answering).
     pub(super) fn on_bayeux_ws_deadline(&mut self, id: ConnId) {
         if let Some(response) = self.bayeux.on_connect_timeout(engine_conn(id), self.now) {
+            self.counters.connect_timeouts += 1;
             self.answer_held(response);
         }
         let now = self.now;
