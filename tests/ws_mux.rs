@@ -328,3 +328,26 @@ fn ws_needs_an_upgrade() {
     assert_eq!(resp.status, 426, "{resp:?}");
     assert!(resp.json()["error"].is_string());
 }
+
+#[test]
+fn a_slow_socket_is_closed_and_leaves_every_channel() {
+    let addr = start(Config {
+        max_queued_bytes: 16 * 1024,
+        ..config()
+    });
+    let (a, b) = (channel("mux-slow-a"), channel("mux-slow-b"));
+    let mut ws = open(addr, &[]);
+    subscribe(&mut ws, &a, None);
+    subscribe(&mut ws, &b, None);
+    // The client reads nothing more; the kernel's buffers fill, then the
+    // server's queue passes its bound.
+    let big = "x".repeat(64 * 1024);
+    let mut n = 0;
+    while subscribers(addr, &a) == 1 {
+        publish(addr, &a, &big);
+        n += 1;
+        assert!(n < 2_000, "never closed as a slow consumer");
+    }
+    assert_eq!(subscribers(addr, &b), 0, "the other channel is left too");
+    assert!(stats(addr)["slow_consumer_closes"].as_u64().unwrap() >= 1);
+}
