@@ -142,6 +142,8 @@ fn hub_with_subscribers() -> Hub {
         Limits {
             buffer: 64,
             ttl: Duration::from_secs(3600),
+            max_channels: usize::MAX,
+            max_history_bytes: usize::MAX,
         },
     );
     for slot in 0..FANOUT_N {
@@ -159,7 +161,9 @@ fn fanout_benches(run: &mut Runner) {
     // subscribers and take the one shared frame (and its range) for each.
     let mut hub = hub_with_subscribers();
     run.bench("fan-out/publish + shared frame to 10,000", n, || {
-        let message = hub.publish("room", SMALL_DATA.into(), false, None, now);
+        let message = hub
+            .publish("room", SMALL_DATA.into(), false, None, now)
+            .expect("no limits");
         let channel = hub.channel("room").expect("subscribed");
         for (_, &id) in channel.streams.iter() {
             let frame: &Rc<[u8]> = message.sse();
@@ -174,7 +178,9 @@ fn fanout_benches(run: &mut Runner) {
     let mut kept: Vec<Rc<[u8]>> = Vec::with_capacity(FANOUT_N as usize);
     run.bench("fan-out/publish + shared frame kept by each", n, || {
         kept.clear();
-        let message = hub.publish("room", SMALL_DATA.into(), false, None, now);
+        let message = hub
+            .publish("room", SMALL_DATA.into(), false, None, now)
+            .expect("no limits");
         let channel = hub.channel("room").expect("subscribed");
         for (_, &id) in channel.streams.iter() {
             black_box(id);
@@ -186,7 +192,9 @@ fn fanout_benches(run: &mut Runner) {
     // The naive alternative: every subscriber gets its own encoding.
     let mut hub = hub_with_subscribers();
     run.bench("fan-out/publish + encode per subscriber", n, || {
-        let message = hub.publish("room", SMALL_DATA.into(), false, None, now);
+        let message = hub
+            .publish("room", SMALL_DATA.into(), false, None, now)
+            .expect("no limits");
         let channel = hub.channel("room").expect("subscribed");
         for (_, &id) in channel.streams.iter() {
             black_box((id, encode::sse_event(&message)));

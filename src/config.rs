@@ -13,6 +13,13 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Open connections beyond this are answered 503 and closed.
     pub max_connections: usize,
+    /// Connections from one client (an IPv4 address, an IPv6 /64) beyond
+    /// this are answered 429 and closed; `None`: no bound.
+    pub max_connections_per_ip: Option<u32>,
+    /// Channels in the hub beyond which a publish to a new one gets 503.
+    pub max_channels: usize,
+    /// Bytes of buffered messages beyond which a publish gets 503.
+    pub max_history_bytes: usize,
     /// Request bodies beyond this are answered 413.
     pub max_body: usize,
     /// From a request's first byte to the end of its head (else closed), and
@@ -34,6 +41,10 @@ pub struct Config {
     pub longpoll_batch: usize,
     /// When set, publishing and deleting need `Authorization: Bearer TOKEN`.
     pub publish_token: Option<String>,
+    /// `--token-secret` or `--token-secret-file`: subscribing needs an HS256
+    /// token signed with it whose claims cover the channel, and such a token
+    /// may publish where its claims say (`src/token`).
+    pub token_secret: Option<crate::token::Verifier>,
     pub cors_origin: String,
     /// The reconnect delay SSE clients are told in the `retry:` line.
     pub sse_retry: Duration,
@@ -82,6 +93,9 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:8080".parse().expect("valid address"),
             max_connections: default_max_connections(),
+            max_connections_per_ip: None,
+            max_channels: DEFAULT_MAX_CHANNELS,
+            max_history_bytes: DEFAULT_MAX_HISTORY_BYTES,
             max_body: 1024 * 1024,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
@@ -93,6 +107,7 @@ impl Default for Config {
             longpoll_timeout: Duration::from_secs(30),
             longpoll_batch: 100,
             publish_token: None,
+            token_secret: None,
             cors_origin: "*".into(),
             sse_retry: Duration::from_secs(2),
             static_dir: None,
@@ -110,6 +125,16 @@ impl Default for Config {
         }
     }
 }
+
+/// A million channels: an empty one costs a few hundred bytes (its name, its
+/// entries, its tombstone when freed), so well under a GiB at the limit, and
+/// far more than one node's subscribers spread over in practice.
+pub const DEFAULT_MAX_CHANNELS: usize = 1_000_000;
+/// 1 GiB of messages. The budget counts each message once; the encodings
+/// its subscribers' transports make can add up to about as much again per
+/// transport, so a node at the limit holds a few GiB at worst: safe on a
+/// machine of 8 GiB or more, and set lower on smaller ones.
+pub const DEFAULT_MAX_HISTORY_BYTES: usize = 1 << 30;
 
 /// Descriptors kept free for the listener, the poll instance, the signal
 /// pipe, logging and files, so that hitting `--max-connections` is a 503
@@ -130,6 +155,14 @@ USAGE: halley [FLAGS]
 
   --listen ADDR            address to listen on                   [127.0.0.1:8080]
   --max-connections N      open connections before answering 503  [fd limit - 32]
+  --max-connections-per-ip N
+                           connections from one address (IPv6:
+                           one /64) before answering 429          [off]
+  --max-channels N         channels before a publish that would
+                           create one is answered 503             [1000000]
+  --max-history-bytes BYTES
+                           buffered messages' bytes before a
+                           publish is answered 503                [1073741824]
   --max-body BYTES         largest request body, else 413         [1048576]
   --header-timeout SECS    first byte to end of head, else closed [10]
   --idle-timeout SECS      keep-alive connection idle time        [60]
@@ -144,6 +177,14 @@ USAGE: halley [FLAGS]
   --longpoll-batch N       most messages in one long-poll answer  [100]
   --publish-token TOKEN    require 'Authorization: Bearer TOKEN'
                            to publish and delete                  [none]
+  --token-secret SECRET    HS256 secret of signed tokens: then every
+                           subscribe needs a token whose claims
+                           cover the channel (401 without, 403 if
+                           not covered), and a token may publish
+                           where its claims say (README, Security)[none]
+  --token-secret-file PATH the same secret, read once from PATH at
+                           start (a trailing newline is dropped),
+                           so it stays out of `ps`                [none]
   --cors-origin ORIGIN     Access-Control-Allow-Origin            [*]
   --sse-retry MILLIS       reconnect delay told to SSE clients    [2000]
   --static DIR             serve DIR's files instead of the demo
@@ -181,7 +222,8 @@ USAGE: halley [FLAGS]
 Seconds are decimal, from 0.001 to 86400 (a day; --message-ttl up to a year,
 31536000; --redis-meta-ttl from --message-ttl to ten years; --drain-secs up
 to 3600); --sse-retry takes 1 to 86400000 ms; counts are 1 to 1000000
-(--max-connections up to 10000000); bytes 1 to 1073741824 (1 GiB); a token or
+(--max-connections, --max-connections-per-ip and --max-channels up to
+10000000); bytes 1 to 1073741824 (1 GiB; --max-history-bytes up to 1 TiB); a token or
 origin is 1 to 1024 visible ASCII characters without spaces. Anything else is
 refused at start, naming the flag, with exit status 2.
 
@@ -215,6 +257,8 @@ const MAX_CONNECTIONS: usize = 10_000_000;
 const MAX_BYTES: usize = 1 << 30;
 /// The longest `--redis-meta-ttl`: ten years.
 const MAX_META_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// The largest `--max-history-bytes`: a TiB.
+const MAX_HISTORY_BYTES: usize = 1 << 40;
 /// The most `--redis` shards.
 pub const MAX_SHARDS: usize = 64;
 /// The most `--workers`: far more cores than a machine has, few enough
@@ -222,12 +266,21 @@ pub const MAX_SHARDS: usize = 64;
 pub const MAX_WORKERS: usize = 1024;
 /// The longest channel history and long-poll answer.
 const MAX_MESSAGES: usize = 1_000_000;
+/// The shortest `--token-secret`: RFC 7518 (3.2) asks for an HS256 key at
+/// least as long as the hash, 32 bytes; a shorter one can be guessed offline
+/// from any one token.
+pub const MIN_SECRET_BYTES: usize = 32;
+/// The longest `--token-secret`: HMAC hashes a longer key down to 32 bytes anyway.
+const MAX_SECRET_BYTES: usize = 4096;
 /// The longest `--publish-token` and `--cors-origin`: each goes into a header line.
 const MAX_HEADER_VALUE: usize = 1024;
 
 pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
     let mut config = Config::default();
     let mut open_given = false;
+    // A bound on the node's own history, which with --redis it has none of.
+    let mut history_flag = None;
+    let mut secret_given = None;
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
         if flag == "--help" || flag == "-h" {
@@ -252,6 +305,17 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
                     .map_err(|_| v.bad("an address like 127.0.0.1:8080"))?
             }
             "--max-connections" => config.max_connections = v.count(1, MAX_CONNECTIONS)?,
+            "--max-connections-per-ip" => {
+                config.max_connections_per_ip = Some(v.count(1, MAX_CONNECTIONS)? as u32)
+            }
+            "--max-channels" => {
+                config.max_channels = v.count(1, MAX_CONNECTIONS)?;
+                history_flag = Some("--max-channels");
+            }
+            "--max-history-bytes" => {
+                config.max_history_bytes = v.bytes(1, MAX_HISTORY_BYTES)?;
+                history_flag = Some("--max-history-bytes");
+            }
             "--max-body" => config.max_body = v.bytes(1, MAX_BYTES)?,
             "--header-timeout" => config.header_timeout = v.secs(MIN_PERIOD, MAX_PERIOD)?,
             "--idle-timeout" => config.idle_timeout = v.secs(MIN_PERIOD, MAX_PERIOD)?,
@@ -264,6 +328,18 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
             "--longpoll-timeout" => config.longpoll_timeout = v.secs(MIN_PERIOD, MAX_PERIOD)?,
             "--longpoll-batch" => config.longpoll_batch = v.count(1, MAX_MESSAGES)?,
             "--publish-token" => config.publish_token = Some(v.header_value()?),
+            "--token-secret" | "--token-secret-file" => {
+                if let Some(first) = secret_given.replace(flag.clone()) {
+                    return Err(format!(
+                        "{flag}: the secret is given already by {first}; give one of them"
+                    ));
+                }
+                let secret = match flag.as_str() {
+                    "--token-secret" => v.text()?.as_bytes().to_vec(),
+                    _ => read_secret(v.text()?).map_err(|e| v.bad(e))?,
+                };
+                config.token_secret = Some(token_secret(&secret).map_err(|e| v.bad(e))?);
+            }
             "--cors-origin" => config.cors_origin = v.header_value()?,
             "--sse-retry" => config.sse_retry = v.millis(MIN_PERIOD, MAX_PERIOD)?,
             "--static" => match v.text()? {
@@ -304,6 +380,13 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
             config.message_ttl.as_secs_f64()
         ));
     }
+    if let (Some(flag), false) = (history_flag, config.redis.is_empty()) {
+        return Err(format!(
+            "{flag} bounds the history a node keeps in memory, and with --redis it keeps none: \
+             channels and history live in Redis. Bound them there with `maxmemory` and \
+             `maxmemory-policy noeviction` (a publish past it is answered 503)"
+        ));
+    }
     if config.workers > 1 && config.redis.is_empty() {
         return Err(format!(
             "--workers {n} needs --redis: the workers share channels and history through Redis. \
@@ -313,6 +396,29 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
         ));
     }
     Ok(Command::Run(Box::new(config)))
+}
+
+/// A `--token-secret-file`'s contents, read once at start; the one trailing
+/// newline an editor or `echo` leaves is not part of the secret.
+fn read_secret(path: &str) -> Result<Vec<u8>, String> {
+    let mut secret = std::fs::read(path).map_err(|e| format!("a readable file ({e})"))?;
+    if secret.ends_with(b"\n") {
+        secret.pop();
+        if secret.ends_with(b"\r") {
+            secret.pop();
+        }
+    }
+    Ok(secret)
+}
+
+/// A secret of an accepted length, as the verifier of signed tokens.
+fn token_secret(secret: &[u8]) -> Result<crate::token::Verifier, String> {
+    if !(MIN_SECRET_BYTES..=MAX_SECRET_BYTES).contains(&secret.len()) {
+        return Err(format!(
+            "a secret of {MIN_SECRET_BYTES} to {MAX_SECRET_BYTES} bytes (openssl rand -hex 32)"
+        ));
+    }
+    Ok(crate::token::Verifier::new(secret))
 }
 
 /// What `--workers` names: a count, or `auto` for one per core. A refusal is
@@ -413,6 +519,55 @@ mod tests {
             Command::Run(config) => Ok(*config),
             Command::Help => Err("help".into()),
         }
+    }
+
+    #[test]
+    fn reads_the_token_secret_from_the_flag_or_a_file() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let token = crate::token::sign(secret.as_bytes(), "{}");
+        let verifies = |c: &Config| c.token_secret.as_ref().unwrap().verify(&token, 0).is_ok();
+        assert!(run(&[]).unwrap().token_secret.is_none());
+        assert!(verifies(&run(&["--token-secret", secret]).unwrap()));
+        let dir = std::env::temp_dir().join(format!("halley-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // (file contents, verifies the token signed with `secret`)
+        let cases = [
+            (format!("{secret}\n"), true),
+            (format!("{secret}\r\n"), true),
+            (secret.to_string(), true),
+            (format!("{secret}\n\n"), false),
+            (format!(" {secret}"), false),
+        ];
+        for (i, (contents, want)) in cases.iter().enumerate() {
+            let path = dir.join(format!("s{i}"));
+            std::fs::write(&path, contents).unwrap();
+            let config = run(&["--token-secret-file", path.to_str().unwrap()]).unwrap();
+            assert_eq!(verifies(&config), *want, "{contents:?}");
+        }
+        let path = dir.join("s0");
+        let path = path.to_str().unwrap();
+        let short = "x".repeat(MIN_SECRET_BYTES - 1);
+        let cases: [(&[&str], &str); 5] = [
+            (&["--token-secret", &short], "a secret of 32 to 4096 bytes"),
+            (
+                &["--token-secret-file", "/nonexistent/halley"],
+                "a readable file",
+            ),
+            (
+                &["--token-secret", secret, "--token-secret-file", path],
+                "given already by --token-secret",
+            ),
+            (
+                &["--token-secret-file", path, "--token-secret-file", path],
+                "given already by --token-secret-file",
+            ),
+            (&["--token-secret"], "needs a value"),
+        ];
+        for (args, want) in cases {
+            let err = run(args).unwrap_err();
+            assert!(err.contains(want), "{args:?}: {err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -565,6 +720,64 @@ mod tests {
                 "{flag} {value:?}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn parses_the_memory_and_per_client_limits() {
+        let d = run(&[]).unwrap();
+        assert_eq!(
+            (
+                d.max_channels,
+                d.max_history_bytes,
+                d.max_connections_per_ip
+            ),
+            (1_000_000, 1 << 30, None)
+        );
+        let c = run(&[
+            "--max-channels",
+            "10",
+            "--max-history-bytes",
+            "1099511627776",
+            "--max-connections-per-ip",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                c.max_channels,
+                c.max_history_bytes,
+                c.max_connections_per_ip
+            ),
+            (10, 1 << 40, Some(3))
+        );
+        for (flag, value, range) in [
+            ("--max-channels", "0", "a number from 1 to 10000000"),
+            (
+                "--max-connections-per-ip",
+                "0",
+                "a number from 1 to 10000000",
+            ),
+            (
+                "--max-history-bytes",
+                "1099511627777",
+                "bytes from 1 to 1099511627776",
+            ),
+        ] {
+            let err = run(&[flag, value]).unwrap_err();
+            assert!(err.starts_with(flag) && err.contains(range), "{err}");
+        }
+        // With Redis the node keeps no history to bound: said at start.
+        for flag in ["--max-channels", "--max-history-bytes"] {
+            let err = run(&["--redis", "redis://127.0.0.1:6379", flag, "5"]).unwrap_err();
+            assert!(err.starts_with(flag) && err.contains("maxmemory"), "{err}");
+        }
+        let c = run(&[
+            "--redis",
+            "redis://127.0.0.1:6379",
+            "--max-connections-per-ip",
+            "5",
+        ]);
+        assert_eq!(c.unwrap().max_connections_per_ip, Some(5));
     }
 
     #[test]

@@ -29,7 +29,9 @@ pub fn parse(text: &str) -> Result<Cursor, &'static str> {
         return Ok(Cursor::Earliest);
     }
     let (epoch, seq) = text.split_once('-').ok_or("cursor is not a message id")?;
-    let valid_epoch = !epoch.is_empty() && epoch.len() <= 16;
+    // Hex digits only: `u64::from_str_radix` would also take a leading `+`.
+    let valid_epoch =
+        !epoch.is_empty() && epoch.len() <= 16 && epoch.bytes().all(|b| b.is_ascii_hexdigit());
     let valid_seq = !seq.is_empty() && seq.len() <= 20 && seq.bytes().all(|b| b.is_ascii_digit());
     match (valid_epoch, valid_seq) {
         (true, true) => Ok(Cursor::After {
@@ -56,6 +58,9 @@ pub fn new_epoch() -> u64 {
     // 48 bits keep ids short while making a collision between runs negligible.
     u64::from_le_bytes(bytes) & 0xffff_ffff_ffff
 }
+
+#[cfg(test)]
+mod prop_tests;
 
 #[cfg(test)]
 mod tests {
@@ -87,6 +92,7 @@ mod tests {
             ("xyz-5", Err(())),
             ("abc-5x", Err(())),
             ("abc-+5", Err(())),
+            ("+abc-5", Err(())),
             ("abc-99999999999999999999999", Err(())),
             ("11112222333344445-1", Err(())),
         ];

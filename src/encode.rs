@@ -208,6 +208,15 @@ pub fn ws_deleted(channel: &str) -> Vec<u8> {
     out
 }
 
+/// What a WebSocket subscriber whose token ended reads: the `error` object
+/// the stream transport writes, then close 1008 with the same reason, so a
+/// page can tell "get a new token" from a network failure.
+pub fn ws_token_expired() -> Vec<u8> {
+    let mut out = frame::frame(Opcode::Text, b"{\"error\":\"token expired\"}");
+    out.extend(close::frame(close::POLICY, "token expired"));
+    out
+}
+
 /// A WebSocket subscriber's heartbeat: a ping, which the peer must answer,
 /// then a text frame a browser's script can see (it never sees pings), so
 /// that a page can tell a dead connection from a quiet channel.

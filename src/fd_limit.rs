@@ -1,6 +1,10 @@
 //! The process's open-file limit. Every held connection is a descriptor, so
 //! the server (and the benchmark tools) lift the soft limit to the hard one at
-//! start, and `--max-connections` defaults to just under it.
+//! start, and `--max-connections` defaults to just under it. `Spare` is the
+//! one descriptor kept back so that, out of descriptors, the server can still
+//! accept a waiting connection to refuse it.
+
+use std::fs::File;
 
 /// Lifts the soft limit to the hard limit and returns the limit now in force.
 pub fn raise() -> u64 {
@@ -39,6 +43,33 @@ pub fn soft() -> u64 {
     }
 }
 
+/// A descriptor held in reserve (`/dev/null`, opened for reading). Out of
+/// descriptors, `accept` fails while the listen backlog stays full, and a
+/// backlog full of clients that have already gone keeps every new client
+/// waiting behind them. Giving the spare back frees exactly one descriptor,
+/// enough to accept one waiting connection, answer it and close it, then
+/// take the spare again: the backlog drains at the speed of `accept`
+/// instead of at the speed of a back-off (libuv's and libev's "EMFILE trick").
+#[derive(Default)]
+pub struct Spare(Option<File>);
+
+impl Spare {
+    /// Holds a descriptor in reserve; `false` if none could be had (the
+    /// process is out of them right now), to be tried again later.
+    pub fn take(&mut self) -> bool {
+        if self.0.is_none() {
+            self.0 = File::open("/dev/null").ok();
+        }
+        self.0.is_some()
+    }
+
+    /// Closes the reserved descriptor so that the next `open` or `accept`
+    /// gets it; `false` if none was held.
+    pub fn give_back(&mut self) -> bool {
+        self.0.take().is_some()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -46,5 +77,15 @@ mod tests {
         let now = super::raise();
         assert_eq!(super::soft(), now);
         assert!(now >= 1);
+    }
+
+    #[test]
+    fn a_spare_is_one_descriptor_given_back_and_taken_again() {
+        let mut spare = super::Spare::default();
+        assert!(!spare.give_back(), "nothing held yet");
+        assert!(spare.take());
+        assert!(spare.take(), "taking again keeps the one held");
+        assert!(spare.give_back());
+        assert!(!spare.give_back(), "given back once");
     }
 }

@@ -5,6 +5,17 @@
 //! Message expiry runs on the server's deadline queue: the hub asks, in
 //! `to_arm`, for at most one `Timer::Channel` per channel name, and the server
 //! calls `on_expiry_timer` when it comes up.
+//!
+//! Its memory is bounded (`Limits`): at most `max_channels` channels, and
+//! messages whose bytes (`hub::cost`) sum to at most
+//! `max_history_bytes`. A publish that would pass either is refused (`Full`)
+//! rather than stored. What is stored is what the buffer promises: each
+//! channel's last `buffer` messages younger than `ttl`. So a publish into a
+//! full buffer first lets the channel's oldest message go, as it always does,
+//! and only the growth left counts; messages past their TTL are gone by
+//! their channel's expiry timer, within one loop iteration. Nothing younger
+//! is dropped to make room: another channel's history stays as promised, and
+//! the publisher, told `503`, can retry.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
@@ -41,12 +52,61 @@ pub fn validate_channel(name: &str) -> Result<(), Reject> {
     Ok(())
 }
 
+/// The seconds a publisher refused for a full hub is told to wait: room comes
+/// back as messages expire and channels are deleted or freed, which no
+/// publisher can hurry, so a retry every second would only add load.
+pub const FULL_RETRY_AFTER_SECS: u64 = 5;
+
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     /// Messages kept per channel.
     pub buffer: usize,
     /// How long a message is kept.
     pub ttl: Duration,
+    /// Channels at once, past which a publish to a new channel is refused.
+    /// A subscriber may still open one: subscribers are bounded by
+    /// connections, each of which holds at most one channel.
+    pub max_channels: usize,
+    /// The most bytes of messages (`hub::cost`) kept in all buffers.
+    pub max_history_bytes: usize,
+}
+
+/// Publishes admitted but not made yet (`Hub::admit_ahead`).
+#[derive(Default, Debug)]
+pub struct Ahead {
+    bytes: usize,
+    new_channels: Vec<String>,
+}
+
+/// Why a publish was refused: the hub is at one of its `Limits`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Full {
+    Channels { limit: usize },
+    History { limit: usize },
+}
+
+impl Full {
+    /// The reason a Bayeux publish is refused with (`503:/chat:history_full`).
+    pub fn reason(self) -> &'static str {
+        match self {
+            Full::Channels { .. } => "channels_full",
+            Full::History { .. } => "history_full",
+        }
+    }
+
+    /// The publisher's answer: `503`, since the server, not the request, is
+    /// at fault, and room comes back by itself.
+    pub fn reject(self) -> Reject {
+        let why = match self {
+            Full::Channels { limit } => format!(
+                "server is at its limit of {limit} channels; publish to an existing channel or retry later"
+            ),
+            Full::History { limit } => {
+                format!("server is at its limit of {limit} bytes of message history; retry later")
+            }
+        };
+        Reject::new(503, why).with_retry_after(FULL_RETRY_AFTER_SECS)
+    }
 }
 
 /// How a subscriber is parked: streams stay subscribed across messages, polls
@@ -118,6 +178,11 @@ pub struct Hub {
     pub n_evicted: u64,
     /// Messages dropped for being older than `--message-ttl`.
     pub n_expired: u64,
+    /// The sum of `hub::cost` over every buffer.
+    history_bytes: usize,
+    /// Publishes refused at `max_channels` and at `max_history_bytes`.
+    pub n_channels_refused: u64,
+    pub n_history_refused: u64,
 }
 
 impl Hub {
@@ -132,11 +197,23 @@ impl Hub {
             n_published: 0,
             n_evicted: 0,
             n_expired: 0,
+            history_bytes: 0,
+            n_channels_refused: 0,
+            n_history_refused: 0,
         }
     }
 
     pub fn n_channels(&self) -> usize {
         self.channels.len()
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Bytes of messages held in all buffers (`hub::cost` summed).
+    pub fn history_bytes(&self) -> usize {
+        self.history_bytes
     }
 
     pub fn channel(&self, name: &str) -> Option<&Channel> {
@@ -181,7 +258,8 @@ impl Hub {
     }
 
     /// Appends a message to a channel (creating it) and returns it; the caller
-    /// delivers it to the channel's subscribers. `data_is_json` says `data` is JSON text.
+    /// delivers it to the channel's subscribers. `data_is_json` says `data` is
+    /// JSON text. Refused, with nothing changed, past the hub's limits.
     pub fn publish(
         &mut self,
         name: &str,
@@ -189,7 +267,15 @@ impl Hub {
         data_is_json: bool,
         event: Option<Box<str>>,
         now: Instant,
-    ) -> Rc<Message> {
+    ) -> Result<Rc<Message>, Full> {
+        let needed = cost_at_most(&data, event.as_deref());
+        if let Err(full) = self.admit(name, needed, &Ahead::default()) {
+            match full {
+                Full::Channels { .. } => self.n_channels_refused += 1,
+                Full::History { .. } => self.n_history_refused += 1,
+            }
+            return Err(full);
+        }
         let (epoch, limits) = (self.epoch, self.limits);
         let channel = self.open(name);
         let seq = channel.next_seq;
@@ -204,10 +290,10 @@ impl Hub {
             data_is_json,
             now,
         ));
-        let evicted = channel.buffer.len() >= limits.buffer;
-        if evicted {
-            channel.buffer.pop_front();
-        }
+        let evicted = match channel.buffer.len() >= limits.buffer {
+            true => channel.buffer.pop_front(),
+            false => None,
+        };
         // A non-empty buffer's name always has its timer: look only when
         // the buffer was empty.
         let first_buffered = channel.buffer.is_empty();
@@ -218,9 +304,60 @@ impl Hub {
                 self.to_arm.push(now + limits.ttl, Timer::Channel(name));
             }
         }
+        self.history_bytes += cost(&message);
+        self.history_bytes -= evicted.as_deref().map_or(0, cost);
         self.n_published += 1;
-        self.n_evicted += u64::from(evicted);
-        message
+        self.n_evicted += u64::from(evicted.is_some());
+        Ok(message)
+    }
+
+    /// Whether a publish will fit once those `ahead` of it are made, and if
+    /// so counts it among them: for a batch of publishes decided before any
+    /// is made (a Bayeux request's). It errs on the side of refusing: a full
+    /// buffer's oldest message is counted as freed only for the first.
+    pub fn admit_ahead(
+        &self,
+        name: &str,
+        data: &str,
+        event: Option<&str>,
+        ahead: &mut Ahead,
+    ) -> Result<(), Full> {
+        let needed = cost_at_most(data, event);
+        self.admit(name, needed, ahead)?;
+        if !self.channels.contains_key(name) && !ahead.new_channels.iter().any(|c| c == name) {
+            ahead.new_channels.push(name.to_owned());
+        }
+        ahead.bytes += needed;
+        Ok(())
+    }
+
+    /// Whether a message of at most `needed` bytes fits on channel `name`
+    /// after the publishes `ahead` of it: a new channel needs room for one
+    /// more channel, and the history room for what the message adds beyond
+    /// the oldest one a full buffer lets go.
+    fn admit(&self, name: &str, needed: usize, ahead: &Ahead) -> Result<(), Full> {
+        let limits = self.limits;
+        let opened_ahead = ahead.new_channels.iter().any(|c| c == name);
+        let freed = match self.channels.get(name) {
+            None if opened_ahead => 0,
+            None if self.channels.len() + ahead.new_channels.len() >= limits.max_channels => {
+                return Err(Full::Channels {
+                    limit: limits.max_channels,
+                })
+            }
+            None => 0,
+            Some(c) if c.buffer.len() >= limits.buffer && ahead.bytes == 0 => {
+                c.buffer.front().map_or(0, |m| cost(m))
+            }
+            Some(_) => 0,
+        };
+        let after = (self.history_bytes - freed).saturating_add(ahead.bytes);
+        if after.saturating_add(needed) > limits.max_history_bytes {
+            return Err(Full::History {
+                limit: limits.max_history_bytes,
+            });
+        }
+        Ok(())
     }
 
     /// Resolves `cursor` on channel `name` into what must be sent first: a gap
@@ -288,6 +425,7 @@ impl Hub {
     /// end each of its subscriptions.
     pub fn delete(&mut self, name: &str, now: Instant) -> Option<Channel> {
         let channel = self.channels.remove(name)?;
+        self.history_bytes -= channel.buffer.iter().map(|m| cost(m)).sum::<usize>();
         self.tombstones.bury(
             channel.name.clone(),
             (channel.base, channel.next_seq),
@@ -313,7 +451,8 @@ impl Hub {
             .front()
             .is_some_and(|m| m.published + ttl <= now)
         {
-            channel.buffer.pop_front();
+            let expired = channel.buffer.pop_front().expect("checked");
+            self.history_bytes -= cost(&expired);
             self.n_expired += 1;
         }
         match channel.buffer.front() {
@@ -362,6 +501,36 @@ impl Hub {
             );
         }
     }
+}
+
+/// The most bytes a message id takes (`cursor::format`: the epoch in hex, a
+/// dash and the sequence number in decimal, with room to spare).
+const MAX_ID_LEN: usize = 40;
+
+/// The bytes a message holds for as long as it is buffered, as the history
+/// budget counts them: the message with its reference counts, its id, event
+/// name and data, and its slot in the buffer. Encodings made for subscribers
+/// (at most one per transport, built on first use) are not counted: with
+/// subscribers on every transport they can add roughly the data's size again
+/// for each (docs/operations.md).
+pub fn cost(message: &Message) -> usize {
+    fixed_cost()
+        + message.id.len()
+        + message.event.as_deref().map_or(0, str::len)
+        + message.data.len()
+}
+
+/// `cost` before the message has its id, never below it: what decides
+/// whether a publish fits.
+fn cost_at_most(data: &str, event: Option<&str>) -> usize {
+    fixed_cost() + MAX_ID_LEN + event.map_or(0, str::len) + data.len()
+}
+
+fn fixed_cost() -> usize {
+    // The `Rc` allocation's two counts, and the buffer's pointer to it.
+    std::mem::size_of::<Message>()
+        + 2 * std::mem::size_of::<usize>()
+        + std::mem::size_of::<Rc<Message>>()
 }
 
 /// Freed channels' positions. A channel that is freed and opened again goes on
@@ -437,3 +606,6 @@ impl Tombstones {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod model_tests;

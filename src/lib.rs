@@ -70,8 +70,9 @@
 //!   gaps. `message`, `encode`, `json`, `cursor`: messages, their bytes per
 //!   transport, their ids.
 //! - `deadline`: the one deadline queue, for every timer. `token`: the
-//!   publish-token check. `conn_id`: generational connection ids. `client`:
-//!   which addresses count as one client, for per-client bounds.
+//!   publish token and signed tokens (HS256, channel claims). `conn_id`:
+//!   generational connection ids. `client`: which addresses count as one
+//!   client, for per-client bounds.
 //!   `idempotency`: the `Idempotency-Key`s of recent publishes, bounded.
 //! - `redis`: the Redis engine's values: the RESP2 codec, `--redis` URLs,
 //!   shards, back-off, the Lua scripts and their replies, and the merge of a

@@ -154,6 +154,40 @@ pub fn exposition(s: &Snapshot) -> Vec<u8> {
         n.idempotent_replays,
     );
     w.gauge("halley_channels", "Channels in the hub.", s.channels as u64);
+    let l = s.limits;
+    w.gauge(
+        "halley_history_bytes",
+        "Bytes of buffered messages, as the history budget counts them.",
+        l.history_bytes as u64,
+    );
+    // Without a bound (with Redis, which keeps the history), no series.
+    if let Some(max) = l.max_channels {
+        w.gauge(
+            "halley_max_channels",
+            "Channels past which a publish to a new one is refused (--max-channels).",
+            max as u64,
+        );
+    }
+    if let Some(max) = l.max_history_bytes {
+        w.gauge(
+            "halley_max_history_bytes",
+            "Bytes of buffered messages past which a publish is refused (--max-history-bytes).",
+            max as u64,
+        );
+    }
+    w.family(
+        "halley_limit_refusals_total",
+        "counter",
+        "Publishes and connections refused at a limit, by which one.",
+    );
+    for (limit, count) in [
+        ("channels", l.channels_refused),
+        ("history_bytes", l.history_refused),
+        ("connections_per_ip", l.per_ip_refused),
+        ("file_descriptors", l.refused_out_of_fds),
+    ] {
+        w.sample("halley_limit_refusals_total", &[("limit", limit)], count);
+    }
     w.gauge(
         "halley_bytes_queued",
         "Output waiting in connections' queues.",
@@ -315,7 +349,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::{BayeuxFigures, ConnCounts, Counters, DeadlineCounts};
+    use crate::stats::{BayeuxFigures, ConnCounts, Counters, DeadlineCounts, LimitFigures};
 
     #[test]
     fn observes_into_inclusive_buckets() {
@@ -369,6 +403,12 @@ mod tests {
             rss_bytes: 4096,
             uptime_secs: 1,
             counters,
+            limits: LimitFigures {
+                history_bytes: 2048,
+                max_history_bytes: Some(1 << 30),
+                per_ip_refused: 3,
+                ..LimitFigures::default()
+            },
             bayeux: BayeuxFigures {
                 sessions: 1,
                 held_connects: 0,
@@ -403,6 +443,10 @@ mod tests {
             "halley_channels 3",
             "halley_bytes_queued 10",
             "halley_bayeux_sessions 1",
+            "halley_history_bytes 2048",
+            "halley_max_history_bytes 1073741824",
+            "halley_limit_refusals_total{limit=\"connections_per_ip\"} 3",
+            "halley_limit_refusals_total{limit=\"channels\"} 0",
             "# TYPE halley_fanout_seconds histogram",
             "halley_fanout_seconds_bucket{le=\"0.00005\"} 1",
             "halley_fanout_seconds_bucket{le=\"0.00025\"} 1",

@@ -264,6 +264,7 @@ mod tests {
             accept_sse: false,
             last_event_id: None,
             authorization: None,
+            token_cookie: None,
             content_type: None,
             if_none_match: None,
             idempotency_key: None,

@@ -13,6 +13,11 @@ pub struct Counters {
     pub delivered: u64,
     pub slow_consumer_closes: u64,
     pub accept_errors: u64,
+    /// Connections accepted on the spare descriptor while out of them, and
+    /// refused (`503`).
+    pub refused_out_of_fds: u64,
+    /// Connections refused (`429`) for `--max-connections-per-ip`.
+    pub per_ip_refused: u64,
     pub timeouts: u64,
     /// Connections closed because a queued response took no progress for
     /// `--send-timeout`.
@@ -45,6 +50,9 @@ pub struct Counters {
     /// Publishes answered from an earlier publish with the same
     /// `Idempotency-Key`, publishing nothing.
     pub idempotent_replays: u64,
+    /// Held subscriptions (SSE, stream, long-poll) ended because their
+    /// signed token ended (`--token-secret`).
+    pub token_expired: u64,
     /// From a message handed to `deliver` to the last write of its fan-out.
     pub fanout: Histogram,
     /// From a `POST /pub` read to its `201`, any Redis round trip included.
@@ -97,6 +105,7 @@ pub struct Snapshot<'a> {
     pub rss_bytes: u64,
     pub uptime_secs: u64,
     pub counters: &'a Counters,
+    pub limits: LimitFigures,
     pub bayeux: BayeuxFigures<'a>,
     /// With `--redis`: the links and what waits on them.
     pub redis: Option<Value>,
@@ -106,6 +115,28 @@ pub struct Snapshot<'a> {
     pub workers: usize,
     /// Times the supervisor has restarted this worker after it died.
     pub worker_restarts: u64,
+}
+
+/// The memory and fairness bounds: each figure now, its limit, and how
+/// often it refused.
+#[derive(Default, Debug, Clone, Copy)]
+pub struct LimitFigures {
+    pub channels: usize,
+    /// `None` with Redis, which keeps channels and history (bounded there
+    /// by `maxmemory`); the node's hub then holds only its subscribers.
+    pub max_channels: Option<usize>,
+    pub channels_refused: u64,
+    /// Bytes of buffered messages, as the budget counts them (`hub::cost`).
+    pub history_bytes: usize,
+    pub max_history_bytes: Option<usize>,
+    pub history_refused: u64,
+    /// `None` when connections are not bounded per client.
+    pub max_connections_per_ip: Option<u32>,
+    /// Clients with a connection open, when they are bounded.
+    pub clients: Option<usize>,
+    pub per_ip_refused: u64,
+    /// Connections refused on the spare descriptor while out of them.
+    pub refused_out_of_fds: u64,
 }
 
 /// What the Bayeux engine reports: live sessions, connects held now, and its
@@ -161,6 +192,19 @@ impl Snapshot<'_> {
                 "mux_errors": n.mux_errors,
                 "mux_channels_refused": n.mux_channels_refused,
             },
+            "limits": {
+                "channels": self.limits.channels,
+                "max_channels": self.limits.max_channels,
+                "channels_refused": self.limits.channels_refused,
+                "history_bytes": self.limits.history_bytes,
+                "max_history_bytes": self.limits.max_history_bytes,
+                "history_refused": self.limits.history_refused,
+                "max_connections_per_ip": self.limits.max_connections_per_ip,
+                "clients": self.limits.clients,
+                "per_ip_refused": self.limits.per_ip_refused,
+                "refused_out_of_fds": self.limits.refused_out_of_fds,
+            },
+            "token_expired": n.token_expired,
             "deadlines": {
                 "total": d.conn + d.channel + d.session + d.other,
                 "conn": d.conn,
@@ -183,6 +227,8 @@ impl Snapshot<'_> {
                 "subscriptions_refused": b.stats.subscriptions_refused,
                 "resumes_refused": b.stats.resumes_refused,
                 "replayed": b.stats.replayed,
+                "token_refused": b.stats.token_refused,
+                "token_expired": b.stats.token_expired,
             },
             "worker": self.worker,
             "workers": self.workers,
@@ -244,6 +290,11 @@ mod tests {
             rss_bytes: 100,
             uptime_secs: 7,
             counters: &counters,
+            limits: LimitFigures {
+                history_bytes: 300,
+                channels_refused: 4,
+                ..LimitFigures::default()
+            },
             bayeux: BayeuxFigures {
                 sessions: 2,
                 held_connects: 1,
@@ -263,6 +314,14 @@ mod tests {
         ));
         assert!(
             text.contains(r#""messages_evicted":1,"messages_expired":2,"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#""limits":{"channels":0,"max_channels":null,"channels_refused":4,"history_bytes":300,"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#""max_connections_per_ip":null,"clients":null,"#),
             "{text}"
         );
         assert!(

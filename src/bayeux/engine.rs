@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Map, Value};
 
@@ -72,6 +72,10 @@ pub struct Settings {
     /// With `--publish-token T`, only sessions whose handshake carried
     /// `ext.halley.token == T` may publish.
     pub publish_token: Option<String>,
+    /// With `--token-secret`: every subscribe needs a signed token whose
+    /// claims cover it, from the handshake's `ext.halley.token` or the
+    /// subscribe's own, and such a token may publish where its claims say.
+    pub tokens: Option<crate::token::Verifier>,
     /// Sessions at once (`MAX_SESSIONS`); a handshake past it is refused.
     pub max_sessions: usize,
     /// Sessions at once from one address (`MAX_SESSIONS_PER_ADDR`).
@@ -94,6 +98,7 @@ impl Default for Settings {
             max_interval: Duration::from_secs(10),
             max_queued_bytes: 1 << 20,
             publish_token: None,
+            tokens: None,
             max_sessions: MAX_SESSIONS,
             max_sessions_per_addr: MAX_SESSIONS_PER_ADDR,
             clustered: false,
@@ -118,6 +123,25 @@ pub struct HubMessage<'a> {
 pub enum Data<'a> {
     Text(&'a str),
     Json(&'a str),
+}
+
+/// Whether the hub has room for a publish, asked of each one as the engine
+/// accepts it: a publish the hub cannot take is answered unsuccessful in
+/// Bayeux's form (`503:/chat/room1:history_full`), not acknowledged and
+/// lost. The server answers from its hub's limits (`--max-channels`,
+/// `--max-history-bytes`); `Unbounded` admits everything.
+pub trait Room {
+    /// `Err` holds the reason for the error string (`channels_full`).
+    fn admit(&mut self, publish: &Publish) -> Result<(), &'static str>;
+}
+
+/// A hub without limits.
+pub struct Unbounded;
+
+impl Room for Unbounded {
+    fn admit(&mut self, _: &Publish) -> Result<(), &'static str> {
+        Ok(())
+    }
 }
 
 /// A Bayeux publish for the server to put into the hub, then hand back to
@@ -218,6 +242,11 @@ pub struct Stats {
     pub resumes_refused: u64,
     /// History messages queued by resumed subscriptions (also in `delivered`).
     pub replayed: u64,
+    /// Handshakes, subscribes and publishes refused for their signed token
+    /// (missing, invalid, or not covering the channel).
+    pub token_refused: u64,
+    /// Sessions ended because the token they subscribed with ended.
+    pub token_expired: u64,
 }
 
 pub struct Engine {
@@ -246,6 +275,9 @@ pub struct Engine {
     pub(super) fanout_seq: u64,
     /// Reused by `on_publish` so a publish allocates only its encoding.
     pub(super) scratch: Vec<Rc<str>>,
+    /// The wall clock, which signed tokens' `exp` and `nbf` are judged by:
+    /// the server sets it before each `handle` (the engine reads no clock).
+    pub wall: SystemTime,
     pub stats: Stats,
 }
 
@@ -265,6 +297,7 @@ impl Engine {
             new_id,
             fanout_seq: 0,
             scratch: Vec::new(),
+            wall: SystemTime::UNIX_EPOCH,
             stats: Stats::default(),
         }
     }
@@ -297,7 +330,20 @@ impl Engine {
         framing: Framing,
         now: Instant,
     ) -> Outcome {
-        let mut req = Request::new(peer);
+        self.handle_in(conn, peer, messages, framing, now, &mut Unbounded)
+    }
+
+    /// `handle`, with each publish admitted by `room` first.
+    pub fn handle_in(
+        &mut self,
+        conn: ConnId,
+        peer: Option<IpAddr>,
+        messages: Vec<Value>,
+        framing: Framing,
+        now: Instant,
+        room: &mut dyn Room,
+    ) -> Outcome {
+        let mut req = Request::new(peer, room);
         for value in messages {
             let msg = Incoming::from_value(value);
             self.dispatch(&msg, &mut req, now);
@@ -369,7 +415,7 @@ impl Engine {
             "" => Err(BayeuxError::Missing("channel_missing")),
             "/meta/handshake" => self.on_handshake(msg, req, now),
             "/meta/connect" => self.on_connect(msg, req, now),
-            "/meta/subscribe" => self.on_subscribe(msg, req),
+            "/meta/subscribe" => self.on_subscribe(msg, req, now),
             "/meta/unsubscribe" => self.on_unsubscribe(msg, req),
             "/meta/disconnect" => self.on_disconnect(msg, req, now),
             c if channel::is_meta(c) => Err(BayeuxError::ChannelInvalid(c.to_string())),
@@ -568,6 +614,11 @@ impl Engine {
         let Some(session) = self.sessions.get(id) else {
             return false;
         };
+        let token_ends = session.token_ends;
+        if token_ends.is_some_and(|ends| ends <= now) {
+            self.end_token_expired(id);
+            return true;
+        }
         let next = match session.held {
             Some(_) => now + self.config.max_interval,
             None if session.expires_at > now => session.expires_at,
@@ -577,16 +628,46 @@ impl Engine {
                 return true;
             }
         };
+        let next = token_ends.map_or(next, |ends| ends.min(next));
         self.to_arm.push(next, Timer::Session(id.clone()));
         false
     }
+
+    /// Ends session `id` because its token ended: a connect it holds is
+    /// answered `403::token_expired` with advice to handshake again, which
+    /// CometD and Faye both follow (and a page gives its new token to the
+    /// new handshake). The answer goes out from the next `flush`.
+    pub(super) fn end_token_expired(&mut self, id: &Rc<str>) {
+        let released = self.end_session(id, |held| {
+            token_expired_reply(held.reply_id.clone(), id).to_string()
+        });
+        self.out.extend(released);
+        self.stats.token_expired += 1;
+    }
+}
+
+/// The connect reply of a session whose token ended.
+pub(super) fn token_expired_reply(reply_id: Option<Value>, id: &str) -> Value {
+    let mut reply = json!({
+        "channel": "/meta/connect",
+        "clientId": id,
+        "successful": false,
+        "error": "403::token_expired",
+        "advice": {"reconnect": "handshake", "interval": 0},
+    });
+    if let Some(rid) = reply_id {
+        reply["id"] = rid;
+    }
+    reply
 }
 
 /// What one request accumulates while its messages are handled.
-pub(super) struct Request {
+pub(super) struct Request<'r> {
     /// The client address the request came from, when the server looked it
     /// up (see `Engine::handle`).
     pub peer: Option<IpAddr>,
+    /// Asked whether the hub takes each publish.
+    pub room: &'r mut dyn Room,
     /// Handshake messages seen so far, for `MAX_HANDSHAKES_PER_REQUEST`.
     pub n_handshakes: usize,
     pub replies: Vec<String>,
@@ -601,7 +682,7 @@ pub(super) struct Request {
     pub subscribed: Vec<String>,
 }
 
-impl Request {
+impl<'r> Request<'r> {
     fn into_outcome(self, reply: Reply) -> Outcome {
         Outcome {
             reply,
@@ -612,9 +693,10 @@ impl Request {
         }
     }
 
-    fn new(peer: Option<IpAddr>) -> Request {
+    fn new(peer: Option<IpAddr>, room: &'r mut dyn Room) -> Request<'r> {
         Request {
             peer,
+            room,
             n_handshakes: 0,
             replies: Vec::new(),
             hold: None,

@@ -99,6 +99,9 @@ pub enum BayeuxError {
     Forbidden { arg: String, reason: &'static str },
     /// 405: the channel name is not one halley can carry.
     ChannelInvalid(String),
+    /// 503: the server has no room for this now (`503:/chat:history_full`);
+    /// retrying later may succeed.
+    Unavailable { arg: String, reason: &'static str },
 }
 
 impl BayeuxError {
@@ -109,6 +112,7 @@ impl BayeuxError {
             BayeuxError::SessionUnknown => "402::session_unknown".to_string(),
             BayeuxError::Forbidden { arg, reason } => format!("403:{arg}:{reason}"),
             BayeuxError::ChannelInvalid(arg) => format!("405:{arg}:channel_invalid"),
+            BayeuxError::Unavailable { arg, reason } => format!("503:{arg}:{reason}"),
         }
     }
 }

@@ -16,7 +16,7 @@ use super::engine::{
 use super::ids::format_id;
 use super::message::{reply_to, BayeuxError, Incoming};
 use super::session::{Resuming, Session};
-use crate::token::Token;
+use crate::token::{self, Action, Claims, Invalid, Refusal, Token, Verifier};
 
 /// The transports halley serves at `/bayeux` over HTTP. Without `websocket`
 /// CometD and Faye stay on long-polling (CometD in Node tries a WebSocket
@@ -56,21 +56,43 @@ impl Engine {
                 });
             }
         }
-        let may_publish = match (&self.config.publish_token, msg.halley_field("token")) {
-            (None, _) => true,
-            (Some(want), Some(Value::String(given))) => {
-                if Token::check(Some(want), Some(given)) != Token::Valid {
-                    // A wrong token is a misconfigured client: tell it to stop
-                    // rather than retry the same handshake forever.
+        let given = match msg.halley_field("token") {
+            Some(Value::String(given)) => Some(given.as_str()),
+            _ => None,
+        };
+        let fixed = Token::check(self.config.publish_token.as_deref(), given);
+        // With --token-secret, a token that is not the publish token must be
+        // a valid signed one; its claims then govern the session.
+        let mut claims = None;
+        if let (Some(verifier), Some(given), false) =
+            (&self.config.tokens, given, fixed == Token::Valid)
+        {
+            match verifier.verify(given, token::unix(self.wall)) {
+                Ok(valid) => claims = Some(Rc::new(valid)),
+                Err(why) => {
+                    // The client must get a new token before it tries again.
+                    self.stats.token_refused += 1;
                     let advice = json!({"reconnect": "none"});
                     req.replies
-                        .push(refused_handshake(msg, "handshake_denied", advice));
+                        .push(refused_handshake(msg, why.reason(), advice));
                     return Ok(());
                 }
-                true
+            }
+        }
+        let may_publish = match (fixed, given) {
+            // With a secret and no publish token, publishing is by claim.
+            (Token::NotConfigured, _) => self.config.tokens.is_none(),
+            (Token::Valid, _) => true,
+            (Token::MissingOrWrong, Some(_)) if claims.is_none() => {
+                // A wrong token is a misconfigured client: tell it to stop
+                // rather than retry the same handshake forever.
+                let advice = json!({"reconnect": "none"});
+                req.replies
+                    .push(refused_handshake(msg, "handshake_denied", advice));
+                return Ok(());
             }
             // Without the token a session may subscribe but not publish.
-            (Some(_), _) => false,
+            (Token::MissingOrWrong, _) => false,
         };
         let Some(peer) = req.peer else {
             // The server gives the address to every request with a
@@ -97,10 +119,9 @@ impl Engine {
         let acks = msg.ext_field("ack") == Some(&Value::Bool(true));
         let id: Rc<str> = Rc::from(format_id((self.new_id)()));
         let expires_at = now + self.config.max_interval;
-        self.sessions.insert(
-            id.clone(),
-            Session::new(id.clone(), peer, expires_at, may_publish, acks),
-        );
+        let mut session = Session::new(id.clone(), peer, expires_at, may_publish, acks);
+        session.claims = claims;
+        self.sessions.insert(id.clone(), session);
         *self.per_addr.entry(peer).or_default() += 1;
         self.arm_expiry(expires_at, &id);
         self.stats.handshakes += 1;
@@ -133,6 +154,13 @@ impl Engine {
     ) -> Handled {
         let session = self.session_of(msg)?;
         let id = session.id.clone();
+        if session.token_ends.is_some_and(|ends| ends <= now) {
+            // Its deadline may not have come up yet in this iteration.
+            self.end_token_expired(&id);
+            let reply = super::engine::token_expired_reply(msg.id.clone(), &id);
+            req.replies.push(reply.to_string());
+            return Ok(());
+        }
         if let Some(ack) = msg.ext_field("ack").and_then(Value::as_u64) {
             session.ack(ack);
         }
@@ -170,7 +198,12 @@ impl Engine {
         Ok(())
     }
 
-    pub(super) fn on_subscribe(&mut self, msg: &Incoming, req: &mut Request) -> Handled {
+    pub(super) fn on_subscribe(
+        &mut self,
+        msg: &Incoming,
+        req: &mut Request,
+        now: Instant,
+    ) -> Handled {
         let since = match msg.halley_field("since") {
             None => None,
             Some(Value::String(s)) if s == "earliest" => Some(Since::Earliest),
@@ -184,6 +217,7 @@ impl Engine {
         };
         let id = self.session_of(msg)?.id.clone();
         let patterns = self.check_subscription(msg, since.is_some())?;
+        let token_ends = self.check_subscribe_token(msg, &id, &patterns, now)?;
         let session = self.sessions.get_mut(&id).expect("checked above");
         // Applied whole or not at all, so a refused message changes nothing.
         let fresh: HashSet<&Pattern> = patterns
@@ -224,6 +258,7 @@ impl Engine {
         for text in added {
             self.route(text, &id);
         }
+        self.note_token_end(&id, token_ends);
         if let Some(since) = since {
             let clustered = self.config.clustered;
             let session = self.sessions.get_mut(&id).expect("checked above");
@@ -257,6 +292,69 @@ impl Engine {
         }
         req.replies.push(subscription_reply(msg, &id));
         Ok(())
+    }
+
+    /// With `--token-secret`: whether the subscribe's token (its own
+    /// `ext.halley.token`, else the handshake's) covers every one of
+    /// `patterns`, and if so when the earliest-ending grant ends. Checked
+    /// before anything is applied, like the patterns themselves.
+    fn check_subscribe_token(
+        &mut self,
+        msg: &Incoming,
+        id: &Rc<str>,
+        patterns: &[Pattern],
+        now: Instant,
+    ) -> Result<Option<Instant>, BayeuxError> {
+        let Some(verifier) = &self.config.tokens else {
+            return Ok(None);
+        };
+        let wall = token::unix(self.wall);
+        let session_claims = self.sessions.get(id).and_then(|s| s.claims.clone());
+        let first = || patterns.first().map(Pattern::text).unwrap_or_default();
+        let claims = match claims_of(verifier, msg, session_claims.as_ref(), wall) {
+            Ok(claims) => claims,
+            Err(refusal) => return Err(self.token_refused(first(), refusal)),
+        };
+        let mut ends = None;
+        for p in patterns {
+            let text = p.text();
+            // Claims name hub channels: `/chat/*` is `chat/*`.
+            let hub = text.strip_prefix('/').unwrap_or(&text);
+            match claims.allow(Action::Subscribe, hub) {
+                // One token's grants all end when it does.
+                Ok(grant) => ends = grant.ends,
+                Err(refusal) => return Err(self.token_refused(text, refusal)),
+            }
+        }
+        Ok(ends.map(|ends| token::ends_at(ends, now, self.wall)))
+    }
+
+    /// A session's subscriptions last no longer than the token that allowed
+    /// them: its end is kept if earlier than one kept already, and the
+    /// session's timer is asked for then (one more entry per such subscribe,
+    /// at most `MAX_SUBSCRIPTIONS_PER_SESSION`).
+    fn note_token_end(&mut self, id: &Rc<str>, ends: Option<Instant>) {
+        let Some(ends) = ends else {
+            return;
+        };
+        let Some(session) = self.sessions.get_mut(id) else {
+            return;
+        };
+        if session.token_ends.is_some_and(|kept| kept <= ends) {
+            return;
+        }
+        session.token_ends = Some(ends);
+        self.arm_expiry(ends, id);
+    }
+
+    /// A refusal for the token, counted, in the `403:<channel>:<reason>`
+    /// form CometD and Faye report to the caller of `subscribe`/`publish`.
+    fn token_refused(&mut self, arg: String, refusal: Refusal) -> BayeuxError {
+        self.stats.token_refused += 1;
+        BayeuxError::Forbidden {
+            arg,
+            reason: refusal.reason(),
+        }
     }
 
     /// Checks every channel of a (un)subscribe before any takes effect, so a
@@ -322,11 +420,19 @@ impl Engine {
             .data
             .as_ref()
             .ok_or(BayeuxError::Missing("data_missing"))?;
-        if !session.may_publish {
-            return Err(BayeuxError::Forbidden {
-                arg: name.to_string(),
-                reason: "publish_forbidden",
-            });
+        let (may_publish, claims) = (session.may_publish, session.claims.clone());
+        if !may_publish {
+            let Some(verifier) = &self.config.tokens else {
+                return Err(BayeuxError::Forbidden {
+                    arg: name.to_string(),
+                    reason: "publish_forbidden",
+                });
+            };
+            let hub = channel::to_hub(name).unwrap_or(name);
+            let wall = token::unix(self.wall);
+            claims_of(verifier, msg, claims.as_ref(), wall)
+                .and_then(|claims| claims.allow(Action::Publish, hub))
+                .map_err(|refusal| self.token_refused(name.to_string(), refusal))?;
         }
         let event = match msg.halley_field("event") {
             None => None,
@@ -341,12 +447,18 @@ impl Engine {
             }
         };
         if !channel::is_service(name) {
-            let hub = channel::to_hub(name).expect("checked").to_string();
-            req.publishes.push(Publish {
-                channel: hub,
+            let publish = Publish {
+                channel: channel::to_hub(name).expect("checked").to_string(),
                 json: data.to_string(),
                 event,
-            });
+            };
+            if let Err(reason) = req.room.admit(&publish) {
+                return Err(BayeuxError::Unavailable {
+                    arg: name.to_string(),
+                    reason,
+                });
+            }
+            req.publishes.push(publish);
         }
         let mut reply = reply_to(msg);
         reply.insert("successful".into(), true.into());
@@ -398,6 +510,29 @@ fn queue_resume(req: &mut Request, id: &str, channel: &str, since: &Since) {
         channel: channel.to_string(),
         since: since.clone(),
     });
+}
+
+/// The claims a subscribe or publish is held to: those of its own
+/// `ext.halley.token` if it has one, else those its session's handshake
+/// presented, still within their time.
+fn claims_of(
+    verifier: &Verifier,
+    msg: &Incoming,
+    session: Option<&Rc<Claims>>,
+    wall: u64,
+) -> Result<Rc<Claims>, Refusal> {
+    match msg.halley_field("token") {
+        Some(Value::String(given)) => verifier
+            .verify(given, wall)
+            .map(Rc::new)
+            .map_err(Refusal::Invalid),
+        Some(_) => Err(Refusal::Invalid(Invalid::Malformed)),
+        None => {
+            let claims = session.ok_or(Refusal::Missing)?;
+            claims.check_time(wall).map_err(Refusal::Invalid)?;
+            Ok(claims.clone())
+        }
+    }
 }
 
 /// Parses and checks every channel a (un)subscribe names.

@@ -136,12 +136,18 @@ pub mod session;
 pub mod wire;
 
 pub use engine::{
-    Data, Engine, HubMessage, Outcome, Publish, Reply, Response, Resume, Settings, Since, Stats,
+    Data, Engine, HubMessage, Outcome, Publish, Reply, Response, Resume, Room, Settings, Since,
+    Stats, Unbounded,
 };
 pub use session::ConnId;
 pub use wire::{BadRequest, Framing};
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod prop_tests;
+#[cfg(test)]
+mod token_tests;
 #[cfg(test)]
 mod ws_tests;

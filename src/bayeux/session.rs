@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use super::channel::Pattern;
 use super::wire::Framing;
+use crate::token::Claims;
 use serde_json::Value;
 
 /// The server's opaque id for a connection (slot and generation packed as it likes).
@@ -76,6 +77,14 @@ pub struct Session {
     pub expires_at: Instant,
     /// Handshake presented the publish token (or none is configured).
     pub may_publish: bool,
+    /// With `--token-secret`: the claims of the signed token the handshake
+    /// presented, which its subscribes and publishes are held to (a message
+    /// may present its own token instead).
+    pub claims: Option<Rc<Claims>>,
+    /// With `--token-secret`: when the earliest-ending token that let this
+    /// session subscribe ends; then the session ends, and its client is told
+    /// `403::token_expired` and to handshake again (with a fresh token).
+    pub token_ends: Option<Instant>,
     /// The engine's fan-out sequence number that last reached this session,
     /// so a message matching two of its patterns is queued once.
     pub last_fanout: u64,
@@ -115,6 +124,8 @@ impl Session {
             connected: false,
             expires_at,
             may_publish,
+            claims: None,
+            token_ends: None,
             last_fanout: 0,
             resuming: Vec::new(),
         }

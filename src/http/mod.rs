@@ -7,6 +7,9 @@ pub mod query;
 pub mod request;
 pub mod response;
 
+#[cfg(test)]
+mod prop_tests;
+
 /// A request the server refuses, with the status that says why. The message
 /// becomes the `{"error": ...}` body.
 #[derive(Clone, Debug, PartialEq, Eq)]

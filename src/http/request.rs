@@ -40,6 +40,9 @@ pub struct RequestHead {
     pub accept_sse: bool,
     pub last_event_id: Option<String>,
     pub authorization: Option<String>,
+    /// The `halley_token` cookie's value, the signed token an EventSource
+    /// carries (`token::COOKIE`); other cookies are not kept.
+    pub token_cookie: Option<String>,
     pub content_type: Option<String>,
     pub if_none_match: Option<String>,
     /// A publish's `Idempotency-Key`, checked where a publish is handled.
@@ -60,7 +63,10 @@ pub struct WsHeaders {
     pub version: Option<String>,
 }
 
-/// The outcome of looking at the start of a read buffer.
+/// The outcome of looking at the start of a read buffer. It is returned and
+/// taken apart at once, never stored, so its size costs a move, while boxing
+/// the head would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed {
     /// A whole head, which took the first `len` bytes.
@@ -110,6 +116,7 @@ fn interpret(req: &httparse::Request) -> Result<RequestHead, Reject> {
         accept_sse: false,
         last_event_id: None,
         authorization: None,
+        token_cookie: None,
         content_type: None,
         if_none_match: None,
         idempotency_key: None,
@@ -162,6 +169,11 @@ fn interpret(req: &httparse::Request) -> Result<RequestHead, Reject> {
             head.last_event_id = Some(value.to_owned());
         } else if name.eq_ignore_ascii_case("authorization") {
             head.authorization = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("cookie") {
+            // Browsers send one Cookie line, but HTTP/1.1 allows several.
+            if let Some(token) = crate::token::cookie_value(value, crate::token::COOKIE) {
+                head.token_cookie = Some(token.to_owned());
+            }
         } else if name.eq_ignore_ascii_case("content-type") {
             head.content_type = Some(value.to_owned());
         } else if name.eq_ignore_ascii_case("if-none-match") {
@@ -255,9 +267,10 @@ mod tests {
         let head = head_of(
             "GET /sub/a HTTP/1.1\r\nHost: h\r\nAccept: text/event-stream\r\nLast-Event-ID: abc-1\r\n\
              Authorization: Bearer t\r\nExpect: 100-continue\r\nContent-Type: text/plain\r\n\
-             Idempotency-Key:  order-42 \r\n\r\n",
+             Idempotency-Key:  order-42 \r\nCookie: a=1\r\nCookie: b=2; halley_token=jwt; c=3\r\n\r\n",
         )
         .unwrap();
+        assert_eq!(head.token_cookie.as_deref(), Some("jwt"));
         assert!(head.accept_sse && head.expect_continue);
         assert_eq!(head.last_event_id.as_deref(), Some("abc-1"));
         assert_eq!(head.authorization.as_deref(), Some("Bearer t"));

@@ -4,7 +4,15 @@ use crate::deadline::Deadlines;
 const TTL: Duration = Duration::from_secs(60);
 
 fn hub(buffer: usize) -> Hub {
-    Hub::new(0xe, Limits { buffer, ttl: TTL })
+    Hub::new(
+        0xe,
+        Limits {
+            buffer,
+            ttl: TTL,
+            max_channels: usize::MAX,
+            max_history_bytes: usize::MAX,
+        },
+    )
 }
 
 /// The server's part in expiry: sets the timers the hub asks for and hands
@@ -24,6 +32,7 @@ fn publish_n(hub: &mut Hub, name: &str, n: usize, now: Instant) -> Vec<String> {
     (0..n)
         .map(|i| {
             hub.publish(name, format!("m{i}").into(), false, None, now)
+                .unwrap()
                 .id
                 .to_string()
         })
@@ -129,7 +138,8 @@ fn expires_messages_and_frees_the_channel() {
     let mut hub = hub(10);
     let mut queue = Deadlines::new(t0);
     publish_n(&mut hub, "c", 2, t0);
-    hub.publish("c", "late".into(), false, None, t0 + TTL / 2);
+    hub.publish("c", "late".into(), false, None, t0 + TTL / 2)
+        .unwrap();
     run_timers(&mut hub, &mut queue, t0 + TTL / 2);
     assert_eq!((queue.len(), queue.next()), (1, Some(t0 + TTL)));
 
@@ -146,6 +156,7 @@ fn expires_messages_and_frees_the_channel() {
     assert_eq!(gap.missed, Some(2));
     assert_eq!(
         hub.publish("c", "again".into(), false, None, t0 + 2 * TTL)
+            .unwrap()
             .seq,
         4
     );
@@ -168,6 +179,7 @@ fn an_old_cursor_of_a_forgotten_channel_gets_a_gap_of_unknown_size() {
     assert!(hub.replay("c", at(&hub, 5), 100).unwrap().gap.is_none());
     assert_eq!(
         hub.publish("c", "new".into(), false, None, t0 + 3 * TTL)
+            .unwrap()
             .seq,
         6
     );
@@ -213,7 +225,10 @@ fn deleting_keeps_the_position() {
     assert_eq!(deleted.n_messages(), 2);
     assert!(hub.channel("c").is_none());
     assert_eq!(hub.head_cursor("c"), hub.id_of(2));
-    assert_eq!(hub.publish("c", "x".into(), false, None, now).seq, 3);
+    assert_eq!(
+        hub.publish("c", "x".into(), false, None, now).unwrap().seq,
+        3
+    );
 }
 
 /// Deleting a channel and creating it again, many times: the name keeps one
@@ -226,13 +241,13 @@ fn a_recreated_channel_keeps_one_expiry_timer() {
     let mut queue = Deadlines::new(t0);
     for i in 0..50 {
         let now = t0 + i * TTL / 100;
-        hub.publish("c", "x".into(), false, None, now);
+        hub.publish("c", "x".into(), false, None, now).unwrap();
         run_timers(&mut hub, &mut queue, now);
         assert_eq!(queue.len(), 1, "cycle {i}");
         hub.delete("c", now);
     }
     let last = t0 + TTL / 2;
-    hub.publish("c", "last".into(), false, None, last);
+    hub.publish("c", "last".into(), false, None, last).unwrap();
     run_timers(&mut hub, &mut queue, last);
     assert_eq!((queue.len(), queue.next()), (1, Some(t0 + TTL)));
     // The first life's entry comes up early and moves to the last message's expiry.
@@ -242,8 +257,178 @@ fn a_recreated_channel_keeps_one_expiry_timer() {
     run_timers(&mut hub, &mut queue, last + TTL);
     assert!(queue.is_empty() && hub.channel("c").is_none());
     // A deleted channel's entry ends when it comes up.
-    hub.publish("c", "x".into(), false, None, last + TTL);
+    hub.publish("c", "x".into(), false, None, last + TTL)
+        .unwrap();
     hub.delete("c", last + TTL);
     run_timers(&mut hub, &mut queue, last + 2 * TTL);
     assert!(queue.is_empty() && hub.channel("c").is_none());
+}
+
+fn bounded_hub(buffer: usize, max_channels: usize, max_history_bytes: usize) -> Hub {
+    Hub::new(
+        0xe,
+        Limits {
+            buffer,
+            ttl: TTL,
+            max_channels,
+            max_history_bytes,
+        },
+    )
+}
+
+/// The budget's count is the sum over what the buffers hold, whatever
+/// came and went.
+fn assert_history_counted(hub: &Hub) {
+    let held: usize = hub
+        .channels
+        .values()
+        .flat_map(|c| c.buffer.iter())
+        .map(|m| cost(m))
+        .sum();
+    assert_eq!(hub.history_bytes(), held);
+}
+
+#[test]
+fn channel_limit_refuses_new_channels_until_one_is_deleted_or_freed() {
+    let t0 = Instant::now();
+    let mut hub = bounded_hub(10, 2, usize::MAX);
+    let mut queue = Deadlines::new(t0);
+    let refused = Err(Full::Channels { limit: 2 });
+    // (step, channel, outcome): Ok(()) published, else the refusal.
+    let steps: [(&str, Result<(), Full>); 5] = [
+        ("a", Ok(())),
+        ("b", Ok(())),
+        ("c", refused),
+        // An existing channel still takes publishes at the limit.
+        ("a", Ok(())),
+        ("b", Ok(())),
+    ];
+    for (name, want) in steps {
+        let got = hub.publish(name, "x".into(), false, None, t0).map(|_| ());
+        assert_eq!(got, want, "publish to {name}");
+    }
+    assert_eq!(hub.n_channels_refused, 1);
+    assert!(
+        hub.channel("c").is_none(),
+        "a refused publish opens nothing"
+    );
+    // Deleting one makes room.
+    hub.delete("a", t0).unwrap();
+    hub.publish("c", "x".into(), false, None, t0).unwrap();
+    assert_eq!(
+        hub.publish("d", "x".into(), false, None, t0).map(|_| ()),
+        refused
+    );
+    // So does expiry: a channel whose messages are gone and that nobody
+    // holds is freed.
+    run_timers(&mut hub, &mut queue, t0 + TTL);
+    assert_eq!(hub.n_channels(), 0);
+    for name in ["d", "e"] {
+        hub.publish(name, "x".into(), false, None, t0 + TTL)
+            .unwrap();
+    }
+    assert_history_counted(&hub);
+}
+
+#[test]
+fn history_budget_lets_a_full_buffer_make_room_and_refuses_growth() {
+    let t0 = Instant::now();
+    let unit = {
+        let mut probe = hub(1);
+        cost(
+            &probe
+                .publish("a", "0123456789".into(), false, None, t0)
+                .unwrap(),
+        )
+    };
+    // Room for three ten-byte messages (and not a fourth), two per channel.
+    let mut hub = bounded_hub(2, 100, 3 * unit + unit / 2);
+    let mut queue = Deadlines::new(t0);
+    let refused = Err(Full::History {
+        limit: 3 * unit + unit / 2,
+    });
+    // (channel, data, outcome, history after, in units)
+    let steps: [(&str, &str, Result<(), Full>, usize); 7] = [
+        ("a", "0123456789", Ok(()), 1),
+        ("a", "0123456789", Ok(()), 2),
+        ("b", "0123456789", Ok(()), 3),
+        // Growth past the budget: refused, nothing stored.
+        ("b", "0123456789", refused, 3),
+        ("c", "0123456789", refused, 3),
+        // A's buffer is full: its oldest goes, as the buffer promises only
+        // its last two, so the publish adds nothing.
+        ("a", "0123456789", Ok(()), 3),
+        // A larger message than the one it replaces needs the difference.
+        ("a", &"x".repeat(unit), refused, 3),
+    ];
+    for (name, data, want, units) in steps {
+        let got = hub.publish(name, data.into(), false, None, t0).map(|_| ());
+        assert_eq!(got, want, "publish {} bytes to {name}", data.len());
+        assert_eq!(
+            hub.history_bytes(),
+            units * unit,
+            "after publishing to {name}"
+        );
+        assert_history_counted(&hub);
+    }
+    assert_eq!(hub.n_history_refused, 3);
+    assert_eq!(
+        hub.channel("a").unwrap().n_messages(),
+        2,
+        "nothing younger was trimmed"
+    );
+    // Deleting gives its bytes back.
+    hub.delete("b", t0).unwrap();
+    assert_eq!(hub.history_bytes(), 2 * unit);
+    hub.publish("c", "0123456789".into(), false, None, t0)
+        .unwrap();
+    // Expiry gives back the rest.
+    run_timers(&mut hub, &mut queue, t0 + TTL);
+    assert_eq!(hub.history_bytes(), 0);
+    assert_history_counted(&hub);
+}
+
+#[test]
+fn refusals_answer_503_with_retry_after_and_say_which_limit() {
+    for (full, says) in [
+        (Full::Channels { limit: 7 }, "limit of 7 channels"),
+        (
+            Full::History { limit: 9 },
+            "limit of 9 bytes of message history",
+        ),
+    ] {
+        let reject = full.reject();
+        assert_eq!(reject.status, 503);
+        assert!(reject.message.contains(says), "{}", reject.message);
+        assert_eq!(
+            reject.header.as_deref(),
+            Some(format!("Retry-After: {FULL_RETRY_AFTER_SECS}").as_str())
+        );
+    }
+}
+
+#[test]
+fn publishes_admitted_ahead_count_against_the_limits_before_they_are_made() {
+    let t0 = Instant::now();
+    let unit = cost(&hub(1).publish("a", "x".into(), false, None, t0).unwrap());
+    let mut hub = bounded_hub(10, 2, 4 * unit + unit / 2);
+    hub.publish("a", "x".into(), false, None, t0).unwrap();
+    let mut ahead = Ahead::default();
+    // (channel, outcome): one new channel fits, and a second publish to it
+    // opens nothing more; a third channel does not; then the history fills.
+    let steps: [(&str, Result<(), &str>); 5] = [
+        ("b", Ok(())),
+        ("b", Ok(())),
+        ("c", Err("channels_full")),
+        ("a", Ok(())),
+        ("a", Err("history_full")),
+    ];
+    for (name, want) in steps {
+        let got = hub
+            .admit_ahead(name, "x", None, &mut ahead)
+            .map_err(Full::reason);
+        assert_eq!(got, want, "{name}");
+    }
+    // Deciding changed nothing in the hub.
+    assert_eq!((hub.n_channels(), hub.history_bytes()), (1, unit));
 }

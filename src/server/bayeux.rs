@@ -33,7 +33,7 @@ const NO_CACHE: [&str; 1] = ["Cache-Control: no-cache"];
 
 /// The engine, set from the server's flags: connects are held for
 /// `--longpoll-timeout`, session queues bounded by `--max-queued-bytes`, and
-/// `--publish-token` applies to Bayeux publishes too.
+/// `--publish-token` and `--token-secret` apply to Bayeux too.
 pub(super) fn new_engine(config: &Config) -> io::Result<Engine> {
     let settings = bayeux::Settings {
         clustered: !config.redis.is_empty(),
@@ -42,6 +42,7 @@ pub(super) fn new_engine(config: &Config) -> io::Result<Engine> {
         timeout: config.longpoll_timeout,
         max_queued_bytes: config.max_queued_bytes,
         publish_token: config.publish_token.clone(),
+        tokens: config.token_secret.clone(),
         ..bayeux::Settings::default()
     };
     Ok(Engine::new(settings, Urandom::open()?.into_source()))
@@ -94,12 +95,16 @@ impl Server {
             true => self.conns.get(id).and_then(|c| c.socket.peer_addr().ok()),
             false => None,
         };
-        let outcome = self.bayeux.handle(
+        // Signed tokens are judged by the wall clock, which the engine does not read.
+        self.bayeux.wall = std::time::SystemTime::now();
+        let mut room = super::publish::HubRoom::new(&self.hub, self.cluster.is_some());
+        let outcome = self.bayeux.handle_in(
             engine_conn(id),
             peer.map(|p| client_key(p.ip())),
             messages,
             framing,
             self.now,
+            &mut room,
         );
         for response in outcome.released {
             self.answer_held(response);
@@ -412,7 +417,8 @@ mod tests {
         }
         let message = server
             .hub
-            .publish("chat/room1", "hello".into(), false, None, server.now);
+            .publish("chat/room1", "hello".into(), false, None, server.now)
+            .expect("room in the hub");
         server.deliver(&message);
         server.flush_bayeux();
         server.reap();

@@ -56,12 +56,17 @@ impl Server {
             true => self.conns.get(id).and_then(|c| c.socket.peer_addr().ok()),
             false => None,
         };
-        let outcome = self.bayeux.handle(
+        // As `on_bayeux`: signed tokens are judged by the wall clock, and
+        // each publish is admitted by the hub's room first.
+        self.bayeux.wall = std::time::SystemTime::now();
+        let mut room = super::publish::HubRoom::new(&self.hub, self.cluster.is_some());
+        let outcome = self.bayeux.handle_in(
             engine_conn(id),
             peer.map(|p| client_key(p.ip())),
             messages,
             Framing::WebSocket,
             self.now,
+            &mut room,
         );
         for response in outcome.released {
             self.answer_held(response);

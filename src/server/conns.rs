@@ -6,9 +6,12 @@
 //! closes it here, and the reap phase frees it, so no id in flight ever
 //! names a vanished connection.
 
+use std::net::IpAddr;
+
 use slab::Slab;
 
 use super::conn::{Conn, State, Subscription};
+use crate::client::ConnsPerClient;
 use crate::conn_id::ConnId;
 
 #[derive(Default)]
@@ -27,9 +30,43 @@ pub struct Conns {
     /// The hub subscriptions of closed `/ws` connections, which hold many
     /// where the `Closed` state keeps one; undone with the reap.
     leaving: Vec<(ConnId, Subscription)>,
+    /// With `--max-connections-per-ip`: each client's open connections.
+    per_client: Option<ConnsPerClient>,
 }
 
 impl Conns {
+    /// A table whose connections are bounded per client (`--max-connections-per-ip`).
+    pub fn with_per_client_limit(limit: Option<u32>) -> Conns {
+        Conns {
+            per_client: limit.map(ConnsPerClient::new),
+            ..Conns::default()
+        }
+    }
+
+    /// Counts the connection about to be inserted as `id` against its
+    /// client's limit, or returns the limit it would pass. Its place is given
+    /// back when it is reaped (or by `forget_admitted` if it never goes in).
+    pub fn admit(&mut self, id: ConnId, peer: IpAddr) -> Result<(), u32> {
+        match &mut self.per_client {
+            Some(per) => match per.admit(id, peer) {
+                true => Ok(()),
+                false => Err(per.limit()),
+            },
+            None => Ok(()),
+        }
+    }
+
+    pub fn forget_admitted(&mut self, id: ConnId) {
+        if let Some(per) = &mut self.per_client {
+            per.release(id);
+        }
+    }
+
+    /// Clients with a connection open, when connections are bounded per client.
+    pub fn n_clients(&self) -> Option<usize> {
+        self.per_client.as_ref().map(ConnsPerClient::n_clients)
+    }
+
     pub fn len(&self) -> usize {
         self.slab.len()
     }
@@ -142,6 +179,9 @@ impl Conns {
             };
             if conn.gen != id.gen || !conn.is_closed() {
                 continue;
+            }
+            if let Some(per) = &mut self.per_client {
+                per.release(id);
             }
             reaped(id, self.slab.remove(id.slot as usize).into_subscription());
         }

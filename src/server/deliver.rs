@@ -25,6 +25,10 @@ use crate::ws::handshake::{self, Accept};
 
 const SSE_TYPE: &str = "text/event-stream";
 const STREAM_TYPE: &str = "application/x-ndjson";
+/// What a subscriber whose token ended is told, on every transport.
+const TOKEN_EXPIRED: &str = "token expired";
+const SSE_TOKEN_EXPIRED: &[u8] = b"event: error\ndata: {\"error\":\"token expired\"}\n\n";
+const STREAM_TOKEN_EXPIRED: &[u8] = b"{\"error\":\"token expired\"}\n";
 const STREAM_HEADERS: [&str; 2] = ["Cache-Control: no-cache", "X-Accel-Buffering: no"];
 
 /// The close reason a WebSocket too slow for its channel reads (1008): it
@@ -40,6 +44,9 @@ impl Server {
         mode: Mode,
         cursor: Cursor,
     ) {
+        if let Err(reject) = self.admit_subscriber(id, head, channel) {
+            return self.reject(id, reject, Ask::of(head));
+        }
         if self.cluster.is_some() {
             return self.subscribe_via_redis(id, head, channel, mode, cursor);
         }
@@ -195,7 +202,8 @@ impl Server {
             note_send_error(&mut self.counters, id, &SendError::Io(e));
             return self.close(id);
         }
-        self.set_deadline(id, self.now + self.config.heartbeat);
+        let at = self.token_deadline(id, self.now + self.config.heartbeat);
+        self.set_deadline(id, at);
     }
 
     /// Holds a long-poll that has nothing to receive yet.
@@ -203,7 +211,8 @@ impl Server {
         let (channel, key) = self.hub.subscribe(channel, Kind::Poll, id);
         let conn = self.conns.get(id).expect("subscribing connection is open");
         conn.park_poll(channel, key, keep_alive);
-        self.set_deadline(id, self.now + self.config.longpoll_timeout);
+        let at = self.token_deadline(id, self.now + self.config.longpoll_timeout);
+        self.set_deadline(id, at);
     }
 
     /// Fan-out: writes `message` to every subscriber of its channel. Streams
@@ -369,6 +378,51 @@ impl Server {
             );
             self.conns.resume_later(id);
         }
+    }
+
+    /// A parked subscriber whose token ended: a stream gets a last frame
+    /// saying so (SSE an `error` event, NDJSON an `error` line) and ends; a
+    /// held long-poll is answered 401. Never silently: the client learns
+    /// that it needs a new token, not that the network failed.
+    pub(super) fn end_token_expired(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get(id) else {
+            return;
+        };
+        self.counters.token_expired += 1;
+        let keep_alive = match *conn.state() {
+            State::Polling { keep_alive, .. } => Some(keep_alive),
+            _ => None,
+        };
+        if conn.mux().is_some() {
+            // Every channel of a `/ws` socket was admitted by the same token.
+            self.mux_leave_all(id);
+            return self.ws_send_last(id, &encode::ws_token_expired());
+        }
+        let stream_kind = conn.stream_kind();
+        let Some((channel, kind, key)) = conn.unpark() else {
+            return;
+        };
+        self.hub.unsubscribe(&channel, kind, key, id, self.now);
+        self.note_maybe_idle(&channel);
+        if let Some((transport, http10)) = stream_kind {
+            let frame = match transport {
+                Transport::Sse => SSE_TOKEN_EXPIRED,
+                Transport::Stream => STREAM_TOKEN_EXPIRED,
+                Transport::WebSocket => {
+                    let frame = encode::ws_token_expired();
+                    return self.end_stream(id, &frame, transport, http10);
+                }
+            };
+            let mut chunk = Vec::with_capacity(frame.len() + 8);
+            response::write_chunk(&mut chunk, frame);
+            return self.end_stream(id, &chunk, transport, http10);
+        }
+        let ask = Ask {
+            keep_alive: keep_alive.unwrap_or(false),
+            head_only: false,
+        };
+        self.reject(id, crate::http::Reject::new(401, TOKEN_EXPIRED), ask);
+        self.conns.resume_later(id);
     }
 
     /// Ends a stream, already out of its channel: an optional last frame,

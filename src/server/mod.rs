@@ -89,6 +89,9 @@ pub struct Server {
     /// While accepting is paused after running out of descriptors: the
     /// current back-off.
     accept_backoff: Option<Duration>,
+    /// The descriptor kept back to refuse connections with when out of
+    /// them (`accept`).
+    spare: crate::fd_limit::Spare,
     shutting_down: bool,
     /// When the drain window ends, once shutdown has begun.
     drain_ends: Option<Instant>,
@@ -119,6 +122,8 @@ impl Server {
         let limits = Limits {
             buffer: config.buffer,
             ttl: config.message_ttl,
+            max_channels: config.max_channels,
+            max_history_bytes: config.max_history_bytes,
         };
         let idempotency = crate::idempotency::Store::new(config.idempotency_ttl);
         Ok(Server {
@@ -126,7 +131,7 @@ impl Server {
             poll,
             listener: Some(listener),
             signals: None,
-            conns: Conns::default(),
+            conns: Conns::with_per_client_limit(config.max_connections_per_ip),
             spare_polls: Slab::new(),
             hub: Hub::new(cursor::new_epoch(), limits),
             bayeux: bayeux::new_engine(&config)?,
@@ -139,6 +144,11 @@ impl Server {
             scratch: Vec::with_capacity(4096),
             bufs: BufPool::default(),
             accept_backoff: None,
+            spare: {
+                let mut spare = crate::fd_limit::Spare::default();
+                spare.take();
+                spare
+            },
             shutting_down: false,
             drain_ends: None,
             spread: timers::Spread::seeded(),
@@ -277,7 +287,9 @@ impl Server {
 
     fn reap(&mut self) {
         let (hub, cluster, now) = (&mut self.hub, &mut self.cluster, self.now);
+        let web = &mut self.web;
         self.conns.reap(|id, sub| {
+            web.forget(id);
             if let Some((channel, kind, key)) = &sub {
                 hub.unsubscribe(channel, *kind, *key, id, now);
             }

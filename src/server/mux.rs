@@ -14,6 +14,7 @@ use super::respond::note_send_error;
 use super::Server;
 use crate::conn_id::ConnId;
 use crate::cursor::{self, Cursor};
+use crate::http::request::RequestHead;
 use crate::hub::Kind;
 use crate::mux::{self, Command, CommandError, MAX_CHANNELS};
 use crate::outq::Chunk;
@@ -27,18 +28,24 @@ use crate::ws::handshake::Accept;
 pub struct Mux {
     /// One hub subscription per channel: `(channel, Kind::Stream, key)`.
     pub subs: Vec<Subscription>,
-    /// How the upgrade request's `Authorization` stood against
-    /// `--publish-token`: a publish on the socket is judged by it, as a
-    /// `POST /pub` is by its own header.
-    pub token: Token,
+    /// The upgrade request, kept only when `--publish-token` or
+    /// `--token-secret` is set: each subscribe and publish on the socket is
+    /// judged by its credentials (`Authorization`, the token cookie or
+    /// `?token=`) for its own channel, as a request to `/sub` or `/pub` is.
+    pub credentials: Option<Box<RequestHead>>,
 }
 
 impl Server {
     /// Answers a checked `/ws` handshake; the connection then takes commands.
-    pub(super) fn on_mux_upgrade(&mut self, id: ConnId, accept: Accept, token: Token) {
+    pub(super) fn on_mux_upgrade(
+        &mut self,
+        id: ConnId,
+        accept: Accept,
+        credentials: Option<Box<RequestHead>>,
+    ) {
         let mux = Mux {
             subs: Vec::new(),
-            token,
+            credentials,
         };
         self.upgrade(id, accept, Role::Mux(Box::new(mux)));
     }
@@ -97,6 +104,14 @@ impl Server {
             // own per connection, which a socket with many channels does
             // not have yet.
             return refuse("on a Redis cluster, /ws cannot subscribe yet; use /sub".into());
+        }
+        if let Some(head) = mux.credentials.clone() {
+            if let Err(reject) = self.admit_subscriber(id, &head, channel) {
+                return refuse(reject.message);
+            }
+            // A token that ends ends the socket then (`end_token_expired`).
+            let at = self.token_deadline(id, self.now + self.config.heartbeat);
+            self.set_deadline(id, at);
         }
         let replay = match self.hub.replay(channel, cursor, usize::MAX) {
             Ok(replay) => replay,
@@ -160,8 +175,15 @@ impl Server {
         data: String,
         event: Option<String>,
     ) -> Answer {
-        let Some(token) = self.conns.get(id).and_then(|c| c.mux()).map(|m| m.token) else {
+        let Some(mux) = self.conns.get(id).and_then(|c| c.mux()) else {
             return Ok(());
+        };
+        let token = match &mux.credentials {
+            None => Token::NotConfigured,
+            Some(head) => match self.web.publisher(head, &channel) {
+                Ok(token) => token,
+                Err(reject) => return Err(CommandError::new(reject.message, Some(&channel))),
+            },
         };
         let peer = self
             .conns

@@ -14,7 +14,7 @@
 use std::rc::Rc;
 use std::time::Instant;
 
-use log::info;
+use log::{debug, info};
 
 use super::respond::{Ask, JSON};
 use super::Server;
@@ -148,14 +148,29 @@ impl Server {
         if self.cluster.is_some() {
             return self.publish_via_redis(draft, publisher);
         }
-        let message = self.hub.publish(
+        let published = self.hub.publish(
             &draft.channel,
             draft.data,
             draft.data_is_json,
             draft.event,
             self.now,
         );
-        self.on_sequenced(&message, publisher);
+        match published {
+            Ok(message) => self.on_sequenced(&message, publisher),
+            Err(full) => self.on_refused(full.reject(), publisher),
+        }
+    }
+
+    /// A publish the hub had no room for: nothing was stored or delivered.
+    /// An HTTP publisher is told why. A Bayeux publish was admitted by the
+    /// engine's `HubRoom`, which errs on the side of refusing, and already
+    /// answered; should the hub refuse it after all, it is counted and logged.
+    fn on_refused(&mut self, reject: Reject, publisher: Publisher) {
+        match publisher {
+            Publisher::Http { id, ask, .. } => self.reject(id, reject, ask),
+            Publisher::Bayeux => debug!("a Bayeux publish was refused: {}", reject.message),
+            Publisher::Mux(id) => self.mux_publish_failed(id, "", &reject.message),
+        }
     }
 
     /// The second half: the message has its id; every transport's
@@ -185,7 +200,7 @@ impl Server {
     }
 
     pub(super) fn on_delete(&mut self, id: ConnId, head: &RequestHead, channel: &str) {
-        if let Err(reject) = self.web.check_delete(head) {
+        if let Err(reject) = self.web.check_delete(head, channel) {
             return self.reject(id, reject, Ask::of(head));
         }
         if self.cluster.is_some() {
@@ -206,6 +221,38 @@ impl Server {
                 self.respond(id, Ask::of(head), 204, JSON, b"", &[]);
             }
         }
+    }
+}
+
+/// The hub's limits as the Bayeux engine asks them, for the publishes of
+/// one request (`bayeux::Room`). With Redis the node holds no history, and
+/// Redis's own bound answers.
+pub(super) struct HubRoom<'a> {
+    hub: &'a crate::hub::Hub,
+    redis: bool,
+    ahead: crate::hub::Ahead,
+}
+
+impl HubRoom<'_> {
+    pub fn new(hub: &crate::hub::Hub, redis: bool) -> HubRoom<'_> {
+        HubRoom {
+            hub,
+            redis,
+            ahead: crate::hub::Ahead::default(),
+        }
+    }
+}
+
+impl crate::bayeux::Room for HubRoom<'_> {
+    fn admit(&mut self, p: &crate::bayeux::Publish) -> Result<(), &'static str> {
+        if self.redis {
+            return Ok(());
+        }
+        let event = p.event.as_deref();
+        (self
+            .hub
+            .admit_ahead(&p.channel, &p.json, event, &mut self.ahead))
+        .map_err(|full| full.reason())
     }
 }
 

@@ -93,8 +93,10 @@ impl Server {
             }
             Route::Mux => {
                 let accept = crate::ws::handshake::check(&head).expect("checked by routes");
-                let token = self.web.token(&head);
-                self.on_mux_upgrade(id, accept, token)
+                // Kept only where it is judged: each subscribe and publish
+                // is checked against the upgrade's credentials, per channel.
+                let credentials = self.web.checks_tokens().then(|| Box::new(head.clone()));
+                self.on_mux_upgrade(id, accept, credentials)
             }
             Route::BayeuxSocket => {
                 let accept = crate::ws::handshake::check(&head).expect("checked by routes");
@@ -148,6 +150,15 @@ impl Server {
     /// connection closes after it: the framing of anything that follows is
     /// not trusted.
     pub(super) fn reject(&mut self, id: ConnId, reject: Reject, ask: Ask) {
+        let keep_alive = self.write_reject(&reject, ask);
+        self.send_scratch(id);
+        self.finish_response(id, keep_alive);
+    }
+
+    /// Counts an error answer and writes it into `scratch`; returns whether
+    /// the connection is kept after it. Also used for connections refused
+    /// at accept, which never become a `Conn`.
+    pub(super) fn write_reject(&mut self, reject: &Reject, ask: Ask) -> bool {
         self.counters.reject(reject.status);
         let keep_alive = ask.keep_alive && !self.shutting_down;
         let mut extra: Vec<&str> = reject.header.iter().map(String::as_str).collect();
@@ -170,8 +181,7 @@ impl Server {
             &json::error_body(&reject.message),
             !ask.head_only,
         );
-        self.send_scratch(id);
-        self.finish_response(id, keep_alive);
+        keep_alive
     }
 
     pub(super) fn send_scratch(&mut self, id: ConnId) {
@@ -232,6 +242,7 @@ impl Server {
             rss_bytes: stats::rss_bytes(),
             uptime_secs: self.now.duration_since(self.started).as_secs(),
             counters: &self.counters,
+            limits: self.limit_figures(),
             bayeux: self.bayeux_figures(),
             redis: self.redis_stats(),
             worker: self.config.worker,
@@ -239,6 +250,25 @@ impl Server {
             worker_restarts: self.config.worker_restarts,
         };
         write(&snapshot)
+    }
+}
+
+impl Server {
+    fn limit_figures(&self) -> stats::LimitFigures {
+        // With Redis the hub holds subscribers only: its bounds do not apply.
+        let limits = self.cluster.is_none().then(|| self.hub.limits());
+        stats::LimitFigures {
+            channels: self.hub.n_channels(),
+            max_channels: limits.map(|l| l.max_channels),
+            channels_refused: self.hub.n_channels_refused,
+            history_bytes: self.hub.history_bytes(),
+            max_history_bytes: limits.map(|l| l.max_history_bytes),
+            history_refused: self.hub.n_history_refused,
+            max_connections_per_ip: self.config.max_connections_per_ip,
+            clients: self.conns.n_clients(),
+            per_ip_refused: self.counters.per_ip_refused,
+            refused_out_of_fds: self.counters.refused_out_of_fds,
+        }
     }
 }
 

@@ -68,6 +68,8 @@ impl Server {
     /// A connection's queue entry came up: its deadline is reached, or the
     /// entry was early (it re-queued itself) or stale.
     fn on_deadline(&mut self, id: ConnId, at: Tick) {
+        // Meaningful only for a parked subscriber, which it ends.
+        let token_over = self.token_expired(id);
         let Some(conn) = self.conns.get(id) else {
             return;
         };
@@ -101,6 +103,9 @@ impl Server {
                     Ask::CLOSE,
                 );
             }
+            State::Streaming { .. } | State::Polling { .. } | State::WebSocket(_) if token_over => {
+                self.end_token_expired(id)
+            }
             &State::Streaming {
                 transport, http10, ..
             } => {
@@ -126,7 +131,8 @@ impl Server {
                     note_send_error(&mut self.counters, id, &e);
                     return self.close(id);
                 }
-                self.set_deadline(id, self.now + self.config.heartbeat);
+                let at = self.token_deadline(id, self.now + self.config.heartbeat);
+                self.set_deadline(id, at);
             }
             State::WebSocket(_) => {
                 // A peer that stopped reading short of --max-queued-bytes

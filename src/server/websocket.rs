@@ -56,7 +56,8 @@ impl Server {
         }
         conn.upgrade(role);
         self.counters.ws_upgrades += 1;
-        self.set_deadline(id, self.now + self.config.heartbeat);
+        let at = self.token_deadline(id, self.now + self.config.heartbeat);
+        self.set_deadline(id, at);
     }
 
     /// What a peer's frames amount to.
@@ -196,6 +197,7 @@ impl Server {
             note_send_error(&mut self.counters, id, &e);
             return self.close(id);
         }
-        self.set_deadline(id, self.now + self.config.heartbeat);
+        let at = self.token_deadline(id, self.now + self.config.heartbeat);
+        self.set_deadline(id, at);
     }
 }

@@ -130,6 +130,18 @@ impl Client {
         }
     }
 
+    /// A client over a stream connected elsewhere (from another source
+    /// address, say), with the same timeouts as `connect`.
+    pub fn from_stream(stream: TcpStream) -> Client {
+        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     pub fn set_read_timeout(&mut self, timeout: Duration) {
         self.stream.set_read_timeout(Some(timeout)).unwrap();
     }

@@ -26,6 +26,12 @@
  * When a WebSocket never opens (a proxy that refuses upgrades), connect() falls back to subscribe()
  * per channel, EventSource or long-polling, and keeps to what worked for the rest of the page's life.
  *
+ * With --token-secret, pass `token`: a string, or a function returning one (or a promise of one) that is
+ * called for the first connect and again whenever the server says the token ended, so a page can fetch
+ * a fresh one:
+ *
+ *     halley.subscribe('chat/room1', { token: () => fetch('/my-token').then((r) => r.text()), ... });
+ *
  * States: 'connecting', then 'live' (EventSource) or 'fallback' (long-polling), 'reconnecting' while it
  * waits to try again, 'closed' after close() or when the channel is deleted.
  *
@@ -94,6 +100,28 @@
     return Math.random() * ceiling;
   }
 
+  // Signed tokens (--token-secret). `token` is a string, or a function that gives one (or a promise of
+  // one), asked again after a token has ended so that a page can refresh it.
+  function resolveToken(token) {
+    if (typeof token !== 'function') return Promise.resolve(token || null);
+    return Promise.resolve().then(token);
+  }
+
+  // EventSource cannot send headers. A server on the page's own origin gets the token as the
+  // halley_token cookie, scoped to its sub/ path; a server elsewhere gets ?token=, the weakest form
+  // (URLs end up in logs and Referer headers), since a page cannot set another origin's cookies.
+  function presentToSse(url, token, base) {
+    var target = new URL(url);
+    if (global.document && global.location && target.origin === global.location.origin) {
+      global.document.cookie = 'halley_token=' + encodeURIComponent(token) +
+        '; path=' + new URL('sub/', base).pathname + '; SameSite=Strict' +
+        (target.protocol === 'https:' ? '; Secure' : '');
+      return url;
+    }
+    target.searchParams.set('token', token);
+    return target.href;
+  }
+
   function parseJson(text) {
     try {
       return JSON.parse(text);
@@ -106,7 +134,8 @@
    * Subscribes to a channel. Options: onMessage(msg), onGap(gap), onState(state, transport),
    * onError(err) for failures retrying cannot fix, since ('earliest' or a message id), transport
    * ('sse' or 'longpoll'; default: EventSource when the browser has it), events (names of custom
-   * event types to receive over EventSource), url (the server's base URL). Returns { close() }.
+   * event types to receive over EventSource), url (the server's base URL), token (a signed token, or a
+   * function giving one before each connect; see the top of this file). Returns { close() }.
    */
   function subscribe(channel, opts) {
     opts = opts || {};
@@ -127,6 +156,8 @@
     var poll = null; // the AbortController of the pending long-poll, if any
     var timer = null; // the pending reconnect or watchdog
     var hinted = null; // the reconnect delay a draining server named, for the next retry only
+    var token = null; // the signed token of the current connection, if any
+    var refreshing = false; // the token ended and a fresh one is being tried
 
     function setState(next) {
       if (next === state) return;
@@ -162,8 +193,34 @@
     function connect() {
       timer = null;
       if (closed) return;
+      if (opts.token) return withToken();
       if (transport === 'sse') connectSse();
       else connectLongPoll();
+    }
+
+    // Connects with the token, asking for it first if there is none yet or the last one ended.
+    function withToken() {
+      var ask = token !== null ? Promise.resolve(token) : resolveToken(opts.token);
+      ask.then(function (t) {
+        if (closed) return;
+        token = t;
+        if (transport === 'sse') connectSse();
+        else connectLongPoll();
+      }, fail);
+    }
+
+    // The server ended the subscription because its token ended. With a token function, reconnect
+    // at once with a fresh token (once: a fresh token refused again is a failure); else give up.
+    function tokenEnded() {
+      if (typeof opts.token === 'function' && !refreshing) {
+        refreshing = true;
+        token = null;
+        hinted = 0;
+        return 'retry';
+      }
+      var err = new Error('token expired');
+      err.status = 401;
+      return err;
     }
 
     function retry() {
@@ -188,7 +245,7 @@
     }
 
     function connectSse() {
-      var es = new global.EventSource(subUrl());
+      var es = new global.EventSource(token ? presentToSse(subUrl(), token, base) : subUrl());
       var opened = false;
       var delivered = false;
       source = es;
@@ -198,6 +255,7 @@
       es.onopen = function () {
         opened = sseWorked = true;
         sseFailures = attempt = 0;
+        refreshing = false;
         clearTimeout(timer);
         timer = setTimeout(function () { if (!delivered) checkStalled(es); }, SSE_STALL_CHECK_MS);
         setState('live');
@@ -224,9 +282,14 @@
         if (ms >= 0) hinted = ms;
       });
       es.onerror = function (e) {
-        // A message published with ?event=error arrives here too, as a MessageEvent; it is data,
-        // not a failure.
-        if (typeof MessageEvent === 'function' && e instanceof MessageEvent) return;
+        // The server's last word before it ends a stream whose token ended is an `error` event; it
+        // arrives here as a MessageEvent, and the end of the stream follows.
+        if (typeof MessageEvent === 'function' && e instanceof MessageEvent) {
+          if (parseJson(e.data).error !== 'token expired') return;
+          var next = tokenEnded();
+          if (next instanceof Error) fail(next);
+          return;
+        }
         dropSse(es, opened ? 'dropped' : 'refused');
       };
     }
@@ -274,7 +337,8 @@
       var settled = setTimeout(function () { setState('fallback'); }, LONGPOLL_SETTLED_MS);
 
       var sent = cursor !== null ? cursor : since;
-      fetch(subUrl(), { signal: controller.signal, cache: 'no-store' })
+      var headers = token ? { Authorization: 'Bearer ' + token } : {};
+      fetch(subUrl(), { signal: controller.signal, cache: 'no-store', headers: headers })
         .then(function (res) { return readAnswer(res, sent); })
         .catch(function (err) {
           // The request or the reading of its body failed: that is the network, so try again.
@@ -296,6 +360,8 @@
     // Handles one long-poll answer and says what to do next: poll 'again', 'retry' after a backoff,
     // stop because the channel was 'deleted', or give up with an Error that retrying cannot fix.
     function readAnswer(res, sent) {
+      if (res.status === 200 || res.status === 204) refreshing = false;
+      if (res.status === 401 && opts.token) return tokenEnded();
       if (res.status === 200) {
         return res.json().then(function (body) {
           if (body.gap) gap(body.gap, null);
