@@ -351,3 +351,67 @@ fn a_slow_socket_is_closed_and_leaves_every_channel() {
     assert_eq!(subscribers(addr, &b), 0, "the other channel is left too");
     assert!(stats(addr)["slow_consumer_closes"].as_u64().unwrap() >= 1);
 }
+
+const SECRET: &str = "a-test-secret-of-at-least-32-bytes!";
+
+/// A token for `subscribe` and `publish` patterns ending `exp_in` seconds
+/// from now (negative: already past, but maybe inside the leeway).
+fn signed(subscribe: &[&str], publish: &[&str], exp_in: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims = serde_json::json!({
+        "exp": now + exp_in,
+        "halley": {"subscribe": subscribe, "publish": publish},
+    });
+    halley::token::sign(SECRET.as_bytes(), &claims.to_string())
+}
+
+#[test]
+fn with_signed_tokens_each_channel_is_judged_by_the_upgrades_token() {
+    let addr = start(Config {
+        token_secret: Some(halley::token::Verifier::new(SECRET.as_bytes())),
+        ..config()
+    });
+    // No token: the socket opens, but no channel may be followed.
+    let mut ws = open(addr, &[]);
+    let reply = ask(&mut ws, r#"{"subscribe":"team/a"}"#);
+    assert_eq!(reply["channel"], "team/a", "{reply}");
+    assert!(reply["error"].is_string(), "{reply}");
+    assert_eq!(subscribers(addr, "team/a"), 0);
+
+    // A token for team/* that may publish on team/a only.
+    let token = signed(&["team/*"], &["team/a"], 3600);
+    let mut ws = open(addr, &[&format!("Authorization: Bearer {token}")]);
+    subscribe(&mut ws, "team/a", None);
+    subscribe(&mut ws, "team/b", None);
+    let reply = ask(&mut ws, r#"{"subscribe":"other/c"}"#);
+    assert!(reply["error"].is_string(), "outside the claim: {reply}");
+    let reply = ask(&mut ws, r#"{"publish":"team/b","data":"no"}"#);
+    assert!(reply["error"].is_string(), "no publish claim: {reply}");
+    assert_eq!(reply["channel"], "team/b");
+    ws.send_text(r#"{"publish":"team/a","data":"yes"}"#);
+    assert_eq!(ws.next_json()["data"], "yes");
+    assert_eq!(ws.next_json()["published"]["channel"], "team/a");
+}
+
+#[test]
+fn a_socket_whose_token_ends_is_told_and_leaves_every_channel() {
+    let addr = start(Config {
+        token_secret: Some(halley::token::Verifier::new(SECRET.as_bytes())),
+        ..config()
+    });
+    // Past its exp, but inside the leeway: taken now, ending within 2 s.
+    let leeway = halley::token::LEEWAY_SECS as i64;
+    let token = signed(&["team/*"], &[], 2 - leeway);
+    let mut ws = open(addr, &[&format!("Authorization: Bearer {token}")]);
+    ws.client
+        .set_read_timeout(std::time::Duration::from_secs(10));
+    subscribe(&mut ws, "team/x", None);
+    subscribe(&mut ws, "team/y", None);
+    assert_eq!(ws.next_json()["error"], "token expired");
+    assert_eq!(ws.read_frame().close_code().0, 1008);
+    wait_subscribers(addr, "team/x", 0);
+    wait_subscribers(addr, "team/y", 0);
+}
