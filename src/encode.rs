@@ -130,7 +130,7 @@ pub fn poll_body(messages: &[&Message], gap: Option<&Gap>, next: &str) -> Vec<u8
 }
 
 /// `{"reason","missed","cursor","next"}`.
-fn push_gap(out: &mut Vec<u8>, gap: &Gap) {
+pub fn push_gap(out: &mut Vec<u8>, gap: &Gap) {
     out.extend_from_slice(b"{\"reason\":");
     json::push_str(out, gap.reason);
     out.extend_from_slice(b",\"missed\":");

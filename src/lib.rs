@@ -82,7 +82,11 @@
 //!   channel's stream with its live messages.
 //! - `bayeux`: Bayeux 1.0 as an engine of sessions, subscriptions and held
 //!   connects that takes messages and `now` and returns what to answer,
-//!   publish and hold; it knows connections only by an opaque id.
+//!   publish and hold; it knows connections only by an opaque id; a
+//!   request that came as a WebSocket frame is answered at once, only its
+//!   connect held.
+//! - `mux`: the `/ws` commands (subscribe, unsubscribe, publish) parsed or
+//!   refused, and the replies encoded.
 //!
 //! Consulted by the edge: `outq` (a connection's pending output), `stats`
 //! (and `metrics`, the same figures for Prometheus, with latency histograms),
@@ -93,7 +97,8 @@
 //! - `server`: the loop (`mod.rs`), the connection table (`conns`), the
 //!   connection and its states (`conn`), and one file per kind of event:
 //!   `accept`, `read`, `respond`, `web`, `publish`, `deliver`, `bayeux`,
-//!   `websocket`, `timers`; and `redis`: the cluster's state (`mod.rs`), its two links
+//!   `websocket` (the frames of every WebSocket), `timers`, `mux` (`/ws`: one WebSocket's many channels as hub stream
+//!   entries) and `bayeux_ws` (Bayeux in WebSocket frames); and `redis`: the cluster's state (`mod.rs`), its two links
 //!   per shard (`link`) and their events (`events`), publishing and deleting
 //!   through Redis (`publish`), a node's feed of each channel (`feed`),
 //!   subscribers catching up (`catchup`) and Bayeux on a cluster (`bayeux`).
@@ -153,6 +158,7 @@ pub mod idempotency;
 pub mod json;
 pub mod message;
 pub mod metrics;
+pub mod mux;
 pub mod outq;
 pub mod redis;
 pub mod routes;

@@ -46,6 +46,12 @@ pub enum Route {
     /// `GET /ws-echo`, a checked WebSocket handshake: the echo endpoint
     /// Autobahn|Testsuite runs against, served only with `--ws-echo`.
     WsEcho,
+    /// `GET /ws`, a checked WebSocket handshake: one socket for many
+    /// channels (`crate::mux`).
+    Mux,
+    /// `GET /bayeux` (any path under it) with a checked WebSocket
+    /// handshake: Bayeux in text frames.
+    BayeuxSocket,
 }
 
 /// How a subscriber wants messages. A WebSocket upgrade (its handshake
@@ -69,6 +75,8 @@ const ALLOW_WEBSOCKET: &str = "GET, OPTIONS";
 
 /// The path of the echo endpoint (`--ws-echo`).
 pub const WS_ECHO_PATH: &str = "/ws-echo";
+/// The path of the multiplexed WebSocket.
+pub const MUX_PATH: &str = "/ws";
 
 pub fn route(head: &RequestHead) -> Result<Route, Reject> {
     let (path, query) = split_target(&head.target);
@@ -80,6 +88,8 @@ pub fn route(head: &RequestHead) -> Result<Route, Reject> {
         (ALLOW_BAYEUX, Endpoint::Bayeux)
     } else if path == WS_ECHO_PATH {
         (ALLOW_WEBSOCKET, Endpoint::WsEcho)
+    } else if path == MUX_PATH {
+        (ALLOW_WEBSOCKET, Endpoint::Mux)
     } else {
         match path {
             "/healthz" => (ALLOW_READ, Endpoint::Health),
@@ -110,7 +120,16 @@ pub fn route(head: &RequestHead) -> Result<Route, Reject> {
         Endpoint::Stats => Route::Stats,
         Endpoint::Metrics => Route::Metrics,
         Endpoint::Page => Route::Page,
+        // Only a GET can be an upgrade; a POST that says so is long-polling.
+        Endpoint::Bayeux if head.upgrade_websocket && head.method == Method::Get => {
+            handshake::check(head)?;
+            Route::BayeuxSocket
+        }
         Endpoint::Bayeux => Route::Bayeux,
+        Endpoint::Mux => {
+            handshake::check(head)?;
+            Route::Mux
+        }
         Endpoint::WsEcho => {
             handshake::check(head)?;
             Route::WsEcho
@@ -143,6 +162,7 @@ enum Endpoint<'a> {
     Sub(&'a str),
     Bayeux,
     WsEcho,
+    Mux,
 }
 
 /// The path of a request target, without its query.

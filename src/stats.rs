@@ -42,6 +42,11 @@ pub struct Counters {
     pub ws_protocol_closes: u64,
     /// WebSockets closed for leaving two heartbeat pings unanswered.
     pub ws_pong_timeouts: u64,
+    /// `/ws` commands received, and those refused with an error.
+    pub mux_commands: u64,
+    pub mux_errors: u64,
+    /// `/ws` subscribes refused for `mux::MAX_CHANNELS` (also in `mux_errors`).
+    pub mux_channels_refused: u64,
     /// Publishes answered from an earlier publish with the same
     /// `Idempotency-Key`, publishing nothing.
     pub idempotent_replays: u64,
@@ -183,6 +188,9 @@ impl Snapshot<'_> {
                 "upgrades": n.ws_upgrades,
                 "protocol_closes": n.ws_protocol_closes,
                 "pong_timeouts": n.ws_pong_timeouts,
+                "mux_commands": n.mux_commands,
+                "mux_errors": n.mux_errors,
+                "mux_channels_refused": n.mux_channels_refused,
             },
             "limits": {
                 "channels": self.limits.channels,

@@ -195,7 +195,7 @@ fn handshake_answers_with_a_session_and_advice() {
         &json!({
             "channel": "/meta/handshake", "id": "1", "version": "1.0", "successful": true,
             "clientId": client_id,
-            "supportedConnectionTypes": ["long-polling", "callback-polling"],
+            "supportedConnectionTypes": ["websocket", "long-polling", "callback-polling"],
             "advice": {"reconnect": "retry", "interval": 0, "timeout": 7000, "maxInterval": 10000},
         })
     );
@@ -468,12 +468,18 @@ fn what_is_not_bayeux_gets_http_400() {
     let r = c.response();
     assert_eq!(r.status, 400);
     assert_eq!(r.body, br#"{"error":"body is not JSON"}"#);
-    // CometD tries a WebSocket upgrade first; refused, it falls back to long-polling.
-    c.send(
-        b"GET /bayeux HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    );
+    // A GET that is neither JSONP nor an upgrade.
+    c.send(b"GET /bayeux HTTP/1.1\r\nHost: t\r\n\r\n");
     let r = c.response();
     assert_eq!(r.status, 400);
     assert_eq!(r.body, br#"{"error":"missing message= parameter"}"#);
+    // An upgrade of another version gets 426 at once (the client then
+    // falls back to long-polling); the socket itself is tests/websocket.rs's
+    // and the Bayeux on it tests/bayeux/websocket.test.mjs's.
+    c.send(
+        b"GET /bayeux HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    );
+    let r = c.response();
+    assert_eq!(r.status, 426);
 }

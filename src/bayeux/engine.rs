@@ -86,6 +86,9 @@ pub struct Settings {
     /// later than the subscribe (the history is read from Redis), so live
     /// messages of a resuming channel wait in the session until then.
     pub clustered: bool,
+    /// The server upgrades `/bayeux` to a WebSocket, so handshakes offer
+    /// `websocket` (CometD and Faye then use it first).
+    pub websocket: bool,
 }
 
 impl Default for Settings {
@@ -99,6 +102,7 @@ impl Default for Settings {
             max_sessions: MAX_SESSIONS,
             max_sessions_per_addr: MAX_SESSIONS_PER_ADDR,
             clustered: false,
+            websocket: false,
         }
     }
 }
@@ -189,6 +193,15 @@ pub enum Reply {
     /// Park the connection. The engine answers it later through `flush`, or
     /// `on_connect_timeout` when the server's deadline queue reaches `deadline`.
     Hold { deadline: Instant },
+    /// A request that came as a WebSocket frame (`Framing::WebSocket`): the
+    /// replies to its messages go out at once as one frame (`body`; none when
+    /// no message asked for one), and a connect among them may be held until
+    /// `hold` all the same. The held connect is answered later, through
+    /// `flush` or `on_connect_timeout`, as one more frame on the socket.
+    Socket {
+        body: Option<Vec<u8>>,
+        hold: Option<Instant>,
+    },
 }
 
 #[derive(Debug)]
@@ -297,6 +310,13 @@ impl Engine {
         self.held.len()
     }
 
+    /// The deadline of the connect held on `conn`, if one is: a WebSocket
+    /// keeps it in its one deadline beside its heartbeat.
+    pub fn held_deadline(&self, conn: ConnId) -> Option<Instant> {
+        let id = self.held.get(&conn)?;
+        self.sessions.get(id)?.held.as_ref().map(|h| h.deadline)
+    }
+
     /// Handles one request's messages (from `wire::parse_post` or `parse_get`)
     /// arriving on `conn`. `peer` is the client's address, which only a
     /// handshake needs (sessions are bounded per address), so the server
@@ -328,38 +348,66 @@ impl Engine {
             let msg = Incoming::from_value(value);
             self.dispatch(&msg, &mut req, now);
         }
-        let reply = match req.hold {
+        if framing == Framing::WebSocket {
+            // A socket answers every message as it comes; only the connect
+            // waits, and the replies to the others must not wait with it.
+            let hold = req.hold.take().map(|pending| {
+                let deadline = pending.deadline;
+                let released = &mut req.released;
+                self.hold(conn, pending, framing.clone(), Vec::new(), released, now);
+                deadline
+            });
+            let body = (!req.replies.is_empty()).then(|| encode_body(&req.replies, &framing));
+            return req.into_outcome(Reply::Socket { body, hold });
+        }
+        let reply = match req.hold.take() {
             // A connect to park: the replies to the request's other messages
             // wait with it, since one HTTP response carries them all.
             Some(pending) => {
-                let session = self
-                    .sessions
-                    .get_mut(&pending.session)
-                    .expect("hold is for a live session");
-                session.held = Some(Held {
-                    conn,
-                    reply_id: pending.reply_id,
-                    framing,
-                    prefix: req.replies,
-                    deadline: pending.deadline,
-                });
-                self.held.insert(conn, pending.session);
-                Reply::Hold {
-                    deadline: pending.deadline,
-                }
+                let deadline = pending.deadline;
+                let prefix = std::mem::take(&mut req.replies);
+                self.hold(conn, pending, framing, prefix, &mut req.released, now);
+                Reply::Hold { deadline }
             }
             None => Reply::Now {
                 content_type: framing.content_type(),
                 body: encode_body(&req.replies, &framing),
             },
         };
-        Outcome {
-            reply,
-            publishes: req.publishes,
-            resumes: req.resumes,
-            released: req.released,
-            subscribed: req.subscribed,
+        req.into_outcome(reply)
+    }
+
+    /// Makes `pending` the connect its session holds on `conn`. A socket
+    /// carries many requests, so another session's connect may already be
+    /// held on it (a client that handshook twice on one socket): that one is
+    /// answered now, with what it has queued, since `held` names one
+    /// session per connection.
+    fn hold(
+        &mut self,
+        conn: ConnId,
+        pending: PendingHold,
+        framing: Framing,
+        prefix: Vec<String>,
+        released: &mut Vec<Response>,
+        now: Instant,
+    ) {
+        if let Some(other) = self.held.get(&conn).cloned() {
+            if other != pending.session {
+                released.extend(self.release(&other, now, true, 0));
+            }
         }
+        let session = self
+            .sessions
+            .get_mut(&pending.session)
+            .expect("hold is for a live session");
+        session.held = Some(Held {
+            conn,
+            reply_id: pending.reply_id,
+            framing,
+            prefix,
+            deadline: pending.deadline,
+        });
+        self.held.insert(conn, pending.session);
     }
 
     fn dispatch(&mut self, msg: &Incoming, req: &mut Request, now: Instant) {
@@ -635,6 +683,16 @@ pub(super) struct Request<'r> {
 }
 
 impl<'r> Request<'r> {
+    fn into_outcome(self, reply: Reply) -> Outcome {
+        Outcome {
+            reply,
+            publishes: self.publishes,
+            resumes: self.resumes,
+            released: self.released,
+            subscribed: self.subscribed,
+        }
+    }
+
     fn new(peer: Option<IpAddr>, room: &'r mut dyn Room) -> Request<'r> {
         Request {
             peer,

@@ -18,10 +18,13 @@ use super::message::{reply_to, BayeuxError, Incoming};
 use super::session::{Resuming, Session};
 use crate::token::{self, Action, Claims, Invalid, Refusal, Token, Verifier};
 
-/// The transports halley serves at `/bayeux`. No `websocket`: CometD and Faye
-/// then stay on long-polling (CometD in Node tries a WebSocket upgrade first
-/// and falls back when it is refused).
+/// The transports halley serves at `/bayeux` over HTTP. Without `websocket`
+/// CometD and Faye stay on long-polling (CometD in Node tries a WebSocket
+/// upgrade first and falls back when it is refused).
 const CONNECTION_TYPES: [&str; 2] = ["long-polling", "callback-polling"];
+/// The same with WebSocket first (`Settings::websocket`), the order in which
+/// a client should prefer them.
+const CONNECTION_TYPES_WS: [&str; 3] = ["websocket", "long-polling", "callback-polling"];
 
 type Handled = Result<(), BayeuxError>;
 
@@ -41,8 +44,12 @@ impl Engine {
                 .push(refused_handshake(msg, "too_many_handshakes", advice));
             return Ok(());
         }
+        let offered: &[&str] = match self.config.websocket {
+            true => &CONNECTION_TYPES_WS,
+            false => &CONNECTION_TYPES,
+        };
         if let Some(types) = &msg.supported_connection_types {
-            if !types.iter().any(|t| CONNECTION_TYPES.contains(&t.as_str())) {
+            if !types.iter().any(|t| offered.contains(&t.as_str())) {
                 return Err(BayeuxError::Refused {
                     arg: types.join(","),
                     reason: "connection_type_mismatch",
@@ -121,7 +128,7 @@ impl Engine {
 
         let mut reply = reply_to(msg);
         reply.insert("version".into(), "1.0".into());
-        reply.insert("supportedConnectionTypes".into(), json!(CONNECTION_TYPES));
+        reply.insert("supportedConnectionTypes".into(), json!(offered));
         reply.insert("clientId".into(), Value::String(id.to_string()));
         reply.insert("successful".into(), true.into());
         reply.insert("advice".into(), self.advice(0));

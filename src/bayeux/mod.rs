@@ -149,3 +149,5 @@ mod tests;
 mod prop_tests;
 #[cfg(test)]
 mod token_tests;
+#[cfg(test)]
+mod ws_tests;

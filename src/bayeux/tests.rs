@@ -47,6 +47,7 @@ fn now_replies(o: &Outcome) -> Value {
             json_body(body)
         }
         Reply::Hold { .. } => panic!("held, expected an answer"),
+        Reply::Socket { .. } => panic!("framed for a socket, expected an HTTP answer"),
     }
 }
 

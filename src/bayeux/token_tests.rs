@@ -52,6 +52,7 @@ fn replies(o: &Outcome) -> Value {
     match &o.reply {
         Reply::Now { body, .. } => serde_json::from_slice(body).unwrap(),
         Reply::Hold { .. } => panic!("held, expected an answer"),
+        Reply::Socket { .. } => panic!("framed for a socket, expected an HTTP answer"),
     }
 }
 

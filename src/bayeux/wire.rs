@@ -6,6 +6,8 @@
 //! (`callback-polling`): `GET /bayeux?jsonp=CB&message=<json>`, answered with
 //! `CB([...])`. A body that is not Bayeux at all (not JSON, no messages) is an
 //! HTTP-level `400`: there is no message `id` to answer in Bayeux form.
+//! A fourth, `websocket`, carries the same JSON arrays in text frames
+//! (`parse_frame`), each reply one frame.
 
 use serde_json::Value;
 
@@ -17,12 +19,15 @@ pub enum Framing {
     Json,
     /// The callback name, already checked to be a safe JavaScript identifier path.
     Jsonp(String),
+    /// A text frame on a WebSocket: the JSON array alone, and every reply
+    /// goes out at once except a held connect's (see `Reply::Socket`).
+    WebSocket,
 }
 
 impl Framing {
     pub fn content_type(&self) -> &'static str {
         match self {
-            Framing::Json => "application/json",
+            Framing::Json | Framing::WebSocket => "application/json",
             Framing::Jsonp(_) => "text/javascript; charset=utf-8",
         }
     }
@@ -59,6 +64,16 @@ pub fn parse_post(
         return parse_form(body);
     }
     Ok((parse_json(body)?, Framing::Json))
+}
+
+/// Parses the payload of one text frame on a Bayeux WebSocket. Unlike a
+/// request body, an empty array is fine: it asks nothing and gets no reply
+/// (clients may send one to keep an idle socket open).
+pub fn parse_frame(payload: &[u8]) -> Result<Vec<Value>, BadRequest> {
+    match serde_json::from_slice::<Value>(payload) {
+        Ok(Value::Array(items)) if items.is_empty() => Ok(items),
+        _ => parse_json(payload),
+    }
 }
 
 /// Whether an HTTP publish's body is JSON: sent as `application/json` and

@@ -26,6 +26,7 @@ use crate::http::request::{Method, RequestHead};
 use crate::http::Reject;
 use crate::message::Message;
 use crate::stats::BayeuxFigures;
+use crate::ws::frame::Opcode;
 
 /// Bayeux replies are answers to one request each; no cache may keep them.
 const NO_CACHE: [&str; 1] = ["Cache-Control: no-cache"];
@@ -36,6 +37,8 @@ const NO_CACHE: [&str; 1] = ["Cache-Control: no-cache"];
 pub(super) fn new_engine(config: &Config) -> io::Result<Engine> {
     let settings = bayeux::Settings {
         clustered: !config.redis.is_empty(),
+        // `/bayeux` upgrades to a WebSocket (`server::bayeux_ws`).
+        websocket: true,
         timeout: config.longpoll_timeout,
         max_queued_bytes: config.max_queued_bytes,
         publish_token: config.publish_token.clone(),
@@ -125,6 +128,7 @@ impl Server {
                 }
             }
             Reply::Hold { deadline } => self.hold_connect(id, head.keep_alive, deadline),
+            Reply::Socket { .. } => unreachable!("an HTTP request is never framed for a socket"),
         }
     }
 
@@ -145,7 +149,7 @@ impl Server {
     /// A Bayeux publish goes into the hub like `POST /pub` with JSON data, so
     /// every transport gets it with the same id; `deliver` hands it back to
     /// the engine for Bayeux subscribers.
-    fn publish_from_bayeux(&mut self, publish: bayeux::Publish) {
+    pub(super) fn publish_from_bayeux(&mut self, publish: bayeux::Publish) {
         let draft = Draft {
             channel: publish.channel,
             data: publish.json.into(),
@@ -161,7 +165,7 @@ impl Server {
     /// delivery goes on from now.
     /// Reads no more history than the session's queue could take, and none
     /// for a session already gone.
-    fn replay_to_session(&mut self, replay: &bayeux::Resume) {
+    pub(super) fn replay_to_session(&mut self, replay: &bayeux::Resume) {
         if self.cluster.is_some() {
             return self.resume_via_redis(replay);
         }
@@ -197,11 +201,16 @@ impl Server {
     /// Writes the engine's answer to a held connect, then the connection goes
     /// back to reading requests (any that arrived while it was held run in the
     /// resume phase). A connection closed meanwhile is simply skipped.
-    fn answer_held(&mut self, response: Response) {
+    pub(super) fn answer_held(&mut self, response: Response) {
         let id = server_conn(response.conn);
         let Some(conn) = self.conns.get(id) else {
             return;
         };
+        if conn.ws().is_some() {
+            // A Bayeux socket: the answer is one more frame.
+            self.ws_send(id, Opcode::Text, &response.body);
+            return;
+        }
         let State::Held { keep_alive } = *conn.state() else {
             debug!("{id:?}: a Bayeux reply for a connection holding no connect; dropped");
             return;

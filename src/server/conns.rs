@@ -27,6 +27,9 @@ pub struct Conns {
     ready: Vec<ConnId>,
     /// `ready`'s spare buffer, swapped in while its entries are driven.
     ready_now: Vec<ConnId>,
+    /// The hub subscriptions of closed `/ws` connections, which hold many
+    /// where the `Closed` state keeps one; undone with the reap.
+    leaving: Vec<(ConnId, Subscription)>,
     /// With `--max-connections-per-ip`: each client's open connections.
     per_client: Option<ConnsPerClient>,
 }
@@ -117,6 +120,11 @@ impl Conns {
     /// `None` if it was closed already.
     pub fn close(&mut self, id: ConnId) -> Option<bool> {
         let conn = self.get(id)?;
+        if let Some(mux) = conn.mux() {
+            let subs = std::mem::take(&mut mux.subs);
+            self.leaving.extend(subs.into_iter().map(|s| (id, s)));
+        }
+        let conn = self.get(id)?;
         conn.close();
         let held_connect = matches!(
             conn.state(),
@@ -176,6 +184,9 @@ impl Conns {
                 per.release(id);
             }
             reaped(id, self.slab.remove(id.slot as usize).into_subscription());
+        }
+        for (id, sub) in self.leaving.drain(..) {
+            reaped(id, Some(sub));
         }
     }
 

@@ -350,6 +350,11 @@ impl Server {
             let Some(conn) = self.conns.get(id) else {
                 continue;
             };
+            if conn.mux().is_some() {
+                // A `/ws` connection follows other channels still.
+                self.mux_channel_deleted(id, &channel.name);
+                continue;
+            }
             let Some((transport, http10)) = conn.stream_kind() else {
                 continue;
             };
@@ -397,6 +402,11 @@ impl Server {
             State::Polling { keep_alive, .. } => Some(keep_alive),
             _ => None,
         };
+        if conn.mux().is_some() {
+            // Every channel of a `/ws` socket was admitted by the same token.
+            self.mux_leave_all(id);
+            return self.ws_send_last(id, &encode::ws_token_expired());
+        }
         let stream_kind = conn.stream_kind();
         let Some((channel, kind, key)) = conn.unpark() else {
             return;

@@ -15,9 +15,11 @@
 
 mod accept;
 mod bayeux;
+mod bayeux_ws;
 mod conn;
 mod conns;
 mod deliver;
+mod mux;
 mod publish;
 mod read;
 mod redis;

@@ -51,6 +51,8 @@ pub(super) enum Publisher {
     /// A Bayeux publish: the engine has already built its reply, so nobody
     /// waits for the id.
     Bayeux,
+    /// A `/ws` command: answered on the socket with `{"published":...}`.
+    Mux(ConnId),
 }
 
 /// A publish's `Idempotency-Key` and a hash of its body: a retry has both
@@ -167,6 +169,7 @@ impl Server {
         match publisher {
             Publisher::Http { id, ask, .. } => self.reject(id, reject, ask),
             Publisher::Bayeux => debug!("a Bayeux publish was refused: {}", reject.message),
+            Publisher::Mux(id) => self.mux_publish_failed(id, "", &reject.message),
         }
     }
 
@@ -174,6 +177,9 @@ impl Server {
     /// subscribers get it, then the publisher is answered.
     pub(super) fn on_sequenced(&mut self, message: &Rc<Message>, publisher: Publisher) {
         self.deliver(message);
+        if let Publisher::Mux(id) = publisher {
+            return self.answer_mux_publish(id, &message.id, &message.channel);
+        }
         let Publisher::Http {
             id,
             ask,

@@ -91,6 +91,17 @@ impl Server {
                 let accept = crate::ws::handshake::check(&head).expect("checked by routes");
                 self.upgrade(id, accept, super::conn::Role::Echo)
             }
+            Route::Mux => {
+                let accept = crate::ws::handshake::check(&head).expect("checked by routes");
+                // Kept only where it is judged: each subscribe and publish
+                // is checked against the upgrade's credentials, per channel.
+                let credentials = self.web.checks_tokens().then(|| Box::new(head.clone()));
+                self.on_mux_upgrade(id, accept, credentials)
+            }
+            Route::BayeuxSocket => {
+                let accept = crate::ws::handshake::check(&head).expect("checked by routes");
+                self.on_bayeux_upgrade(id, accept)
+            }
         }
     }
 

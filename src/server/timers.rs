@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use log::{debug, info, trace};
 
-use super::conn::{SendProgress, State};
+use super::conn::{Role, SendProgress, State};
 use super::respond::{note_send_error, Ask};
 use super::Server;
 use crate::conn_id::ConnId;
@@ -143,7 +143,10 @@ impl Server {
                         return self.on_send_timeout(id);
                     }
                 }
-                self.on_ws_heartbeat(id)
+                match conn.ws().map(|ws| &ws.role) {
+                    Some(Role::Bayeux { .. }) => self.on_bayeux_ws_deadline(id),
+                    _ => self.on_ws_heartbeat(id),
+                }
             }
             State::Polling { .. } => {
                 self.counters.poll_timeouts += 1;
@@ -264,6 +267,9 @@ impl Server {
                 }
                 State::Polling { .. } => self.end_poll(id),
                 State::Held { .. } => self.end_held_connect(id),
+                State::WebSocket(ref ws) if matches!(ws.role, Role::Bayeux { .. }) => {
+                    self.end_bayeux_ws(id)
+                }
                 State::WebSocket(_) => {
                     self.ws_close(id, crate::ws::close::GOING_AWAY, "server shutting down")
                 }

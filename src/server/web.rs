@@ -146,7 +146,7 @@ impl Web {
     /// With a secret set, publishing needs one of the two, except where the
     /// open rules let anyone publish. A signed token that is refused answers
     /// why on a channel that is not open (401, or 403 outside its claim).
-    fn publisher(&self, head: &RequestHead, channel: &str) -> Result<Token, Reject> {
+    pub fn publisher(&self, head: &RequestHead, channel: &str) -> Result<Token, Reject> {
         let bearer = head.authorization.as_deref().and_then(token::bearer);
         let fixed = Token::check(self.publish_token.as_deref(), bearer);
         let Some(verifier) = &self.tokens else {
@@ -186,6 +186,12 @@ impl Web {
             Ok(grant) => Ok(grant.ends),
             Err(refusal) => Err(refused(refusal, Action::Subscribe, channel)),
         }
+    }
+
+    /// Whether a request's credentials can matter: with neither
+    /// `--publish-token` nor `--token-secret` every request stands alike.
+    pub fn checks_tokens(&self) -> bool {
+        self.publish_token.is_some() || self.tokens.is_some()
     }
 
     /// When the token of subscriber `id` ends, if it has one.
@@ -240,19 +246,27 @@ impl Web {
         let Some(peer) = peer() else {
             return Err(Reject::new(400, "the connection has no peer address"));
         };
-        match self.policy.decide(&channel, token, declared, peer, now) {
-            PublishVerdict::Allow => Ok(limit),
-            PublishVerdict::Unauthorized => Err(unauthorized()),
-            PublishVerdict::TooLarge { limit } => Err(Reject::new(
-                413,
-                format!("messages to open channels are at most {limit} bytes"),
-            )),
-            PublishVerdict::RateLimited { retry_after } => Err(Reject::new(
-                429,
-                format!("too many messages from your address; retry in {retry_after} s"),
-            )
-            .with_retry_after(retry_after)),
+        verdict(self.policy.decide(&channel, token, declared, peer, now)).map(|()| limit)
+    }
+
+    /// The same rules for a publish that has no head of its own (a `/ws`
+    /// command): `token` from the upgrade request, `len` the data's size.
+    pub fn decide_publish(
+        &mut self,
+        channel: &str,
+        token: Token,
+        len: usize,
+        peer: Option<IpAddr>,
+        now: Instant,
+    ) -> Result<(), Reject> {
+        let limit = self.policy.body_limit(channel, token, self.max_body);
+        if len > limit {
+            return Err(too_large(limit));
         }
+        let Some(peer) = peer else {
+            return Err(Reject::new(400, "the connection has no peer address"));
+        };
+        verdict(self.policy.decide(channel, token, len, peer, now))
     }
 
     /// Deleting has no open rules: with `--publish-token` it needs the
@@ -337,6 +351,23 @@ impl Server {
 
 pub(super) fn too_large(limit: usize) -> Reject {
     Reject::new(413, format!("request body exceeds {limit} bytes"))
+}
+
+/// What a publish's verdict is answered with, when it is refused.
+fn verdict(verdict: PublishVerdict) -> Result<(), Reject> {
+    match verdict {
+        PublishVerdict::Allow => Ok(()),
+        PublishVerdict::Unauthorized => Err(unauthorized()),
+        PublishVerdict::TooLarge { limit } => Err(Reject::new(
+            413,
+            format!("messages to open channels are at most {limit} bytes"),
+        )),
+        PublishVerdict::RateLimited { retry_after } => Err(Reject::new(
+            429,
+            format!("too many messages from your address; retry in {retry_after} s"),
+        )
+        .with_retry_after(retry_after)),
+    }
 }
 
 /// A signed token's refusal as the HTTP answer.

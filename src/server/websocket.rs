@@ -72,6 +72,8 @@ impl Server {
                 // A `/sub` WebSocket only listens; what its peer says is
                 // read (and checked) but has no meaning.
                 Role::Channel { .. } => conn.ws_message().clear(),
+                Role::Mux(_) => self.on_mux_message(id, kind),
+                Role::Bayeux { .. } => self.on_bayeux_frame(id, kind),
             },
             Event::Ping(payload) => {
                 self.ws_send(id, Opcode::Pong, payload.as_bytes());
@@ -148,6 +150,7 @@ impl Server {
     /// leaves its channel now, and the connection closes once the frame is
     /// out and the peer has answered or the linger is over.
     pub(super) fn ws_end(&mut self, id: ConnId, last: &[u8]) {
+        self.mux_leave_all(id);
         let Some(conn) = self.conns.get(id) else {
             return;
         };
@@ -185,9 +188,10 @@ impl Server {
             return self.ws_close(id, close::POLICY, "no pong to the last two pings");
         }
         ws.unanswered_pings += 1;
+        // Bayeux clients would take a text frame for a Bayeux message.
         let beat = match ws.role {
-            Role::Echo => WS_PING,
-            Role::Channel { .. } => WS_HEARTBEAT,
+            Role::Echo | Role::Bayeux { .. } => WS_PING,
+            Role::Channel { .. } | Role::Mux(_) => WS_HEARTBEAT,
         };
         if let Err(e) = conn.send_live_static(beat, max_queued) {
             note_send_error(&mut self.counters, id, &e);

@@ -75,9 +75,12 @@ test('a reloaded page shows the earlier comments in order, once each', async () 
   await page.close();
 });
 
-test('a browser without EventSource falls back to long-polling', async () => {
+test('a browser without WebSocket or EventSource falls back to long-polling', async () => {
   const page = await browser.newPage();
-  await page.addInitScript(() => { delete window.EventSource; });
+  await page.addInitScript(() => {
+    delete window.WebSocket;
+    delete window.EventSource;
+  });
   await page.goto(server.url);
   await h.waitForState(page, ['fallback']);
   const text = `no EventSource here ${Date.now()}`;

@@ -162,7 +162,7 @@ async function postComment(page, name, text) {
 /**
  * A TCP proxy in front of `target`. `cut()` destroys every connection and refuses new ones until
  * `restore()`. `bufferSse` imitates a proxy that buffers responses: for requests with
- * `transport=sse` it holds back the whole answer ('all') or everything after the headers ('body').
+ * `GET /sub/...transport=sse` it holds back the whole answer ('all') or everything after the headers ('body').
  */
 async function startProxy(targetPort, { bufferSse = null } = {}) {
   const sockets = new Set();
@@ -174,7 +174,8 @@ async function startProxy(targetPort, { bufferSse = null } = {}) {
     // A kept-alive connection may carry other requests first; an event stream is always its last.
     let holding = false;
     client.on('data', (chunk) => {
-      holding ||= bufferSse && /transport=sse/.test(chunk.toString('latin1'));
+      // A subscription, not a page whose own URL asks for EventSource (`/?transport=sse`).
+      holding ||= bufferSse && /GET \/sub\/\S*transport=sse/.test(chunk.toString('latin1'));
       upstream.write(chunk);
     });
     let headersToPass = bufferSse === 'body';

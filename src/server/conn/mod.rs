@@ -47,6 +47,8 @@ pub use input::{Progress, Turn};
 pub use io::{BufPool, SendError, SendProgress};
 pub use ws::{Role, Ws};
 
+use super::mux::Mux;
+
 pub enum State {
     /// Waiting for a request head. `started` once its first byte has arrived
     /// (or, for a new connection, once it connected), which is when the
@@ -161,7 +163,7 @@ impl Conn {
             &State::Streaming {
                 transport, http10, ..
             } => Some((transport, http10)),
-            State::WebSocket(ws) if matches!(ws.role, Role::Channel { .. }) => {
+            State::WebSocket(ws) if matches!(ws.role, Role::Channel { .. } | Role::Mux(_)) => {
                 Some((Transport::WebSocket, false))
             }
             _ => None,
@@ -176,13 +178,27 @@ impl Conn {
         }
     }
 
+    /// What a `/ws` connection follows, if this is one.
+    pub fn mux(&mut self) -> Option<&mut Mux> {
+        match &mut self.ws()?.role {
+            Role::Mux(mux) => Some(mux),
+            _ => None,
+        }
+    }
+
     /// Moves to `Closed`, keeping the hub subscription to undo at reaping.
     /// Returns false if it was closed already.
     pub fn close(&mut self) -> bool {
         if self.is_closed() {
             return false;
         }
-        let held_connect = matches!(self.state, State::Held { .. });
+        let held_connect = match &self.state {
+            State::Held { .. } => true,
+            // A Bayeux socket may hold a connect; the engine ignores the
+            // news if it does not.
+            State::WebSocket(ws) => matches!(ws.role, Role::Bayeux { .. }),
+            _ => false,
+        };
         let left = self.enter(State::Closed {
             sub: None,
             held_connect,
@@ -366,7 +382,9 @@ fn subscription_of(state: State) -> Option<Subscription> {
         State::Polling { channel, key, .. } => Some((channel, Kind::Poll, key)),
         State::WebSocket(ws) => match ws.role {
             Role::Channel { channel, key } => Some((channel, Kind::Stream, key)),
-            Role::Echo => None,
+            // A `/ws` connection's subscriptions are many; `Conns::close`
+            // takes them before the state goes.
+            Role::Echo | Role::Mux(_) | Role::Bayeux { .. } => None,
         },
         _ => None,
     }

@@ -5,7 +5,9 @@
 //! than an SSE stream.
 
 use std::rc::Rc;
+use std::time::Instant;
 
+use super::super::mux::Mux;
 use crate::ws::frame::Decoder;
 
 /// What a WebSocket connection is for. Other endpoints add their own
@@ -16,6 +18,13 @@ pub enum Role {
     /// `GET /sub/{channel}` with an upgrade: parked on `channel` with hub
     /// key `key`, like an SSE stream; client messages are read and dropped.
     Channel { channel: Rc<str>, key: u32 },
+    /// `GET /ws`: commands in, the messages of every channel it follows
+    /// out (`server::mux`). Boxed, so the other roles stay small.
+    Mux(Box<Mux>),
+    /// `GET /bayeux` with an upgrade: Bayeux requests in text frames
+    /// (`server::bayeux_ws`). Its one deadline serves the heartbeat due at
+    /// `beat_at` and the connect the engine may hold on it.
+    Bayeux { beat_at: Instant },
 }
 
 impl Role {
@@ -23,6 +32,8 @@ impl Role {
         match self {
             Role::Echo => "echo",
             Role::Channel { channel, .. } => channel,
+            Role::Mux(_) => "ws",
+            Role::Bayeux { .. } => "bayeux",
         }
     }
 }

@@ -79,7 +79,8 @@ impl Server {
         }
         let waiting = match &publisher {
             Publisher::Http { id, ask, .. } => Some((*id, ask.keep_alive)),
-            Publisher::Bayeux => None,
+            // A socket goes on reading commands; its answer comes as a frame.
+            Publisher::Bayeux | Publisher::Mux(_) => None,
         };
         let op = Op::Publish {
             publisher,
@@ -120,6 +121,15 @@ impl Server {
                 f.publish_failures += 1;
                 warn!("redis: a publish to {channel} failed: {why}");
             }
+        }
+        if let Publisher::Mux(id) = publisher {
+            return match published {
+                Ok(Published::New { epoch, seq } | Published::Repeat { epoch, seq, .. }) => {
+                    let message_id = crate::cursor::format(epoch, seq);
+                    self.answer_mux_publish(id, &message_id, channel)
+                }
+                _ => self.mux_publish_failed(id, channel, "redis refused the publish"),
+            };
         }
         let Publisher::Http {
             id,
@@ -169,9 +179,13 @@ impl Server {
         if let Some(cluster) = self.cluster.as_mut() {
             cluster.figures.publish_failures += 1;
         }
-        let Publisher::Http { id, ask, .. } = publisher else {
-            warn!("redis: a Bayeux publish was lost: {why}");
-            return;
+        let (id, ask) = match publisher {
+            Publisher::Http { id, ask, .. } => (id, ask),
+            Publisher::Mux(id) => return self.mux_publish_failed(id, "", why),
+            Publisher::Bayeux => {
+                warn!("redis: a Bayeux publish was lost: {why}");
+                return;
+            }
         };
         let ask = match self.waiting_keep_alive(id) {
             Some(keep_alive) => Ask {

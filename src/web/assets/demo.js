@@ -160,13 +160,21 @@
     if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) form.requestSubmit();
   });
 
+  // One WebSocket for the page (halley.connect), which falls back on its own to EventSource or
+  // long-polling where WebSocket never opens; ?transport=sse or ?transport=longpoll forces one of those.
   var forced = new URLSearchParams(location.search).get('transport');
-  window.demoSubscription = halley.subscribe(channel, {
+  var options = {
     since: 'earliest',
-    transport: forced === 'longpoll' || forced === 'sse' ? forced : undefined,
     onMessage: showComment,
     onGap: showGap,
     onState: showState,
     onError: function (err) { say('The live thread stopped: ' + err.message, 'error'); },
-  });
+  };
+  if (forced === 'longpoll' || forced === 'sse') {
+    options.transport = forced;
+    window.demoSubscription = halley.subscribe(channel, options);
+  } else {
+    window.demoConnection = halley.connect();
+    window.demoSubscription = window.demoConnection.subscribe(channel, options);
+  }
 })();

@@ -13,6 +13,19 @@
  *     // later: sub.close();
  *   </script>
  *
+ * A page that follows several channels should share one connection among them: halley.connect() opens
+ * one WebSocket to /ws and carries every subscribe(...) made through it, with the same options and
+ * callbacks (the transport it reports is 'websocket'). EventSource costs one of the browser's six
+ * connections per server for every channel; the WebSocket costs one in all.
+ *
+ *     const conn = halley.connect({ onState: (state) => console.log(state) });
+ *     conn.subscribe('demo/post-1', { since: 'earliest', onMessage: (msg) => console.log(msg.data) });
+ *     conn.subscribe('demo/post-2', { onMessage: (msg) => console.log(msg.data) });
+ *     // later: conn.close();
+ *
+ * When a WebSocket never opens (a proxy that refuses upgrades), connect() falls back to subscribe()
+ * per channel, EventSource or long-polling, and keeps to what worked for the rest of the page's life.
+ *
  * With --token-secret, pass `token`: a string, or a function returning one (or a promise of one) that is
  * called for the first connect and again whenever the server says the token ended, so a page can fetch
  * a fresh one:
@@ -43,6 +56,15 @@
   // the delay itself, already spread over its drain window, and that is used instead, once.
   var BACKOFF_BASE_MS = 500;
   var BACKOFF_MAX_MS = 15000;
+
+  // A WebSocket that has not opened by then is given up as a failed attempt.
+  var WS_OPEN_TIMEOUT_MS = 4000;
+  // WebSocket attempts that never opened, before connect() falls back to per-channel subscriptions.
+  var WS_FAILURES_BEFORE_FALLBACK = 2;
+  // A socket that has said nothing for this long is taken for dead and replaced. The server sends a
+  // heartbeat every --heartbeat (15 s by default) that a page can see, since it cannot see pings, so
+  // a quiet channel is never silent this long; a cut one that the browser has not noticed is.
+  var WS_SILENCE_MS = 40000;
 
   var CHANNEL = /^[A-Za-z0-9_.:\/-]{1,128}$/;
 
@@ -395,5 +417,240 @@
     });
   }
 
-  global.halley = { subscribe: subscribe, publish: publish };
+  // Ids are EPOCH-SEQ. A message is new after `cursor` unless it is the cursor's own or comes before it
+  // in the same epoch; one from another epoch (a restarted server) is new. This is what keeps delivery
+  // exactly-once when a resumed subscription's replay overlaps what arrived before the drop.
+  function isNew(id, cursor) {
+    if (!cursor) return true;
+    if (id === cursor) return false;
+    var a = id.lastIndexOf('-');
+    var b = cursor.lastIndexOf('-');
+    if (a < 0 || b < 0 || id.slice(0, a) !== cursor.slice(0, b)) return true;
+    return Number(id.slice(a + 1)) > Number(cursor.slice(b + 1));
+  }
+
+  function wsUrl(base) {
+    var url = new URL('ws', base);
+    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+    return url.href;
+  }
+
+  /**
+   * Opens one connection for many channels. Options: url (the server's base URL), onState(state,
+   * transport) for the connection as a whole, onError(err) for errors that name no channel, silenceMs
+   * (how long a silent socket is trusted: 40 s; raise it for a server whose --heartbeat is over 20 s).
+   * Returns { subscribe(channel, opts), publish(channel, text, opts), close() }; subscribe takes the
+   * options of halley.subscribe (since, onMessage, onGap, onState, onError) and returns { close() }.
+   */
+  function connect(opts) {
+    opts = opts || {};
+    var base = baseUrl(opts.url);
+    var subs = {}; // channel -> its subscription's record, below
+    var fallback = typeof global.WebSocket !== 'function';
+    var socket = null; // the WebSocket, open or opening, if any
+    var state = null;
+    var closed = false;
+    var attempt = 0; // failed attempts in a row, for the backoff
+    var worked = false; // a WebSocket of this connection has opened at least once
+    var failures = 0; // attempts that never opened, while none ever has
+    var timer = null; // the pending reconnect or open timeout
+    var watchdog = null; // ends a socket silent for longer than WS_SILENCE_MS
+    var silenceMs = opts.silenceMs || WS_SILENCE_MS;
+
+    function setState(next) {
+      if (next === state) return;
+      state = next;
+      call(opts.onState, next, 'websocket');
+      Object.keys(subs).forEach(function (channel) { subs[channel].setState(next, 'websocket'); });
+    }
+
+    function send(command) {
+      if (socket && socket.readyState === 1) socket.send(JSON.stringify(command));
+    }
+
+    // Where a subscription resumes: after the last message it delivered, else from its `since`.
+    function subscribeCommand(sub) {
+      var command = { subscribe: sub.channel };
+      var since = sub.cursor !== null ? sub.cursor : sub.since;
+      if (since != null) command.since = since;
+      return command;
+    }
+
+    function open() {
+      timer = null;
+      if (closed || fallback) return;
+      var ws;
+      try {
+        ws = new global.WebSocket(wsUrl(base));
+      } catch (err) {
+        // A page whose Content-Security-Policy forbids the URL throws here; that will not change.
+        return fallBack();
+      }
+      socket = ws;
+      if (state === null) setState('connecting');
+      timer = setTimeout(function () { drop(ws); }, WS_OPEN_TIMEOUT_MS);
+      ws.onopen = function () {
+        if (ws !== socket) return;
+        worked = true;
+        attempt = failures = 0;
+        clearTimeout(timer);
+        timer = null;
+        setState('live');
+        heard(ws);
+        Object.keys(subs).forEach(function (channel) { send(subscribeCommand(subs[channel])); });
+      };
+      ws.onmessage = function (e) {
+        if (ws !== socket) return;
+        heard(ws);
+        onFrame(e.data);
+      };
+      ws.onclose = ws.onerror = function () { drop(ws); };
+    }
+
+    function heard(ws) {
+      clearTimeout(watchdog);
+      watchdog = setTimeout(function () { drop(ws); }, silenceMs);
+    }
+
+    // Every way a socket ends comes here once: reconnect with backoff and resume every channel, or,
+    // when WebSocket has never worked on this page, fall back after a few attempts.
+    function drop(ws) {
+      if (ws !== socket) return;
+      socket = null;
+      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+      try { ws.close(); } catch (err) { /* it was not open */ }
+      clearTimeout(timer);
+      clearTimeout(watchdog);
+      timer = watchdog = null;
+      if (closed) return;
+      if (!worked && ++failures >= WS_FAILURES_BEFORE_FALLBACK) return fallBack();
+      setState('reconnecting');
+      timer = setTimeout(open, backoff(attempt++));
+    }
+
+    // The connection as a whole then reports 'fallback'; each channel reports its own transport.
+    function fallBack() {
+      fallback = true;
+      state = 'fallback';
+      call(opts.onState, 'fallback', null);
+      Object.keys(subs).forEach(function (channel) { subs[channel].fallBack(); });
+    }
+
+    function onFrame(text) {
+      var m = parseJson(text);
+      if (!m || typeof m !== 'object') return;
+      if (typeof m.subscribed === 'string') {
+        // The position the server starts this channel from: the cursor to resume from if the socket
+        // drops before the channel's first message.
+        if (subs[m.subscribed] && m.cursor) subs[m.subscribed].cursor = m.cursor;
+        return;
+      }
+      var sub = typeof m.channel === 'string' ? subs[m.channel] : null;
+      if (m.error !== undefined) {
+        if (sub) return sub.fail(new Error(m.error));
+        return call(opts.onError, new Error(m.error));
+      }
+      if (!sub) return;
+      if (m.gap) return sub.gap(m.gap);
+      if (m.deleted) return sub.stop('closed');
+      if (typeof m.id === 'string') sub.deliver(m);
+    }
+
+    function subscribeOn(channel, subOpts) {
+      subOpts = subOpts || {};
+      checkChannel(channel);
+      if (closed) throw new Error('halley: this connection is closed');
+      if (subs[channel]) throw new Error('halley: already subscribed to ' + channel);
+      var sub = {
+        channel: channel,
+        cursor: null,
+        since: subOpts.since,
+        state: null,
+        inner: null, // the per-channel subscription after a fallback
+        setState: function (next, transport) {
+          if (next === sub.state) return;
+          sub.state = next;
+          call(subOpts.onState, next, transport);
+        },
+        deliver: function (msg) {
+          if (msg.id && !isNew(msg.id, sub.cursor)) return;
+          if (msg.id) sub.cursor = msg.id;
+          call(subOpts.onMessage, msg);
+        },
+        // After a gap the server goes on from its `next`; the old cursor would only report it again.
+        gap: function (info) {
+          sub.cursor = info.next || null;
+          sub.since = 'earliest';
+          call(subOpts.onGap, info);
+        },
+        stop: function (finalState) {
+          if (subs[channel] === sub) delete subs[channel];
+          if (sub.inner) sub.inner.close();
+          sub.setState(finalState, fallback ? sub.transport : 'websocket');
+        },
+        fail: function (err) {
+          sub.stop('closed');
+          call(subOpts.onError, err);
+        },
+        fallBack: function () {
+          sub.inner = subscribe(channel, {
+            url: opts.url,
+            since: sub.cursor !== null ? sub.cursor : sub.since,
+            events: subOpts.events,
+            onMessage: sub.deliver,
+            onGap: function (info) { call(subOpts.onGap, info); },
+            onState: function (next, transport) {
+              sub.transport = transport;
+              sub.setState(next, transport);
+              if (next === 'closed' && subs[channel] === sub) delete subs[channel];
+            },
+            onError: function (err) { call(subOpts.onError, err); },
+          });
+        },
+      };
+      subs[channel] = sub;
+      if (fallback) {
+        sub.fallBack();
+      } else {
+        if (state !== null) sub.setState(state, 'websocket');
+        send(subscribeCommand(sub));
+        if (socket === null && timer === null) open();
+      }
+      return {
+        close: function () {
+          if (subs[channel] !== sub) return;
+          send({ unsubscribe: channel });
+          sub.stop('closed');
+        },
+      };
+    }
+
+    open();
+    return {
+      subscribe: subscribeOn,
+      // Publishing stays on HTTP: its answer (a status, Retry-After) belongs to that one publish, which
+      // a reply on the shared socket could only be matched to by guessing.
+      publish: function (channel, text, pubOpts) {
+        var o = { url: opts.url };
+        Object.keys(pubOpts || {}).forEach(function (k) { o[k] = pubOpts[k]; });
+        return publish(channel, text, o);
+      },
+      close: function () {
+        if (closed) return;
+        closed = true;
+        clearTimeout(timer);
+        clearTimeout(watchdog);
+        if (socket) {
+          var ws = socket;
+          socket = null;
+          ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+          try { ws.close(1000); } catch (err) { /* it was not open */ }
+        }
+        Object.keys(subs).forEach(function (channel) { subs[channel].stop('closed'); });
+        setState('closed');
+      },
+    };
+  }
+
+  global.halley = { subscribe: subscribe, publish: publish, connect: connect };
 })(typeof window !== 'undefined' ? window : this);

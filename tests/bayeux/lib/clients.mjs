@@ -55,7 +55,7 @@ export const publish = (c, channel, data, props = {}) =>
 export const disconnect = (c) =>
   new Promise((resolve, reject) => c.disconnect({}, settle(resolve, reject, 'disconnect')));
 
-/** A Faye client for `url`, on long-polling (the transport halley offers). */
+/** A Faye client for `url`, on long-polling (websocket.test.mjs leaves Faye at its defaults). */
 export function fayeClient(url) {
   const f = new faye.Client(url, { timeout: 60, retry: 1 });
   f.disable('websocket');
