@@ -234,3 +234,47 @@ test('a socket silent for longer than two heartbeats is replaced and resumed', (
   w.socket().open();
   assert.deepEqual(w.socket().sent, [{ subscribe: 'a', since: 'e1-1' }]);
 });
+
+// Lets a token function's promise settle (the fake clock does not drive promises).
+const settle = () => new Promise((resolve) => setImmediate(resolve));
+
+test('a token function is asked before the socket and again when the server ends it for its token', async () => {
+  const w = load();
+  const asked = [];
+  const conn = w.halley.connect({ token: () => { asked.push(asked.length); return `t${asked.length}`; } });
+  w.follow(conn, 'a');
+  assert.equal(w.sockets.length, 0, 'no socket before the token');
+  await settle();
+  assert.equal(w.sockets.length, 1);
+  // No page origin here, so the token travels as ?token= (a same-origin page sets the cookie).
+  assert.equal(w.socket().url, 'ws://halley.test/ws?token=t1');
+  w.socket().open();
+  w.socket().frame(msg('a', 1));
+  // What the server sends when the token ends, then its close 1008.
+  w.socket().frame({ error: 'token expired' });
+  w.socket().drop();
+  assert.ok(!w.log.some((l) => l.includes('error')), 'a renewable token is no error');
+  w.advance(500);
+  await settle();
+  assert.equal(w.sockets.length, 2);
+  assert.equal(w.socket().url, 'ws://halley.test/ws?token=t2');
+  w.socket().open();
+  assert.deepEqual(w.socket().sent, [{ subscribe: 'a', since: 'e1-1' }], 'resumed after its last message');
+  assert.deepEqual(asked, [0, 1]);
+});
+
+test('a fixed token that ends closes every channel with a token error', async () => {
+  const w = load();
+  const errors = [];
+  const conn = w.halley.connect({ token: 'fixed', onError: (e) => errors.push(`${e.status} ${e.message}`) });
+  w.follow(conn, 'a');
+  await settle();
+  w.socket().open();
+  w.socket().frame({ error: 'token expired' });
+  w.socket().drop();
+  w.advance(60000);
+  assert.equal(w.sockets.length, 1, 'no reconnect with a token that cannot be renewed');
+  assert.ok(w.log.includes('a error token expired'), w.log.join('\n'));
+  assert.ok(w.log.includes('a state closed/websocket'), w.log.join('\n'));
+  assert.deepEqual(errors, ['401 token expired']);
+});

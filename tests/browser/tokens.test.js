@@ -37,7 +37,8 @@ after(async () => {
 
 /**
  * A page at `pageOrigin` that loaded halley.js from the server and subscribed to `channel` with
- * `how` ('function': a token function minting 3-second tokens; 'string': one such token).
+ * `how` ('function': a token function minting 3-second tokens; 'string': one such token), over
+ * `transport` ('sse', 'longpoll', or 'connect' for halley.connect()'s WebSocket).
  */
 async function subscribed(pageOrigin, channel, transport, how) {
   const page = await browser.newPage();
@@ -45,6 +46,8 @@ async function subscribed(pageOrigin, channel, transport, how) {
   page.on('pageerror', (err) => page.errors.push(err));
   const requests = [];
   page.on('request', (r) => { if (r.url().includes('/sub/')) requests.push({ url: r.url(), headers: r.headers() }); });
+  // halley.connect()'s socket: a WebSocket cannot carry headers, so only its URL tells how.
+  page.on('websocket', (ws) => requests.push({ url: ws.url(), headers: {} }));
   page.requests = requests;
   await page.exposeFunction('mintToken', () => mint(channel, 3));
   // Any page of the origin will do; a 404 keeps the demo's own subscription out of the way.
@@ -56,15 +59,16 @@ async function subscribed(pageOrigin, channel, transport, how) {
     window.asked = 0;
     const fresh = () => { window.asked += 1; return window.mintToken(); };
     const token = how === 'function' ? fresh : await fresh();
-    window.sub = window.halley.subscribe(channel, {
-      url,
-      transport,
-      token,
+    const onError = (e) => window.errors.push({ message: e.message, status: e.status });
+    const opts = {
       // From the start of the channel, so a publish before the first connect is not missed.
       since: 'earliest',
       onMessage: (m) => window.got.push(m.data),
-      onError: (e) => window.errors.push({ message: e.message, status: e.status }),
-    });
+      onError,
+    };
+    window.sub = transport === 'connect'
+      ? window.halley.connect({ url, token, onError }).subscribe(channel, opts)
+      : window.halley.subscribe(channel, { url, transport, token, ...opts });
   }, { channel, transport, how, url: `${server.url}/` });
   return page;
 }
@@ -83,6 +87,9 @@ for (const [transport, origin, carries] of [
   ['sse', sameOrigin, 'cookie'],
   ['sse', otherOrigin, 'query'],
   ['longpoll', sameOrigin, 'authorization'],
+  // halley.connect(): one WebSocket to /ws, the token as a cookie or ?token= like EventSource.
+  ['connect', sameOrigin, 'cookie'],
+  ['connect', otherOrigin, 'query'],
 ]) {
   test(`a token function keeps a subscription going across token ends (${transport}, ${carries})`, async () => {
     const channel = `tok/${transport}-${carries}`;

@@ -107,14 +107,15 @@
     return Promise.resolve().then(token);
   }
 
-  // EventSource cannot send headers. A server on the page's own origin gets the token as the
-  // halley_token cookie, scoped to its sub/ path; a server elsewhere gets ?token=, the weakest form
-  // (URLs end up in logs and Referer headers), since a page cannot set another origin's cookies.
-  function presentToSse(url, token, base) {
+  // EventSource and WebSocket cannot send headers. A server on the page's own origin gets the token
+  // as the halley_token cookie, scoped to the path `scope` (sub/ or ws); a server elsewhere gets
+  // ?token=, the weakest form (URLs end up in logs and Referer headers), since a page cannot set
+  // another origin's cookies.
+  function presentToken(url, token, base, scope) {
     var target = new URL(url);
     if (global.document && global.location && target.origin === global.location.origin) {
       global.document.cookie = 'halley_token=' + encodeURIComponent(token) +
-        '; path=' + new URL('sub/', base).pathname + '; SameSite=Strict' +
+        '; path=' + new URL(scope, base).pathname + '; SameSite=Strict' +
         (target.protocol === 'https:' ? '; Secure' : '');
       return url;
     }
@@ -245,7 +246,7 @@
     }
 
     function connectSse() {
-      var es = new global.EventSource(token ? presentToSse(subUrl(), token, base) : subUrl());
+      var es = new global.EventSource(token ? presentToken(subUrl(), token, base, 'sub/') : subUrl());
       var opened = false;
       var delivered = false;
       source = es;
@@ -429,8 +430,11 @@
     return Number(id.slice(a + 1)) > Number(cursor.slice(b + 1));
   }
 
-  function wsUrl(base) {
-    var url = new URL('ws', base);
+  // The /ws URL, carrying `token` (if any) as presentToken does: a socket to the page's own origin
+  // sends its cookies, as EventSource does, so the origin is compared in its http(s) form.
+  function wsUrl(base, token) {
+    var http = new URL('ws', base).href;
+    var url = new URL(token ? presentToken(http, token, base, 'ws') : http);
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
     return url.href;
   }
@@ -438,7 +442,9 @@
   /**
    * Opens one connection for many channels. Options: url (the server's base URL), onState(state,
    * transport) for the connection as a whole, onError(err) for errors that name no channel, silenceMs
-   * (how long a silent socket is trusted: 40 s; raise it for a server whose --heartbeat is over 20 s).
+   * (how long a silent socket is trusted: 40 s; raise it for a server whose --heartbeat is over 20 s),
+   * token (with --token-secret: a signed token covering every channel of the connection, or a function
+   * giving one, asked before the first socket and again after the server ended one for its token).
    * Returns { subscribe(channel, opts), publish(channel, text, opts), close() }; subscribe takes the
    * options of halley.subscribe (since, onMessage, onGap, onState, onError) and returns { close() }.
    */
@@ -456,6 +462,9 @@
     var timer = null; // the pending reconnect or open timeout
     var watchdog = null; // ends a socket silent for longer than WS_SILENCE_MS
     var silenceMs = opts.silenceMs || WS_SILENCE_MS;
+    var token = null; // the signed token the next socket presents, once asked for
+    var asking = false; // a token function's answer is awaited; the socket opens once it comes
+    var tokenEnded = false; // the server said the socket's token ended; its close follows
 
     function setState(next) {
       if (next === state) return;
@@ -476,12 +485,27 @@
       return command;
     }
 
+    // Opens a socket, asking for the token first when there is one to ask for.
     function open() {
       timer = null;
-      if (closed || fallback) return;
+      if (closed || fallback || asking) return;
+      if (!opts.token || token !== null) return openSocket();
+      asking = true;
+      resolveToken(opts.token).then(function (t) {
+        asking = false;
+        token = t;
+        if (!closed && socket === null && timer === null) openSocket();
+      }, function (err) {
+        asking = false;
+        call(opts.onError, err);
+        if (!closed) timer = setTimeout(open, backoff(attempt++));
+      });
+    }
+
+    function openSocket() {
       var ws;
       try {
-        ws = new global.WebSocket(wsUrl(base));
+        ws = new global.WebSocket(wsUrl(base, token));
       } catch (err) {
         // A page whose Content-Security-Policy forbids the URL throws here; that will not change.
         return fallBack();
@@ -523,9 +547,26 @@
       clearTimeout(watchdog);
       timer = watchdog = null;
       if (closed) return;
-      if (!worked && ++failures >= WS_FAILURES_BEFORE_FALLBACK) return fallBack();
+      if (tokenEnded) {
+        // A fixed token cannot be renewed: every channel ends, saying why. A token function is
+        // asked again before the next socket, which resumes every channel.
+        tokenEnded = false;
+        token = null;
+        if (typeof opts.token !== 'function') return endForToken();
+      } else if (!worked && ++failures >= WS_FAILURES_BEFORE_FALLBACK) {
+        return fallBack();
+      }
       setState('reconnecting');
       timer = setTimeout(open, backoff(attempt++));
+    }
+
+    function endForToken() {
+      var err = new Error('token expired');
+      err.status = 401;
+      Object.keys(subs).forEach(function (channel) { subs[channel].fail(err); });
+      call(opts.onError, err);
+      closed = true;
+      setState('closed');
     }
 
     // The connection as a whole then reports 'fallback'; each channel reports its own transport.
@@ -548,6 +589,8 @@
       var sub = typeof m.channel === 'string' ? subs[m.channel] : null;
       if (m.error !== undefined) {
         if (sub) return sub.fail(new Error(m.error));
+        // The socket's token ended; the server closes it next (1008), and `drop` renews the token.
+        if (m.error === 'token expired' && opts.token) return void (tokenEnded = true);
         return call(opts.onError, new Error(m.error));
       }
       if (!sub) return;
@@ -595,6 +638,7 @@
         fallBack: function () {
           sub.inner = subscribe(channel, {
             url: opts.url,
+            token: opts.token,
             since: sub.cursor !== null ? sub.cursor : sub.since,
             events: subOpts.events,
             onMessage: sub.deliver,
@@ -614,7 +658,7 @@
       } else {
         if (state !== null) sub.setState(state, 'websocket');
         send(subscribeCommand(sub));
-        if (socket === null && timer === null) open();
+        if (socket === null && timer === null && !asking) open();
       }
       return {
         close: function () {
