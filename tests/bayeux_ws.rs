@@ -152,3 +152,31 @@ fn what_is_not_bayeux_closes_the_socket_with_1007() {
         "the first reply is the handshake's"
     );
 }
+
+#[test]
+fn sigterm_answers_a_held_socket_connect_with_retry_advice_then_closes_1001() {
+    let mut proc = Proc::start(&["--drain-secs", "5", "--longpoll-timeout", "30"]);
+    let mut ws = Ws::connect(proc.addr, "/bayeux");
+    let cid = session(&mut ws, "/drain/socket");
+    // The next connect is held: nothing answers it for 30 s but the drain.
+    ws.send_text(&connect(&cid, "4").to_string());
+    wait_until("the connect is held", || {
+        stats(proc.addr)["bayeux"]["held_connects"].as_u64() == Some(1)
+    });
+    proc.signal(libc::SIGTERM);
+    let reply = next_array(&mut ws);
+    assert_eq!(reply[0]["channel"], "/meta/connect", "{reply}");
+    assert_eq!(reply[0]["successful"], true, "{reply}");
+    assert_eq!(reply[0]["advice"]["reconnect"], "retry", "{reply}");
+    let interval = reply[0]["advice"]["interval"]
+        .as_u64()
+        .expect("an interval");
+    assert!(interval <= 5000, "within the drain window: {reply}");
+    let reason = ws.expect_close(1001);
+    assert!(!reason.is_empty(), "the close says why");
+    drop(ws);
+    let (status, _) = proc
+        .wait_exit(Duration::from_secs(5))
+        .expect("exits once its sockets are gone");
+    assert!(status.success(), "{status:?}");
+}
