@@ -15,24 +15,24 @@ import {
   cometd, handshake, subscribe, publish, closeAll, inbox, withTimeout,
 } from './lib/clients.mjs';
 
-let server;
-before(async () => {
-  server = await startServer();
-});
-after(async () => {
-  await closeAll();
-  await server?.stop();
-});
-
-/** A Faye client at its defaults (WebSocket first); closed by closeAll's process exit. */
+/** Faye clients at their defaults (WebSocket first), disconnected before the server stops. */
 const fayeClients = new Set();
 function fayeDefault(url) {
   const f = new faye.Client(url, { timeout: 60, retry: 1 });
   fayeClients.add(f);
   return f;
 }
+
+let server;
+before(async () => {
+  server = await startServer();
+});
+// Clients first, while the server can still answer their disconnects: a client whose server is
+// gone keeps retrying, and the test process never exits.
 after(async () => {
   await Promise.all([...fayeClients].map((f) => withTimeout(Promise.resolve(f.disconnect()), 2_000, 'faye').catch(() => {})));
+  await closeAll();
+  await server?.stop();
 });
 
 /**
@@ -168,12 +168,13 @@ async function upgradeBlockingProxy(port) {
 
 test('where WebSocket is blocked, CometD and Faye fall back to long-polling by themselves', async () => {
   const proxy = await upgradeBlockingProxy(server.port);
+  let f = null;
   try {
     const c = cometd(proxy.url, { websocket: true });
     const reply = await withTimeout(handshake(c), 15_000, 'handshake through the proxy');
     assert.equal(reply.successful, true);
     assert.equal(c.getTransport().type, 'long-polling');
-    const f = fayeDefault(proxy.url);
+    f = fayeDefault(proxy.url);
 
     const atFaye = inbox();
     const atCometd = inbox();
@@ -186,6 +187,11 @@ test('where WebSocket is blocked, CometD and Faye fall back to long-polling by t
     assert.equal(fayeTransport(f), 'long-polling');
     assert.equal(c.getTransport().type, 'long-polling');
   } finally {
+    // Through the proxy while it is up: a Faye client whose server vanished retries forever.
+    if (f) {
+      fayeClients.delete(f);
+      await withTimeout(Promise.resolve(f.disconnect()), 2_000, 'faye').catch(() => {});
+    }
     await closeAll();
     await proxy.close();
   }
