@@ -1,0 +1,242 @@
+//! `GET /ws` on a Redis cluster: one history for every transport and node.
+//! Two nodes share a real `redis-server` (one per test); what is published
+//! on one is caught up, then followed live, by a `/ws` socket on the other,
+//! per channel, in order and once each, with its gap when the cursor is
+//! older than the stream. A `/ws` publish reaches an SSE subscriber of the
+//! other node. Redis frozen: the channel is answered with an error after
+//! `--redis-timeout` and the socket stays; a socket closed mid-catch-up
+//! leaves nothing behind.
+
+mod common;
+
+use common::redis::{node, redis_stats, RedisServer};
+use common::ws::*;
+use common::*;
+
+/// Opens `/ws` on `addr`.
+fn open(addr: std::net::SocketAddr) -> Ws {
+    let mut client = Client::connect(addr);
+    client.send(upgrade_request("/ws", &[]));
+    Ws::after_upgrade(client)
+}
+
+/// Sends a `subscribe` and returns the cursor of its `subscribed` answer.
+#[track_caller]
+fn subscribe(ws: &mut Ws, channel: &str, since: Option<&str>) -> String {
+    ws.send_text(&subscribe_command(channel, since));
+    let reply = ws.next_json();
+    assert_eq!(reply["subscribed"], channel, "{reply}");
+    reply["cursor"].as_str().expect("a cursor").to_owned()
+}
+
+fn subscribe_command(channel: &str, since: Option<&str>) -> String {
+    let mut command = serde_json::json!({ "subscribe": channel });
+    if let Some(since) = since {
+        command["since"] = since.into();
+    }
+    command.to_string()
+}
+
+/// Reads the next message and checks it is `id` on `channel`.
+#[track_caller]
+fn expect_message(ws: &mut Ws, channel: &str, id: &str) {
+    let m = ws.next_json();
+    assert_eq!(
+        (&m["channel"], &m["id"]),
+        (&channel.into(), &id.into()),
+        "{m}"
+    );
+}
+
+/// The channels of `/ws` sockets catching up on `node`.
+fn ws_catching_up(node: &Proc) -> u64 {
+    redis_stats(node)["ws_catching_up"]
+        .as_u64()
+        .expect("a count")
+}
+
+#[test]
+fn each_channel_catches_up_from_another_node_then_goes_live_once_each() {
+    let redis = RedisServer::start();
+    let shards = std::slice::from_ref(&redis);
+    let (a, b) = (node(shards, &[]), node(shards, &[]));
+    let (c1, c2, c3) = (channel("mr-a"), channel("mr-b"), channel("mr-c"));
+    let ids1: Vec<String> = (0..3)
+        .map(|i| publish(a.addr, &c1, &format!("a{i}")))
+        .collect();
+    let ids2: Vec<String> = (0..3)
+        .map(|i| publish(a.addr, &c2, &format!("b{i}")))
+        .collect();
+
+    let mut ws = open(b.addr);
+    // since=earliest: everything, starting just before the first message.
+    let start = subscribe(&mut ws, &c1, Some("earliest"));
+    assert_eq!(seq_of(&start), seq_of(&ids1[0]) - 1, "{start}");
+    for id in &ids1 {
+        expect_message(&mut ws, &c1, id);
+    }
+    // since=an id: what follows it.
+    let start = subscribe(&mut ws, &c2, Some(&ids2[0]));
+    assert_eq!(seq_of(&start), seq_of(&ids2[1]) - 1, "{start}");
+    for id in &ids2[1..] {
+        expect_message(&mut ws, &c2, id);
+    }
+    // No cursor: from now on, at the channel's position.
+    let start = subscribe(&mut ws, &c3, None);
+    assert_eq!(seq_of(&start), 0, "nothing published on {c3} yet: {start}");
+    assert_eq!(ws_catching_up(&b), 0);
+
+    // Live, from node A, on all three, each once and in order.
+    let live: Vec<(String, String)> = (0..30)
+        .map(|i| {
+            let ch = [&c1, &c2, &c3][i % 3];
+            (ch.clone(), publish(a.addr, ch, &format!("live {i}")))
+        })
+        .collect();
+    let mut got: Vec<(String, String)> = Vec::new();
+    for _ in 0..live.len() {
+        let m = ws.next_json();
+        got.push((
+            m["channel"].as_str().unwrap().into(),
+            m["id"].as_str().unwrap().into(),
+        ));
+    }
+    for ch in [&c1, &c2, &c3] {
+        let sent: Vec<_> = live.iter().filter(|(c, _)| c == ch).collect();
+        let came: Vec<_> = got.iter().filter(|(c, _)| c == ch).collect();
+        assert_eq!(came, sent, "channel {ch}");
+    }
+    // Nothing doubled: the next frame is the marker.
+    let marker = publish(a.addr, &c1, "marker");
+    expect_message(&mut ws, &c1, &marker);
+}
+
+#[test]
+fn a_cursor_older_than_the_stream_is_a_gap_naming_its_channel() {
+    let redis = RedisServer::start();
+    let shards = std::slice::from_ref(&redis);
+    // The stream keeps the last two messages.
+    let (a, b) = (
+        node(shards, &["--buffer", "2"]),
+        node(shards, &["--buffer", "2"]),
+    );
+    let ch = channel("mr-gap");
+    let ids: Vec<String> = (0..5)
+        .map(|i| publish(a.addr, &ch, &format!("m{i}")))
+        .collect();
+
+    let mut ws = open(b.addr);
+    subscribe(&mut ws, &ch, Some(&ids[0]));
+    let gap = ws.next_json();
+    assert_eq!(gap["channel"], ch.as_str(), "{gap}");
+    assert_eq!(gap["gap"]["cursor"], ids[0].as_str(), "{gap}");
+    assert_eq!(gap["gap"]["missed"], 2, "{gap}");
+    assert_eq!(gap["gap"]["next"], ids[2].as_str(), "{gap}");
+    for id in &ids[3..] {
+        expect_message(&mut ws, &ch, id);
+    }
+    let live = publish(a.addr, &ch, "live");
+    expect_message(&mut ws, &ch, &live);
+}
+
+#[test]
+fn a_ws_publish_on_one_node_reaches_an_sse_subscriber_on_the_other() {
+    let redis = RedisServer::start();
+    let shards = std::slice::from_ref(&redis);
+    let (a, b) = (node(shards, &[]), node(shards, &[]));
+    let ch = channel("mr-pub");
+    let mut sse = Sub::sse(a.addr, &ch, "", &[]);
+    wait_subscribers(a.addr, &ch, 1);
+
+    let mut ws = open(b.addr);
+    ws.send_text(&serde_json::json!({"publish": ch, "data": "over ws"}).to_string());
+    let answer = ws.next_json();
+    let id = answer["published"]["id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    assert_eq!(answer["published"]["channel"], ch.as_str(), "{answer}");
+    let ev = sse.next_event();
+    assert_eq!(
+        (ev.id.as_deref(), ev.data()),
+        (Some(id.as_str()), "over ws".into())
+    );
+}
+
+#[test]
+fn redis_frozen_answers_the_channel_with_an_error_and_the_socket_stays() {
+    let redis = RedisServer::start();
+    let a = node(std::slice::from_ref(&redis), &["--redis-timeout", "0.5"]);
+    let (ch, other) = (channel("mr-frozen"), channel("mr-after"));
+    publish(a.addr, &ch, "before");
+
+    let mut ws = open(a.addr);
+    redis.pause();
+    ws.send_text(&subscribe_command(&ch, Some("earliest")));
+    let error = ws.next_json();
+    assert_eq!(error["channel"], ch.as_str(), "{error}");
+    let why = error["error"].as_str().expect("an error");
+    assert!(why.contains("--redis-timeout"), "{why}");
+    assert_eq!(ws_catching_up(&a), 0);
+
+    // The socket stays, and works once Redis is back.
+    redis.resume();
+    common::redis::wait_connected(&a, true);
+    subscribe(&mut ws, &other, None);
+    let live = publish(a.addr, &other, "after");
+    expect_message(&mut ws, &other, &live);
+}
+
+#[test]
+fn a_socket_closed_mid_catch_up_leaves_nothing_behind() {
+    let redis = RedisServer::start();
+    let a = node(std::slice::from_ref(&redis), &[]);
+    let ch = channel("mr-close");
+    publish(a.addr, &ch, "before");
+
+    let mut ws = open(a.addr);
+    redis.pause();
+    for ch in [&ch, &channel("mr-close2")] {
+        ws.send_text(&subscribe_command(ch, Some("earliest")));
+    }
+    wait_until("two channels catching up", || ws_catching_up(&a) == 2);
+    drop(ws);
+    wait_until("no channel catching up", || ws_catching_up(&a) == 0);
+    redis.resume();
+    // Nothing was left to be answered: the node serves on.
+    common::redis::wait_connected(&a, true);
+    let mut ws = open(a.addr);
+    subscribe(&mut ws, &ch, None);
+    assert_eq!(ws_catching_up(&a), 0);
+}
+
+#[test]
+fn unsubscribing_a_channel_mid_catch_up_stops_it() {
+    let redis = RedisServer::start();
+    let a = node(std::slice::from_ref(&redis), &[]);
+    let ch = channel("mr-leave");
+    publish(a.addr, &ch, "before");
+
+    let mut ws = open(a.addr);
+    redis.pause();
+    ws.send_text(&subscribe_command(&ch, Some("earliest")));
+    wait_until("catching up", || ws_catching_up(&a) == 1);
+    // A second subscribe of the same channel is refused meanwhile.
+    ws.send_text(&subscribe_command(&ch, None));
+    let refused = ws.next_json();
+    assert_eq!(refused["channel"], ch.as_str(), "{refused}");
+    assert!(
+        refused["error"].as_str().unwrap().contains("already"),
+        "{refused}"
+    );
+    ws.send_text(&serde_json::json!({ "unsubscribe": ch }).to_string());
+    assert_eq!(ws.next_json()["unsubscribed"], ch.as_str());
+    assert_eq!(ws_catching_up(&a), 0);
+    redis.resume();
+    // Nothing of the cancelled catch-up comes: the next frame is the
+    // answer to the next command.
+    ws.send_text(r#"{"unsubscribe":"never-followed"}"#);
+    let next = ws.next_json();
+    assert_eq!(next["channel"], "never-followed", "{next}");
+    assert!(next.get("error").is_some(), "{next}");
+}
