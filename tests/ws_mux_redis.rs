@@ -240,3 +240,122 @@ fn unsubscribing_a_channel_mid_catch_up_stops_it() {
     assert_eq!(next["channel"], "never-followed", "{next}");
     assert!(next.get("error").is_some(), "{next}");
 }
+
+/// A channel named from `prefix` that lives on shard `want` of `n`.
+fn channel_on_shard(prefix: &str, want: usize, n: usize) -> String {
+    loop {
+        let ch = channel(prefix);
+        if halley::redis::shard::shard_of(&ch, n) == want {
+            return ch;
+        }
+    }
+}
+
+#[test]
+fn the_other_channels_flow_while_one_waits_for_its_shard() {
+    let shards = common::redis::shards(2);
+    let a = node(&shards, &[]);
+    let live_ch = channel_on_shard("mr-flowing", 0, 2);
+    let slow_ch = channel_on_shard("mr-waiting", 1, 2);
+    let old = publish(a.addr, &slow_ch, "old");
+
+    let mut ws = open(a.addr);
+    subscribe(&mut ws, &live_ch, None);
+    shards[1].pause();
+    ws.send_text(&subscribe_command(&slow_ch, Some("earliest")));
+    wait_until("one channel catching up", || ws_catching_up(&a) == 1);
+    // The socket is not parked: its other channel is delivered meanwhile.
+    let live = publish(a.addr, &live_ch, "meanwhile");
+    expect_message(&mut ws, &live_ch, &live);
+    assert_eq!(ws_catching_up(&a), 1);
+
+    // The shard answers: that channel's `subscribed`, its catch-up, live.
+    shards[1].resume();
+    let start = subscribe_answer(&mut ws, &slow_ch);
+    assert_eq!(seq_of(&start), seq_of(&old) - 1, "{start}");
+    expect_message(&mut ws, &slow_ch, &old);
+    let new = publish(a.addr, &slow_ch, "new");
+    expect_message(&mut ws, &slow_ch, &new);
+}
+
+/// Reads a `subscribed` answer for `channel` and returns its cursor.
+#[track_caller]
+fn subscribe_answer(ws: &mut Ws, channel: &str) -> String {
+    let reply = ws.next_json();
+    assert_eq!(reply["subscribed"], channel, "{reply}");
+    reply["cursor"].as_str().expect("a cursor").to_owned()
+}
+
+#[test]
+fn a_long_catch_up_with_publishes_racing_it_arrives_whole_in_order_once() {
+    let redis = RedisServer::start();
+    let shards = std::slice::from_ref(&redis);
+    // Large messages make small pages: 8 MiB / --max-body 1 MiB = 8 per read,
+    // so the catch-up takes many reads, with live messages between them.
+    let flags = ["--max-body", "1048576", "--buffer", "1000"];
+    let (a, b) = (node(shards, &flags), node(shards, &flags));
+    let ch = channel("mr-race");
+    let mut ids: Vec<String> = (0..200)
+        .map(|i| publish(a.addr, &ch, &format!("old {i}")))
+        .collect();
+
+    let mut ws = open(b.addr);
+    let (addr, racing_ch) = (a.addr, ch.clone());
+    let racer = std::thread::spawn(move || {
+        (0..100)
+            .map(|i| publish(addr, &racing_ch, &format!("new {i}")))
+            .collect::<Vec<_>>()
+    });
+    subscribe(&mut ws, &ch, Some("earliest"));
+    ids.extend(racer.join().unwrap());
+    for (i, id) in ids.iter().enumerate() {
+        let m = ws.next_json();
+        assert_eq!(m["id"], id.as_str(), "message {i}: {m}");
+    }
+    let marker = publish(a.addr, &ch, "marker");
+    expect_message(&mut ws, &ch, &marker);
+    assert_eq!(ws_catching_up(&b), 0);
+}
+
+/// Publishes `data` on `channel` straight into Redis, announced to nobody
+/// (as `tests/redis_gaps.rs` does): a message every node's pub/sub missed.
+fn publish_unannounced(redis: &RedisServer, channel: &str, data: &str, buffer: &str) {
+    let keys = halley::redis::scripts::Keys::of(channel);
+    let now = halley::redis::scripts::unix_ms(std::time::SystemTime::now()).to_string();
+    redis.cmd(&[
+        "EVAL",
+        halley::redis::scripts::PUBLISH,
+        "3",
+        &keys.meta,
+        &keys.stream,
+        "halley:nobody-listens",
+        "abc",
+        buffer,
+        "60000",
+        "600000",
+        &now,
+        "t",
+        "",
+        data,
+    ]);
+}
+
+#[test]
+fn a_live_gap_on_a_followed_channel_names_it() {
+    let redis = RedisServer::start();
+    // The stream keeps one message: the lost one is trimmed by the next.
+    let a = node(std::slice::from_ref(&redis), &["--buffer", "1"]);
+    let ch = channel("mr-live-gap");
+    let mut ws = open(a.addr);
+    subscribe(&mut ws, &ch, None);
+    let first = publish(a.addr, &ch, "one");
+    expect_message(&mut ws, &ch, &first);
+
+    publish_unannounced(&redis, &ch, "lost", "1");
+    let third = publish(a.addr, &ch, "three");
+    let gap = ws.next_json();
+    assert_eq!(gap["channel"], ch.as_str(), "{gap}");
+    assert_eq!(gap["gap"]["reason"], "expired", "{gap}");
+    assert_eq!(gap["gap"]["cursor"], first.as_str(), "{gap}");
+    expect_message(&mut ws, &ch, &third);
+}
