@@ -13,6 +13,10 @@ use common::redis::{node, redis_stats, RedisServer};
 use common::ws::*;
 use common::*;
 
+/// Longer than any test freezes Redis: a catch-up it holds ends only by
+/// what the test does.
+const LONG_TIMEOUT: [&str; 2] = ["--redis-timeout", "30"];
+
 /// Opens `/ws` on `addr`.
 fn open(addr: std::net::SocketAddr) -> Ws {
     let mut client = Client::connect(addr);
@@ -190,7 +194,9 @@ fn redis_frozen_answers_the_channel_with_an_error_and_the_socket_stays() {
 #[test]
 fn a_socket_closed_mid_catch_up_leaves_nothing_behind() {
     let redis = RedisServer::start();
-    let a = node(std::slice::from_ref(&redis), &[]);
+    // Redis is frozen for less than this: only the close can end the
+    // catch-ups, not the timeout.
+    let a = node(std::slice::from_ref(&redis), &LONG_TIMEOUT);
     let ch = channel("mr-close");
     publish(a.addr, &ch, "before");
 
@@ -213,7 +219,7 @@ fn a_socket_closed_mid_catch_up_leaves_nothing_behind() {
 #[test]
 fn unsubscribing_a_channel_mid_catch_up_stops_it() {
     let redis = RedisServer::start();
-    let a = node(std::slice::from_ref(&redis), &[]);
+    let a = node(std::slice::from_ref(&redis), &LONG_TIMEOUT);
     let ch = channel("mr-leave");
     publish(a.addr, &ch, "before");
 
@@ -254,7 +260,7 @@ fn channel_on_shard(prefix: &str, want: usize, n: usize) -> String {
 #[test]
 fn the_other_channels_flow_while_one_waits_for_its_shard() {
     let shards = common::redis::shards(2);
-    let a = node(&shards, &[]);
+    let a = node(&shards, &LONG_TIMEOUT);
     let live_ch = channel_on_shard("mr-flowing", 0, 2);
     let slow_ch = channel_on_shard("mr-waiting", 1, 2);
     let old = publish(a.addr, &slow_ch, "old");
