@@ -365,3 +365,36 @@ fn a_live_gap_on_a_followed_channel_names_it() {
     assert_eq!(gap["gap"]["cursor"], first.as_str(), "{gap}");
     expect_message(&mut ws, &ch, &third);
 }
+
+#[test]
+fn a_channel_subscribed_again_mid_catch_up_ignores_the_first_reads_reply() {
+    let redis = RedisServer::start();
+    let a = node(std::slice::from_ref(&redis), &LONG_TIMEOUT);
+    let ch = channel("mr-again");
+    // An SSE subscriber keeps the channel's feed live, so each catch-up
+    // sends its read at once.
+    let mut sse = Sub::sse(a.addr, &ch, "", &[]);
+    let ids: Vec<String> = (0..4)
+        .map(|i| publish(a.addr, &ch, &format!("m{i}")))
+        .collect();
+    assert_eq!(sse.next_event().id.as_deref(), Some(ids[0].as_str()));
+
+    let mut ws = open(a.addr);
+    redis.pause();
+    ws.send_text(&subscribe_command(&ch, Some("earliest")));
+    wait_until("catching up", || ws_catching_up(&a) == 1);
+    ws.send_text(&serde_json::json!({ "unsubscribe": ch }).to_string());
+    assert_eq!(ws.next_json()["unsubscribed"], ch.as_str());
+    ws.send_text(&subscribe_command(&ch, Some(&ids[1])));
+    wait_until("catching up again", || ws_catching_up(&a) == 1);
+    redis.resume();
+
+    // Only the second catch-up's answer: after ids[1], once each.
+    let start = subscribe_answer(&mut ws, &ch);
+    assert_eq!(seq_of(&start), seq_of(&ids[2]) - 1, "{start}");
+    for id in &ids[2..] {
+        expect_message(&mut ws, &ch, id);
+    }
+    let marker = publish(a.addr, &ch, "marker");
+    expect_message(&mut ws, &ch, &marker);
+}

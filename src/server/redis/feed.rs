@@ -570,7 +570,7 @@ impl Server {
                 let retry = match reader {
                     Reader::Feed => Some(Reader::Feed),
                     Reader::Conn(id) => Some(Reader::Conn(id)),
-                    Reader::Mux(id) => Some(Reader::Mux(id)),
+                    Reader::Mux(id, serial) => Some(Reader::Mux(id, serial)),
                     Reader::Pattern => Some(Reader::Pattern),
                     Reader::Session(_) => None,
                 };
@@ -592,7 +592,7 @@ impl Server {
         match reader {
             Reader::Feed => self.on_feed_history(&channel, history),
             Reader::Conn(id) => self.on_catchup_history(id, history),
-            Reader::Mux(id) => self.on_mux_history(id, &channel, history),
+            Reader::Mux(id, serial) => self.on_mux_history((id, serial), &channel, history),
             Reader::Session(resume) => self.on_resume_history(&channel, resume, history),
             Reader::Pattern => self.on_pattern_history(&channel, history),
         }

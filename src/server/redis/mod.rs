@@ -95,7 +95,7 @@ pub(super) enum Reader {
     /// A subscriber catching up.
     Conn(ConnId),
     /// A channel of a `/ws` socket catching up (`mux_catchup.rs`).
-    Mux(ConnId),
+    Mux(ConnId, u32),
     /// A Bayeux subscription resumed with `ext.halley.since`.
     Session(crate::bayeux::Resume),
     /// A channel followed through a Bayeux wildcard pattern.
@@ -132,6 +132,8 @@ pub(super) struct Cluster {
     catchups: HashMap<ConnId, CatchUp>,
     /// Channels of `/ws` sockets not yet caught up with their feed.
     mux_catchups: HashMap<mux_catchup::Key, MuxCatchUp>,
+    /// The last `MuxCatchUp::serial` given.
+    mux_serial: u32,
     /// Redis patterns for Bayeux wildcard subscriptions, with how many
     /// subscription patterns need each; ordered, so that of several patterns
     /// matching a channel one is always the first (`feed::on_pattern_message`).
@@ -223,6 +225,7 @@ impl Cluster {
             feeds: HashMap::new(),
             catchups: HashMap::new(),
             mux_catchups: HashMap::new(),
+            mux_serial: 0,
             patterns: BTreeMap::new(),
             held_replies: HashMap::new(),
             pattern_channels: HashMap::new(),
@@ -346,16 +349,16 @@ impl Cluster {
             }
             Op::Read {
                 channel,
-                reader: Reader::Mux(id),
+                reader: Reader::Mux(id, serial),
                 count,
             } => {
                 let key = (id, channel.clone());
                 if let Some(after) = self
                     .mux_catchups
                     .get(&key)
-                    .and_then(MuxCatchUp::reread_from)
+                    .and_then(|c| c.reread_from(serial))
                 {
-                    self.send_read(&channel, Reader::Mux(id), after, count, now);
+                    self.send_read(&channel, Reader::Mux(id, serial), after, count, now);
                 }
             }
             Op::Read {

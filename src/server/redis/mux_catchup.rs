@@ -40,6 +40,10 @@ pub(in crate::server) struct MuxCatchUp {
     opened: bool,
     /// When waiting for Redis ends in an error; pushed back by each reply.
     deadline: Instant,
+    /// Told apart from an earlier catch-up of the same socket and channel
+    /// (unsubscribed, then subscribed again), whose read may still be
+    /// answered: a reply is only its own catch-up's.
+    serial: u32,
 }
 
 /// The key of a channel catching up: the socket and the channel's shared
@@ -47,9 +51,11 @@ pub(in crate::server) struct MuxCatchUp {
 pub(super) type Key = (ConnId, Rc<str>);
 
 impl MuxCatchUp {
-    /// Where to read again after the read in flight was lost.
-    pub(super) fn reread_from(&self) -> Option<u64> {
-        self.merge.as_ref().map(|m| m.position().1)
+    /// Where to read again after the read in flight was lost, if that
+    /// read was this catch-up's (`serial`).
+    pub(super) fn reread_from(&self, serial: u32) -> Option<u64> {
+        let merge = self.merge.as_ref().filter(|_| self.serial == serial)?;
+        Some(merge.position().1)
     }
 
     pub(super) fn on_live(&mut self, message: Rc<crate::message::Message>, out: &mut Vec<Step>) {
@@ -129,11 +135,13 @@ impl Server {
         let now = self.now;
         let cluster = self.cluster.as_mut().expect("subscribing via Redis");
         let channel = cluster.ensure_feed(channel);
+        cluster.mux_serial = cluster.mux_serial.wrapping_add(1);
         let catchup = MuxCatchUp {
             cursor,
             merge: None,
             opened: false,
             deadline: now + cluster.timeout,
+            serial: cluster.mux_serial,
         };
         let feed = cluster.feeds.get_mut(&channel).expect("just made");
         match feed.position() {
@@ -142,6 +150,7 @@ impl Server {
                 return self.mux_join(id, &channel, Some(position));
             }
             Some(_) => {}
+            None if feed.mux_waiting.contains(&id) => {}
             None => feed.mux_waiting.push(id),
         }
         let placed = feed.position().is_some();
@@ -177,20 +186,31 @@ impl Server {
             unreachable!("a merge starts with a read");
         };
         catchup.merge = Some(merge);
+        let reader = Reader::Mux(id, catchup.serial);
         let page = cluster.page;
         if let Some(feed) = cluster.feeds.get_mut(channel) {
-            feed.mux_catching.push(id);
+            // Once each: a socket may catch up here again before an earlier
+            // catch-up's entry was swept.
+            if !feed.mux_catching.contains(&id) {
+                feed.mux_catching.push(id);
+            }
         }
-        cluster.send_read(channel, Reader::Mux(id), after, page, now);
+        cluster.send_read(channel, reader, after, page, now);
     }
 
     /// The answer to a read of a channel catching up.
-    pub(super) fn on_mux_history(&mut self, id: ConnId, channel: &Rc<str>, history: History) {
+    pub(super) fn on_mux_history(
+        &mut self,
+        (id, serial): (ConnId, u32),
+        channel: &Rc<str>,
+        history: History,
+    ) {
         let cluster = self.cluster.as_mut().expect("a Redis reply");
         let key = (id, channel.clone());
         let Some(merge) = cluster
             .mux_catchups
             .get_mut(&key)
+            .filter(|c| c.serial == serial)
             .and_then(|c| c.merge.as_mut())
         else {
             return;
@@ -252,7 +272,7 @@ impl Server {
                 &mux::subscribed(channel, &start),
             )));
         }
-        let opened = catchup.opened;
+        let (opened, serial) = (catchup.opened, catchup.serial);
         let mut delivered = 0;
         for step in steps {
             match step {
@@ -266,7 +286,7 @@ impl Server {
                     out.push(Chunk::Owned(frame::frame(Opcode::Text, &text)));
                 }
                 Step::Read { after } => {
-                    cluster.send_read(channel, Reader::Mux(id), after, page, now)
+                    cluster.send_read(channel, Reader::Mux(id, serial), after, page, now)
                 }
                 _ => {}
             }
@@ -376,5 +396,46 @@ impl Server {
         if cluster.drop_mux_catchup(&(id, channel.clone()), now) {
             self.mux_channel_deleted(id, channel);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_at_the_feeds_position_needs_no_read() {
+        let at = (7, 3);
+        let cases = [
+            (Cursor::Now, true),
+            (Cursor::After { epoch: 7, seq: 3 }, true),
+            (Cursor::After { epoch: 7, seq: 2 }, false),
+            (Cursor::After { epoch: 7, seq: 4 }, false),
+            (Cursor::After { epoch: 8, seq: 3 }, false),
+            (Cursor::Earliest, false),
+        ];
+        for (cursor, want) in cases {
+            let catchup = MuxCatchUp {
+                cursor,
+                merge: None,
+                opened: false,
+                deadline: Instant::now(),
+                serial: 1,
+            };
+            assert_eq!(catchup.cursor_is(at), want, "{cursor:?}");
+        }
+    }
+
+    #[test]
+    fn a_read_of_an_earlier_catch_up_is_not_sent_again() {
+        let catchup = MuxCatchUp {
+            cursor: Cursor::Earliest,
+            merge: Some(Merge::at(7, 3)),
+            opened: false,
+            deadline: Instant::now(),
+            serial: 2,
+        };
+        assert_eq!(catchup.reread_from(2), Some(3));
+        assert_eq!(catchup.reread_from(1), None);
     }
 }
