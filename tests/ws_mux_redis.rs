@@ -3,9 +3,12 @@
 //! on one is caught up, then followed live, by a `/ws` socket on the other,
 //! per channel, in order and once each, with its gap when the cursor is
 //! older than the stream. A `/ws` publish reaches an SSE subscriber of the
-//! other node. Redis frozen: the channel is answered with an error after
-//! `--redis-timeout` and the socket stays; a socket closed mid-catch-up
-//! leaves nothing behind.
+//! other node. While one channel waits for its (frozen) shard the socket's
+//! other channels flow; a catch-up raced by publishes is whole and once; a
+//! live gap names its channel; a cursor ahead is an error naming it. Redis
+//! frozen: the channel is answered with an error after `--redis-timeout`
+//! and the socket stays; a socket closed, or a channel unsubscribed (and
+//! subscribed again), mid-catch-up leaves nothing behind.
 
 mod common;
 
@@ -399,4 +402,28 @@ fn a_channel_subscribed_again_mid_catch_up_ignores_the_first_reads_reply() {
     }
     let marker = publish(a.addr, &ch, "marker");
     expect_message(&mut ws, &ch, &marker);
+}
+
+#[test]
+fn a_cursor_ahead_of_the_channel_is_an_error_naming_it_and_the_socket_stays() {
+    let redis = RedisServer::start();
+    let shards = std::slice::from_ref(&redis);
+    let (a, b) = (node(shards, &[]), node(shards, &[]));
+    let ch = channel("mr-ahead");
+    let id = publish(a.addr, &ch, "one");
+    let ahead = format!("{}-{}", epoch_of(&id), seq_of(&id) + 5);
+
+    let mut ws = open(b.addr);
+    ws.send_text(&subscribe_command(&ch, Some(&ahead)));
+    let error = ws.next_json();
+    assert_eq!(error["channel"], ch.as_str(), "{error}");
+    assert!(
+        error["error"].as_str().unwrap().contains("ahead"),
+        "{error}"
+    );
+    assert_eq!(ws_catching_up(&b), 0);
+    // The channel can be followed after all, from where it is.
+    subscribe(&mut ws, &ch, Some(&id));
+    let live = publish(a.addr, &ch, "two");
+    expect_message(&mut ws, &ch, &live);
 }
