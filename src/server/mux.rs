@@ -4,7 +4,9 @@
 //! is, so a message reaches it as the very frame every WebSocket subscriber
 //! shares (`Message::ws`, whose object names its channel) and fan-out needs
 //! no case of its own. The connection's `Mux` lists what it follows, so
-//! leaving, closing and reaping undo all of it.
+//! leaving, closing and reaping undo all of it. With Redis a channel
+//! first catches up from the stream on its own (`redis::mux_catchup`) and
+//! joins the hub, and `Mux::subs`, once it has.
 
 use log::debug;
 
@@ -90,20 +92,20 @@ impl Server {
         let Some(mux) = self.conns.get(id).and_then(|c| c.mux()) else {
             return Ok(());
         };
-        if mux.subs.iter().any(|(c, ..)| **c == *channel) {
+        let catching_up = self.cluster.as_ref().map_or(0, |c| c.mux_n_catching_up(id));
+        let catching_this = catching_up > 0
+            && self
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.mux_is_catching_up(id, channel));
+        if catching_this || mux.subs.iter().any(|(c, ..)| **c == *channel) {
             return refuse("already subscribed to this channel".into());
         }
-        if mux.subs.len() >= MAX_CHANNELS {
+        if mux.subs.len() + catching_up >= MAX_CHANNELS {
             self.counters.mux_channels_refused += 1;
             return refuse(format!(
                 "a connection follows at most {MAX_CHANNELS} channels"
             ));
-        }
-        if self.cluster.is_some() {
-            // A Redis node catches a subscriber up through a merge of its
-            // own per connection, which a socket with many channels does
-            // not have yet.
-            return refuse("on a Redis cluster, /ws cannot subscribe yet; use /sub".into());
         }
         if let Some(head) = mux.credentials.clone() {
             if let Err(reject) = self.admit_subscriber(id, &head, channel) {
@@ -112,6 +114,12 @@ impl Server {
             // A token that ends ends the socket then (`end_token_expired`).
             let at = self.token_deadline(id, self.now + self.config.heartbeat);
             self.set_deadline(id, at);
+        }
+        if self.cluster.is_some() {
+            // Redis holds the history: this channel catches up on its own
+            // (`server::redis::mux_catchup`), the others flowing meanwhile.
+            self.mux_subscribe_via_redis(id, channel, cursor);
+            return Ok(());
         }
         let replay = match self.hub.replay(channel, cursor, usize::MAX) {
             Ok(replay) => replay,
@@ -153,6 +161,10 @@ impl Server {
             return Ok(());
         };
         let Some(at) = mux.subs.iter().position(|(c, ..)| **c == *channel) else {
+            if self.mux_cancel_catchup(id, channel) {
+                self.ws_send(id, Opcode::Text, &mux::unsubscribed(channel));
+                return Ok(());
+            }
             return Err(CommandError::new(
                 "not subscribed to this channel",
                 Some(channel),
@@ -242,6 +254,9 @@ impl Server {
 
     /// Leaves every channel a `/ws` connection follows, before it ends.
     pub(super) fn mux_leave_all(&mut self, id: ConnId) {
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.drop_mux_catchups(id, self.now);
+        }
         let Some(mux) = self.conns.get(id).and_then(|c| c.mux()) else {
             return;
         };

@@ -163,6 +163,7 @@ impl Server {
             );
             self.fail_link(shard, which, &why);
         }
+        self.mux_catchup_timeouts();
         self.release_idle_feeds();
     }
 

@@ -38,6 +38,11 @@ pub(super) struct Feed {
     pub waiting: Vec<ConnId>,
     /// Subscribers whose own merges take this feed's messages.
     pub catching: Vec<ConnId>,
+    /// `/ws` sockets waiting for the feed's first position to catch this
+    /// channel up (`mux_catchup.rs`).
+    pub mux_waiting: Vec<ConnId>,
+    /// `/ws` sockets whose merges for this channel take its messages.
+    pub mux_catching: Vec<ConnId>,
     /// Bayeux subscribe replies waiting for the feed's first position.
     pub replies: Vec<ConnId>,
     /// Bayeux resumes waiting for the feed's first position: their history
@@ -56,6 +61,8 @@ impl Feed {
             subscribed: false,
             waiting: Vec::new(),
             catching: Vec::new(),
+            mux_waiting: Vec::new(),
+            mux_catching: Vec::new(),
             replies: Vec::new(),
             resumes: Vec::new(),
             exact_routes: 0,
@@ -260,9 +267,10 @@ impl Server {
         let mut steps = Vec::new();
         merge.on_history(history, &mut steps);
         let placed_now = !was_placed && merge.is_placed();
-        let (waiting, replies, resumes) = match placed_now {
+        let (waiting, mux_waiting, replies, resumes) = match placed_now {
             true => (
                 std::mem::take(&mut feed.waiting),
+                std::mem::take(&mut feed.mux_waiting),
                 std::mem::take(&mut feed.replies),
                 std::mem::take(&mut feed.resumes),
             ),
@@ -271,6 +279,9 @@ impl Server {
         self.apply_feed_steps(channel, steps);
         for id in waiting {
             self.start_catchup(id);
+        }
+        for id in mux_waiting {
+            self.start_mux_catchup(id, channel);
         }
         for id in replies {
             self.release_bayeux_reply(id);
@@ -288,6 +299,7 @@ impl Server {
                 Step::Deliver(message) => {
                     self.deliver(&message);
                     self.feed_catchups(channel, &message);
+                    self.feed_mux_catchups(channel, &message);
                 }
                 Step::Gap {
                     reason,
@@ -343,6 +355,35 @@ impl Server {
         }
     }
 
+    /// A live message for the `/ws` channels of `channel` still catching
+    /// up: into each one's merge.
+    fn feed_mux_catchups(&mut self, channel: &Rc<str>, message: &Rc<crate::message::Message>) {
+        let cluster = self.cluster.as_mut().expect("a feed");
+        let Some(feed) = cluster.feeds.get_mut(channel) else {
+            return;
+        };
+        if feed.mux_catching.is_empty() {
+            return;
+        }
+        let mut catching = std::mem::take(&mut feed.mux_catching);
+        for &id in &catching {
+            let cluster = self.cluster.as_mut().expect("a feed");
+            let Some(catchup) = cluster.mux_catchups.get_mut(&(id, channel.clone())) else {
+                continue;
+            };
+            let mut steps = Vec::new();
+            catchup.on_live(message.clone(), &mut steps);
+            self.apply_mux_steps(id, channel, steps);
+        }
+        let cluster = self.cluster.as_mut().expect("a feed");
+        if let Some(feed) = cluster.feeds.get_mut(channel) {
+            let catchups = &cluster.mux_catchups;
+            catching.retain(|&id| catchups.contains_key(&(id, channel.clone())));
+            catching.append(&mut feed.mux_catching);
+            feed.mux_catching = catching;
+        }
+    }
+
     /// A gap in a feed: every live subscriber of the channel is told, each
     /// stream with a gap event, each parked long-poll with a gap answer,
     /// each Bayeux session with a `data: null` message carrying the gap.
@@ -357,6 +398,12 @@ impl Server {
         let sse: Rc<[u8]> = encode::sse_gap(gap).into();
         let ndjson: Rc<[u8]> = encode::stream_gap(gap).into();
         let ws: Rc<[u8]> = encode::ws_gap(gap).into();
+        // A `/ws` socket follows many channels: its gap names the channel.
+        let mux_ws: Rc<[u8]> = crate::ws::frame::frame(
+            crate::ws::frame::Opcode::Text,
+            &crate::mux::gap(channel, gap),
+        )
+        .into();
         let max_queued = self.config.max_queued_bytes;
         let streams: Vec<ConnId> = hub_channel.streams.iter().map(|(_, &id)| id).collect();
         let polls: Vec<ConnId> = hub_channel.polls.drain().collect();
@@ -373,6 +420,7 @@ impl Server {
             let frame = match transport {
                 Transport::Sse => &sse,
                 Transport::Stream => &ndjson,
+                Transport::WebSocket if conn.mux().is_some() => &mux_ws,
                 Transport::WebSocket => &ws,
             };
             let range = match http10 {
@@ -412,8 +460,13 @@ impl Server {
         };
         let mut ids = std::mem::take(&mut feed.waiting);
         ids.append(&mut feed.catching);
+        let mut mux_ids = std::mem::take(&mut feed.mux_waiting);
+        mux_ids.append(&mut feed.mux_catching);
         for id in ids {
             self.end_catchup_deleted(id, channel);
+        }
+        for id in mux_ids {
+            self.end_mux_catchup_deleted(id, channel);
         }
         self.note_maybe_idle(channel);
     }
@@ -450,10 +503,16 @@ impl Server {
             let catchups = &cluster.catchups;
             feed.waiting.retain(|id| catchups.contains_key(id));
             feed.catching.retain(|id| catchups.contains_key(id));
+            let mux_catchups = &cluster.mux_catchups;
+            let pending = |id: &ConnId| mux_catchups.contains_key(&(*id, name.clone()));
+            feed.mux_waiting.retain(pending);
+            feed.mux_catching.retain(pending);
             let local = self.hub.channel(&name).map_or(0, |c| c.n_subscribers());
             let idle = local == 0
                 && feed.waiting.is_empty()
                 && feed.catching.is_empty()
+                && feed.mux_waiting.is_empty()
+                && feed.mux_catching.is_empty()
                 && feed.resumes.is_empty()
                 && feed.exact_routes == 0;
             if !idle {
@@ -511,6 +570,7 @@ impl Server {
                 let retry = match reader {
                     Reader::Feed => Some(Reader::Feed),
                     Reader::Conn(id) => Some(Reader::Conn(id)),
+                    Reader::Mux(id, serial) => Some(Reader::Mux(id, serial)),
                     Reader::Pattern => Some(Reader::Pattern),
                     Reader::Session(_) => None,
                 };
@@ -532,6 +592,7 @@ impl Server {
         match reader {
             Reader::Feed => self.on_feed_history(&channel, history),
             Reader::Conn(id) => self.on_catchup_history(id, history),
+            Reader::Mux(id, serial) => self.on_mux_history((id, serial), &channel, history),
             Reader::Session(resume) => self.on_resume_history(&channel, resume, history),
             Reader::Pattern => self.on_pattern_history(&channel, history),
         }

@@ -13,7 +13,8 @@
 //!   a `Feed`, whose `Merge` passes each message on once and in order, reads
 //!   the stream to fill what pub/sub lost, and tells gaps (`feed.rs`).
 //!   A subscriber with a cursor first catches up from the stream with its
-//!   own merge, then joins the feed.
+//!   own merge, then joins the feed; a `/ws` socket does so per channel
+//!   (`mux_catchup.rs`), its other channels flowing meanwhile.
 //! - A timer (`Timer::Redis`) reconnects links that are down, with back-off,
 //!   and fails links whose oldest command has waited past `--redis-timeout`.
 //!   After a reconnect every feed re-subscribes and reads what it missed.
@@ -23,6 +24,7 @@ mod catchup;
 mod events;
 mod feed;
 mod link;
+mod mux_catchup;
 mod publish;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -45,6 +47,7 @@ use crate::redis::shard::shard_of;
 use catchup::CatchUp;
 use feed::Feed;
 use link::Link;
+use mux_catchup::MuxCatchUp;
 
 /// The first token of the links: below the listener's and the signal pipe's.
 const FIRST_TOKEN: usize = usize::MAX - 2;
@@ -91,6 +94,8 @@ pub(super) enum Reader {
     Feed,
     /// A subscriber catching up.
     Conn(ConnId),
+    /// A channel of a `/ws` socket catching up (`mux_catchup.rs`).
+    Mux(ConnId, u32),
     /// A Bayeux subscription resumed with `ext.halley.since`.
     Session(crate::bayeux::Resume),
     /// A channel followed through a Bayeux wildcard pattern.
@@ -125,6 +130,10 @@ pub(super) struct Cluster {
     feeds: HashMap<Rc<str>, Feed>,
     /// Subscribers not yet caught up with their channel's feed.
     catchups: HashMap<ConnId, CatchUp>,
+    /// Channels of `/ws` sockets not yet caught up with their feed.
+    mux_catchups: HashMap<mux_catchup::Key, MuxCatchUp>,
+    /// The last `MuxCatchUp::serial` given.
+    mux_serial: u32,
     /// Redis patterns for Bayeux wildcard subscriptions, with how many
     /// subscription patterns need each; ordered, so that of several patterns
     /// matching a channel one is always the first (`feed::on_pattern_message`).
@@ -215,6 +224,8 @@ impl Cluster {
             shards,
             feeds: HashMap::new(),
             catchups: HashMap::new(),
+            mux_catchups: HashMap::new(),
+            mux_serial: 0,
             patterns: BTreeMap::new(),
             held_replies: HashMap::new(),
             pattern_channels: HashMap::new(),
@@ -338,6 +349,20 @@ impl Cluster {
             }
             Op::Read {
                 channel,
+                reader: Reader::Mux(id, serial),
+                count,
+            } => {
+                let key = (id, channel.clone());
+                if let Some(after) = self
+                    .mux_catchups
+                    .get(&key)
+                    .and_then(|c| c.reread_from(serial))
+                {
+                    self.send_read(&channel, Reader::Mux(id, serial), after, count, now);
+                }
+            }
+            Op::Read {
+                channel,
                 reader: Reader::Session(resume),
                 count,
             } => {
@@ -379,6 +404,7 @@ impl Cluster {
             "patterns": self.patterns.len(),
             "pattern_channels": self.pattern_channels.len(),
             "catching_up": self.catchups.len(),
+            "ws_catching_up": self.mux_catchups.len(),
             "gaps": f.gaps,
         })
     }
@@ -396,6 +422,7 @@ impl Cluster {
         if let Some(catchup) = self.catchups.remove(&id) {
             self.note_maybe_idle(catchup.channel(), now);
         }
+        self.drop_mux_catchups(id, now);
         if let Some(channel) = channel {
             self.note_maybe_idle(channel, now);
         }
