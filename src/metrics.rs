@@ -124,6 +124,21 @@ pub fn exposition(s: &Snapshot) -> Vec<u8> {
         n.slow_consumer_closes,
     );
     w.counter(
+        "halley_websocket_upgrades_total",
+        "Connections upgraded to WebSocket (/sub, /ws, /bayeux).",
+        n.ws_upgrades,
+    );
+    w.counter(
+        "halley_websocket_protocol_closes_total",
+        "WebSockets closed for breaking RFC 6455 or their endpoint's protocol (1002, 1007, 1009).",
+        n.ws_protocol_closes,
+    );
+    w.counter(
+        "halley_websocket_pong_timeouts_total",
+        "WebSockets closed for leaving two pings unanswered (1008).",
+        n.ws_pong_timeouts,
+    );
+    w.counter(
         "halley_budget_yields_total",
         "Readiness turns that spent their budget.",
         n.budget_yields,

@@ -140,6 +140,7 @@ fn what_is_not_bayeux_closes_the_socket_with_1007() {
     ws.send_text("not json");
     let reason = ws.expect_close(1007);
     assert_eq!(reason, "body is not JSON");
+    assert_eq!(stats(addr)["websocket"]["protocol_closes"], 1, "counted");
     // An empty array asks nothing and gets nothing; the socket stays.
     let mut ws = Ws::connect(addr, "/bayeux");
     ws.send_text("[]");

@@ -98,6 +98,24 @@ fn scrape(addr: SocketAddr) -> Parsed {
 }
 
 #[test]
+fn websocket_upgrades_and_protocol_closes_are_counted() {
+    use common::ws::Ws;
+    let addr = start_default();
+    let sub = Ws::connect(addr, &format!("/sub/{}", channel("metrics-ws")));
+    let mut bayeux = Ws::connect(addr, "/bayeux");
+    bayeux.send_text("not json");
+    bayeux.expect_close(1007);
+    let m = scrape(addr);
+    assert_eq!(m.types["halley_websocket_upgrades"], "counter");
+    assert_eq!(m.value("halley_websocket_upgrades_total"), 2.0);
+    assert_eq!(m.value("halley_websocket_protocol_closes_total"), 1.0);
+    assert_eq!(m.value("halley_websocket_pong_timeouts_total"), 0.0);
+    assert_eq!(m.value("halley_connections{transport=\"websocket\"}"), 1.0);
+    // The /sub socket was held open through the scrape, and is counted as open.
+    drop(sub);
+}
+
+#[test]
 fn counters_move_after_a_known_sequence_of_requests() {
     let addr = start_default();
     let before = scrape(addr);

@@ -49,6 +49,7 @@ impl Server {
             // so the socket is closed with the reason, as a `POST` gets 400.
             Err(BadRequest(why)) => {
                 debug!("{id:?}: {why} in a Bayeux WebSocket message");
+                self.counters.ws_protocol_closes += 1;
                 return self.ws_close(id, close::INVALID_DATA, why);
             }
         };
