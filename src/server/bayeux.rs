@@ -15,7 +15,9 @@ use super::publish::{Draft, Publisher};
 use super::respond::Ask;
 use super::Server;
 use crate::bayeux::ids::Urandom;
-use crate::bayeux::{self, wire, BadRequest, Data, Engine, HubMessage, Reply, Response, Since};
+use crate::bayeux::{
+    self, wire, BadRequest, Data, Engine, Framing, HubMessage, Outcome, Reply, Response, Since,
+};
 use crate::client::client_key;
 use crate::config::Config;
 use crate::conn_id::ConnId;
@@ -73,6 +75,48 @@ pub(super) fn hub_message(message: &Message) -> HubMessage<'_> {
 }
 
 impl Server {
+    /// What both Bayeux transports (`POST /bayeux` and a `/bayeux`
+    /// WebSocket) do with one request's messages: the engine decides, then
+    /// the connects it released are answered, resumed subscriptions filled
+    /// from history, and publishes made, in that order. The reply is left in
+    /// the outcome for the caller to frame its own way.
+    pub(super) fn run_bayeux(
+        &mut self,
+        id: ConnId,
+        messages: Vec<Value>,
+        framing: Framing,
+    ) -> Outcome {
+        // The engine bounds sessions per client address; only a handshake
+        // needs it, and looking it up is a syscall.
+        let peer = match wire::has_handshake(&messages) {
+            true => self.conns.get(id).and_then(|c| c.socket.peer_addr().ok()),
+            false => None,
+        };
+        // Signed tokens are judged by the wall clock, which the engine does not read.
+        self.bayeux.wall = std::time::SystemTime::now();
+        let mut room = super::publish::HubRoom::new(&self.hub, self.cluster.is_some());
+        let mut outcome = self.bayeux.handle_in(
+            engine_conn(id),
+            peer.map(|p| client_key(p.ip())),
+            messages,
+            framing,
+            self.now,
+            &mut room,
+        );
+        for response in std::mem::take(&mut outcome.released) {
+            self.answer_held(response);
+        }
+        // History before this request's publishes, so a resumed subscription
+        // gets each message once and in order.
+        for replay in &outcome.resumes {
+            self.replay_to_session(replay);
+        }
+        for publish in std::mem::take(&mut outcome.publishes) {
+            self.publish_from_bayeux(publish);
+        }
+        outcome
+    }
+
     /// One request to `/bayeux`: messages in a `POST` body (JSON or form
     /// `message=`) or a `GET` query (JSONP only). Only a request that is not
     /// Bayeux at all gets an HTTP error; Bayeux errors are answered with 200.
@@ -89,34 +133,7 @@ impl Server {
                 return self.reject(id, Reject::new(400, why), Ask::of(head));
             }
         };
-        // The engine bounds sessions per client address; only a handshake
-        // needs it, and looking it up is a syscall.
-        let peer = match wire::has_handshake(&messages) {
-            true => self.conns.get(id).and_then(|c| c.socket.peer_addr().ok()),
-            false => None,
-        };
-        // Signed tokens are judged by the wall clock, which the engine does not read.
-        self.bayeux.wall = std::time::SystemTime::now();
-        let mut room = super::publish::HubRoom::new(&self.hub, self.cluster.is_some());
-        let outcome = self.bayeux.handle_in(
-            engine_conn(id),
-            peer.map(|p| client_key(p.ip())),
-            messages,
-            framing,
-            self.now,
-            &mut room,
-        );
-        for response in outcome.released {
-            self.answer_held(response);
-        }
-        // History before this request's publishes, so a resumed subscription
-        // gets each message once and in order.
-        for replay in &outcome.resumes {
-            self.replay_to_session(replay);
-        }
-        for publish in outcome.publishes {
-            self.publish_from_bayeux(publish);
-        }
+        let outcome = self.run_bayeux(id, messages, framing);
         match outcome.reply {
             Reply::Now { content_type, body } => {
                 // With Redis, a subscribe is answered once Redis has it.

@@ -18,7 +18,6 @@ use super::bayeux::engine_conn;
 use super::conn::Role;
 use super::Server;
 use crate::bayeux::{wire, BadRequest, Framing, Reply};
-use crate::client::client_key;
 use crate::conn_id::ConnId;
 use crate::ws::close;
 use crate::ws::frame::{MessageKind, Opcode};
@@ -53,31 +52,7 @@ impl Server {
                 return self.ws_close(id, close::INVALID_DATA, why);
             }
         };
-        let peer = match wire::has_handshake(&messages) {
-            true => self.conns.get(id).and_then(|c| c.socket.peer_addr().ok()),
-            false => None,
-        };
-        // As `on_bayeux`: signed tokens are judged by the wall clock, and
-        // each publish is admitted by the hub's room first.
-        self.bayeux.wall = std::time::SystemTime::now();
-        let mut room = super::publish::HubRoom::new(&self.hub, self.cluster.is_some());
-        let outcome = self.bayeux.handle_in(
-            engine_conn(id),
-            peer.map(|p| client_key(p.ip())),
-            messages,
-            Framing::WebSocket,
-            self.now,
-            &mut room,
-        );
-        for response in outcome.released {
-            self.answer_held(response);
-        }
-        for replay in &outcome.resumes {
-            self.replay_to_session(replay);
-        }
-        for publish in outcome.publishes {
-            self.publish_from_bayeux(publish);
-        }
+        let outcome = self.run_bayeux(id, messages, Framing::WebSocket);
         let Reply::Socket { body, hold } = outcome.reply else {
             unreachable!("a frame is answered in frames");
         };
