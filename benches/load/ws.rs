@@ -4,10 +4,11 @@
 //! message, whether the server sends it raw (Nchan, the floor) or inside halley's JSON object.
 //! Pure functions over byte slices, so every truncation point is testable; sockets are in `sub`.
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+
 use crate::sse::{parse_payload, Delivery};
 
-/// The GUID RFC 6455 appends to the key before hashing it into `Sec-WebSocket-Accept`.
-const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// A frame claiming more than this is garbage, not a benchmark message: refusing it keeps a
 /// broken server from making a subscriber buffer without bound.
 pub const MAX_FRAME: u64 = 1 << 24;
@@ -31,42 +32,18 @@ impl Rng {
     }
 }
 
-/// Standard base64 with padding; the handshake is its only use, so no crate for it.
-pub fn base64(input: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// A fresh `Sec-WebSocket-Key`: 16 random bytes, base64.
 pub fn new_key(rng: &mut Rng) -> String {
     let mut raw = [0u8; 16];
     raw[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
     raw[8..].copy_from_slice(&rng.next_u64().to_le_bytes());
-    base64(&raw)
+    STANDARD.encode(raw)
 }
 
-/// The `Sec-WebSocket-Accept` a server must answer `key` with.
+/// The `Sec-WebSocket-Accept` a server must answer `key` with: the
+/// server's own derivation, which its unit test pins to RFC 6455's example.
 pub fn accept_for(key: &str) -> String {
-    let mut sha = sha1_smol::Sha1::new();
-    sha.update(key.as_bytes());
-    sha.update(GUID.as_bytes());
-    base64(&sha.digest().bytes())
+    halley::ws::handshake::accept(key).as_str().to_owned()
 }
 
 /// The upgrade request for `path` on `host` with `key`.
@@ -294,7 +271,7 @@ mod tests {
             (b"foo", "Zm9v"),
             (b"foob", "Zm9vYg=="),
         ] {
-            assert_eq!(base64(raw), enc);
+            assert_eq!(STANDARD.encode(raw), enc);
         }
         // RFC 6455 section 1.3.
         assert_eq!(

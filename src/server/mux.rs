@@ -136,12 +136,8 @@ impl Server {
         if let Some(gap) = &replay.gap {
             head.extend(frame::frame(Opcode::Text, &mux::gap(channel, gap)));
         }
-        let (name, key) = self.hub.subscribe(channel, Kind::Stream, id);
+        self.mux_follow(id, channel);
         let conn = self.conns.get(id).expect("checked above");
-        conn.mux()
-            .expect("checked above")
-            .subs
-            .push((name, Kind::Stream, key));
         self.counters.delivered += replay.messages.len() as u64;
         // The replay goes out as the messages' shared frames, uncopied.
         conn.queue_owed(Chunk::Owned(head));
@@ -154,6 +150,23 @@ impl Server {
             self.close(id);
         }
         Ok(())
+    }
+
+    /// Makes socket `id` one of `channel`'s stream entries in the hub, so
+    /// fan-out reaches it, and records it among the socket's subscriptions,
+    /// so closing leaves it. False if `id` is no longer a `/ws` socket.
+    pub(super) fn mux_follow(&mut self, id: ConnId, channel: &str) -> bool {
+        if self.conns.get(id).and_then(|c| c.mux()).is_none() {
+            return false;
+        }
+        let (name, key) = self.hub.subscribe(channel, Kind::Stream, id);
+        let mux = self
+            .conns
+            .get(id)
+            .and_then(|c| c.mux())
+            .expect("checked above");
+        mux.subs.push((name, Kind::Stream, key));
+        true
     }
 
     fn mux_unsubscribe(&mut self, id: ConnId, channel: &str) -> Answer {

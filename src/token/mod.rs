@@ -219,11 +219,6 @@ impl Token {
             false => Token::MissingOrWrong,
         }
     }
-
-    /// Checks an `Authorization` header value against the `configured` token.
-    pub fn from_authorization(configured: Option<&str>, authorization: Option<&str>) -> Token {
-        Token::check(configured, authorization.and_then(bearer))
-    }
 }
 
 /// The credentials of an `Authorization: Bearer <token>` value. The scheme is
@@ -411,8 +406,9 @@ mod tests {
             (None, Token::MissingOrWrong),
         ];
         for (value, want) in cases {
+            // As `Web::publisher` judges an `Authorization` header.
             assert_eq!(
-                Token::from_authorization(Some("s3"), value),
+                Token::check(Some("s3"), value.and_then(bearer)),
                 want,
                 "{value:?}"
             );

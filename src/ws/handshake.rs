@@ -4,6 +4,9 @@
 //! offer of `permessage-deflate` is declined by not echoing it, which every
 //! client takes as "no compression".
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+
 use crate::http::request::{Method, RequestHead};
 use crate::http::Reject;
 
@@ -81,64 +84,24 @@ pub fn accept(key: &str) -> Accept {
     let mut sha = sha1_smol::Sha1::new();
     sha.update(key.as_bytes());
     sha.update(GUID.as_bytes());
-    let text = base64(&sha.digest().bytes());
-    Accept(
-        text.as_bytes()
-            .try_into()
-            .expect("20 bytes are 28 in base64"),
-    )
+    let mut text = [0u8; 28];
+    let written = STANDARD
+        .encode_slice(sha.digest().bytes(), &mut text)
+        .expect("20 bytes are 28 in base64");
+    debug_assert_eq!(written, 28);
+    Accept(text)
 }
 
-const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Standard base64 with padding. Twenty lines here rather than a crate:
-/// the handshake is its only use, on 20 bytes.
-fn base64(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for group in bytes.chunks(3) {
-        let b = [
-            group[0],
-            *group.get(1).unwrap_or(&0),
-            *group.get(2).unwrap_or(&0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..4 {
-            match i <= group.len() {
-                true => out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char),
-                false => out.push('='),
-            }
-        }
-    }
-    out
-}
-
-/// How many bytes `text` decodes to, if it is canonical padded base64: the
-/// key's only check is that it is 16 bytes (RFC 6455 4.2.1), whose value the
-/// server never needs.
+/// How many bytes `text` decodes to, if it is canonical padded base64 of at
+/// most `KEY_ROOM` bytes: the key's only check is that it is 16 bytes (RFC
+/// 6455 4.2.1), whose value the server never needs. Decoded on the stack.
 fn base64_decoded_len(text: &str) -> Option<usize> {
-    let bytes = text.as_bytes();
-    if bytes.is_empty() || !bytes.len().is_multiple_of(4) {
+    const KEY_ROOM: usize = 32;
+    let mut room = [0u8; KEY_ROOM];
+    if text.is_empty() {
         return None;
     }
-    let pad = bytes.iter().rev().take_while(|&&b| b == b'=').count();
-    if pad > 2 {
-        return None;
-    }
-    let body = &bytes[..bytes.len() - pad];
-    let mut last = 0;
-    for &b in body {
-        last = ALPHABET.iter().position(|&a| a == b)? as u8;
-    }
-    // Padding implies the last digit's unused low bits are zero.
-    let unused = match pad {
-        1 => 0b11,
-        2 => 0b1111,
-        _ => 0,
-    };
-    if last & unused != 0 {
-        return None;
-    }
-    Some(bytes.len() / 4 * 3 - pad)
+    STANDARD.decode_slice(text, &mut room).ok()
 }
 
 #[cfg(test)]
@@ -201,8 +164,9 @@ mod tests {
         for (text, len) in cases {
             assert_eq!(base64_decoded_len(text), len, "{text:?}");
         }
-        assert_eq!(base64(b"hello"), "aGVsbG8=");
-        assert_eq!(base64(b"hell"), "aGVsbA==");
-        assert_eq!(base64(b"hel"), "aGVs");
+        // What clients send: any 16 bytes, encoded; 15 or 17 bytes are not a key.
+        assert_eq!(base64_decoded_len(&STANDARD.encode([0xAB; 16])), Some(16));
+        assert_eq!(base64_decoded_len(&STANDARD.encode([0xAB; 15])), Some(15));
+        assert_eq!(base64_decoded_len(&STANDARD.encode([0xAB; 17])), Some(17));
     }
 }

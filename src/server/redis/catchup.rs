@@ -32,6 +32,23 @@ struct Request {
     accept: Option<crate::ws::handshake::Accept>,
 }
 
+/// A merge of `cursor`'s history with the live messages, for a subscriber
+/// (`/sub` here, a `/ws` channel in `mux_catchup`), and the sequence number
+/// its first stream read starts after. `now` never gets here: it is the
+/// feed's own position, which joins at once.
+pub(super) fn merge_from(cursor: Cursor) -> (Merge, u64) {
+    let start = match cursor {
+        Cursor::After { epoch, seq } => Start::After { epoch, seq },
+        Cursor::Earliest => Start::Earliest,
+        Cursor::Now => unreachable!("`now` is the feed's position, checked before"),
+    };
+    let (merge, read) = Merge::new(start);
+    let Step::Read { after } = read else {
+        unreachable!("a merge starts with a read");
+    };
+    (merge, after)
+}
+
 pub(in crate::server) struct CatchUp {
     channel: Rc<str>,
     request: Request,
@@ -148,15 +165,7 @@ impl Server {
             }
             return;
         }
-        let start = match catchup.cursor {
-            Cursor::After { epoch, seq } => Start::After { epoch, seq },
-            Cursor::Earliest => Start::Earliest,
-            Cursor::Now => unreachable!("`now` is the feed's position, checked above"),
-        };
-        let (merge, read) = Merge::new(start);
-        let Step::Read { after } = read else {
-            unreachable!("a merge starts with a read");
-        };
+        let (merge, after) = merge_from(catchup.cursor);
         catchup.merge = Some(merge);
         let channel = catchup.channel.clone();
         let count = catchup.read_count(batch, cluster.page);

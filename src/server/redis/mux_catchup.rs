@@ -19,14 +19,13 @@
 use std::rc::Rc;
 use std::time::Instant;
 
-use super::catchup::gap_of;
+use super::catchup::{gap_of, merge_from};
 use super::{Cluster, Reader, Server};
 use crate::conn_id::ConnId;
 use crate::cursor::{self, Cursor};
-use crate::hub::Kind;
 use crate::mux;
 use crate::outq::Chunk;
-use crate::redis::merge::{History, Merge, Start, Step};
+use crate::redis::merge::{History, Merge, Step};
 use crate::server::conn::SendError;
 use crate::server::respond::note_send_error;
 use crate::ws::frame::{self, Opcode};
@@ -172,19 +171,11 @@ impl Server {
         let Some(position) = cluster.feeds.get(channel).and_then(|f| f.position()) else {
             return;
         };
-        let start = match catchup.cursor {
-            _ if catchup.cursor_is(position) => {
-                cluster.mux_catchups.remove(&key);
-                return self.mux_join(id, channel, Some(position));
-            }
-            Cursor::After { epoch, seq } => Start::After { epoch, seq },
-            Cursor::Earliest => Start::Earliest,
-            Cursor::Now => unreachable!("`now` is the feed's position, checked above"),
-        };
-        let (merge, read) = Merge::new(start);
-        let Step::Read { after } = read else {
-            unreachable!("a merge starts with a read");
-        };
+        if catchup.cursor_is(position) {
+            cluster.mux_catchups.remove(&key);
+            return self.mux_join(id, channel, Some(position));
+        }
+        let (merge, after) = merge_from(catchup.cursor);
         catchup.merge = Some(merge);
         let reader = Reader::Mux(id, catchup.serial);
         let page = cluster.page;
@@ -332,18 +323,9 @@ impl Server {
     /// The channel joins the hub's stream entries, as in memory; `at` is
     /// its position when `subscribed` is still to be told.
     fn mux_join(&mut self, id: ConnId, channel: &Rc<str>, at: Option<(u64, u64)>) {
-        let Some(conn) = self.conns.get(id) else {
-            return;
-        };
-        if conn.mux().is_none() {
+        if !self.mux_follow(id, channel) {
             return;
         }
-        let (name, key) = self.hub.subscribe(channel, Kind::Stream, id);
-        let conn = self.conns.get(id).expect("checked above");
-        conn.mux()
-            .expect("checked above")
-            .subs
-            .push((name, Kind::Stream, key));
         if let Some((epoch, seq)) = at {
             let text = mux::subscribed(channel, &cursor::format(epoch, seq));
             self.ws_send(id, Opcode::Text, &text);
