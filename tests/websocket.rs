@@ -669,3 +669,48 @@ fn with_redis_a_sub_websocket_catches_up_then_follows_and_ends_on_delete() {
         ws.expect_close(1000);
     }
 }
+
+#[test]
+fn hostile_peers_past_the_message_cap_are_closed_while_a_subscriber_is_served() {
+    let addr = start(Config {
+        ws_echo: true,
+        ws_max_message: 1000,
+        ..config()
+    });
+    let ch = channel("ws-witness");
+    let mut witness = ws_sub(addr, &ch, "");
+    // One announces a 2^62-byte frame; one dribbles a fragmented message
+    // past --ws-max-message a byte at a time; one on /sub sends small
+    // fragments without end. None may make the server buffer past the cap.
+    let mut huge = Ws::connect(addr, "/ws-echo");
+    let mut header = vec![BINARY | FIN, 0x80 | 127];
+    header.extend_from_slice(&(1u64 << 62).to_be_bytes());
+    header.extend_from_slice(&[1, 2, 3, 4]);
+    huge.client.send(&header);
+    let mut dribble = Ws::connect(addr, "/ws-echo");
+    let fragment = client_frame(BINARY, &[7; 600]);
+    for byte in &fragment {
+        dribble.client.send(std::slice::from_ref(byte));
+    }
+    let mut endless = Ws::connect(addr, &format!("/sub/{}", channel("ws-endless")));
+    endless.send_frame(BINARY, &[9; 100]);
+    for _ in 0..40 {
+        endless.send_frame(0, &[9; 100]);
+    }
+    let id = publish(addr, &ch, "still served");
+    assert_eq!(witness.next_json()["id"], id.as_str());
+    dribble.client.send(client_frame(FIN, &[7; 600]));
+    assert!(!huge.expect_close(1009).is_empty(), "the close says why");
+    assert!(!dribble.expect_close(1009).is_empty(), "the close says why");
+    let reason = loop {
+        let frame = endless.read_frame();
+        if frame.opcode == CLOSE {
+            let (code, reason) = frame.close_code();
+            assert_eq!(code, 1009, "{reason}");
+            break reason;
+        }
+    };
+    assert!(!reason.is_empty());
+    let id = publish(addr, &ch, "and after");
+    assert_eq!(witness.next_json()["id"], id.as_str());
+}
